@@ -1,0 +1,3 @@
+from sipload.cli import main
+
+main()

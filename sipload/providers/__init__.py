@@ -1,0 +1,1 @@
+"""sipload.providers"""
