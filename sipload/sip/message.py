@@ -18,6 +18,7 @@ from sipload.sip.headers import (
     canonical_name,
     normalize_name,
     parse_cseq,
+    parse_delta,
     parse_name_addr,
     parse_via,
     split_list,
@@ -164,7 +165,8 @@ class Message:
     @property
     def top_via(self) -> Via:
         if self._via is None:
-            vias = self.headers.get_list("via")
+            first = self.headers.get("via")
+            vias = split_list(first) if first is not None else []
             if not vias:
                 raise ParseError("missing Via header")
             self._via = parse_via(vias[0])
@@ -190,14 +192,13 @@ class Message:
         return [parse_name_addr(v) for v in values]
 
     def expires(self) -> int | None:
-        """The Expires header as delta-seconds, or None."""
+        """The Expires header as delta-seconds (0 .. 2**32-1), or None."""
         value = self.headers.get("expires")
         if value is None:
             return None
-        text = value.strip()
-        if not text.isdigit() or not text.isascii():
-            raise ParseError(f"invalid Expires {value!r}")
-        return int(text)
+        if len(value.split()) != 1:
+            raise ParseError(f"invalid Expires {value[:40]!r}")
+        return parse_delta(value, "Expires")
 
     # --- serialization ------------------------------------------------------------------------
     def _start_line(self) -> str:

@@ -11,8 +11,10 @@ are RFC 5626 keep-alives: a double CRLF is a ping (the server answers with a sin
 
 from __future__ import annotations
 
+import re
+
 from sipload.sip.errors import ParseError
-from sipload.sip.headers import COMPACT_FORMS, is_token
+from sipload.sip.headers import COMPACT_FORMS, KNOWN_KEYS, is_token
 from sipload.sip.message import Headers, Request, Response
 
 MAX_HEAD_BYTES = 65536
@@ -20,59 +22,69 @@ MAX_BODY_BYTES = 1 << 20
 MAX_HEADER_LINES = 1000
 
 _WS = " \t"
+_NAME_RE = re.compile(r"([A-Za-z0-9.!%*_+`'~-]+)[ \t]*")
 
 
 def _find_head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int]:
-    """(end of head, start of body) or (-1, -1) when the blank line has not arrived yet."""
+    """(end of head, start of body) or (-1, -1) when the blank line has not arrived yet.
+
+    The blank line may be CRLF CRLF, LF LF, LF CRLF or CRLF LF: whichever comes first.
+    """
     crlf = data.find(b"\r\n\r\n", start)
-    lf = data.find(b"\n\n", start)
-    if lf >= 0 and (crlf < 0 or lf < crlf):
+    end = crlf if crlf >= 0 else len(data)
+    # only a bare-LF blank line that starts before the first CRLF CRLF can end the head earlier
+    lf = data.find(b"\n\n", start, end + 1)
+    mixed = data.find(b"\n\r\n", start, end + 2)
+    if lf >= 0 and (mixed < 0 or lf < mixed):
+        if lf > start and data[lf - 1] == 13:  # CRLF LF: the CR belongs to the last header line
+            return lf - 1, lf + 2
         return lf, lf + 2
-    if crlf >= 0:
-        # a bare-LF line followed by a CRLF blank line also ends the head
-        mixed = data.find(b"\n\r\n", start, crlf)
-        if mixed >= 0:
-            return mixed, mixed + 3
-        return crlf, crlf + 4
-    mixed = data.find(b"\n\r\n", start)
     if mixed >= 0:
         return mixed, mixed + 3
+    if crlf >= 0:
+        return crlf, crlf + 4
     return -1, -1
 
 
 def _parse_head(head: bytes | bytearray) -> Request | Response:
     text = head.decode("utf-8", "surrogateescape")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    if text[-1:] in ("\n", "\r"):
+        text = text.rstrip("\r\n")  # a datagram that ends without the blank line
     lines = text.split("\n")
-    i = 0
-    while i < len(lines) and lines[i] in ("", "\r"):
-        i += 1
-    if i == len(lines):
+    start = lines[0]
+    if not start:
         raise ParseError("empty message")
-    start = lines[i].rstrip("\r")
     items: list[tuple[str, str]] = []
-    count = 0
-    for raw in lines[i + 1 :]:
-        line = raw[:-1] if raw.endswith("\r") else raw
+    known = KNOWN_KEYS
+    for line in lines[1:]:
         if not line:
-            continue
+            raise ParseError("empty line inside the header section")
         if line[0] in _WS:
             if not items:
                 raise ParseError("continuation line before any header")
-            key, value = items[-1]
-            items[-1] = (key, f"{value} {line.strip(_WS)}" if value else line.strip(_WS))
+            more = line.strip(_WS)
+            if more:
+                last_key, last_value = items[-1]
+                items[-1] = (last_key, f"{last_value} {more}" if last_value else more)
             continue
         name, colon, value = line.partition(":")
         if not colon:
             raise ParseError(f"header line without a colon: {line[:60]!r}")
-        name = name.rstrip(_WS).lower()
-        if not is_token(name):
+        key = known.get(name)
+        if key is not None:
+            items.append((key, value.strip(_WS)))
+            continue
+        m = _NAME_RE.fullmatch(name)
+        if m is None:
             raise ParseError(f"invalid header name {name[:60]!r}")
-        count += 1
-        if count > MAX_HEADER_LINES:
-            raise ParseError(f"more than {MAX_HEADER_LINES} header lines")
-        items.append((COMPACT_FORMS.get(name, name), value.strip(_WS)))
+        lowered = m.group(1).lower()
+        items.append((COMPACT_FORMS.get(lowered, lowered), value.strip(_WS)))
+    if len(items) > MAX_HEADER_LINES:
+        raise ParseError(f"more than {MAX_HEADER_LINES} header lines")
     headers = Headers._from_normalized(items)
-    if start.startswith("SIP/"):
+    if start[:4].upper() == "SIP/":
         return _response(start, headers)
     return _request(start, headers)
 
@@ -102,26 +114,35 @@ def _request(start: str, headers: Headers) -> Request:
         raise ParseError(f"invalid method {method[:20]!r}")
     if version.upper() != "SIP/2.0":
         raise ParseError(f"unsupported SIP version {version[:20]!r}")
-    if not uri or ":" not in uri:
+    if ":" not in uri or "<" in uri or ">" in uri or "\t" in uri:
         raise ParseError(f"invalid Request-URI {uri[:80]!r}")
     return Request(method, uri, headers)
 
 
-def _content_length(msg: Request | Response) -> int | None:
-    value = msg.headers.get("content-length")
-    if value is None:
+def _content_length(headers: Headers) -> int | None:
+    """The Content-Length, None if absent; several lines must agree (RFC 4475 §3.1.2.11)."""
+    values = headers.get_all("content-length")
+    if not values:
         return None
-    text = value.strip()
+    text = values[0].strip()
     if not text.isdigit() or not text.isascii() or len(text) > 9:
-        raise ParseError(f"invalid Content-Length {value[:20]!r}")
+        raise ParseError(f"invalid Content-Length {values[0][:20]!r}")
+    if len(values) > 1 and any(v.strip() != text for v in values):
+        raise ParseError(f"conflicting Content-Length values {values[:4]!r}")
     return int(text)
 
 
 def parse_message(data: bytes) -> Request | Response:
-    """Parse one datagram into a Request or Response; raise ParseError if it is not one."""
+    """Parse one datagram into a Request or Response; raise ParseError if it is not one.
+
+    Without Content-Length the body is the rest of the datagram; with it, bytes beyond it are
+    dropped and a shorter body is an error.
+    """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ParseError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")  # CRLFs before the start line (RFC 3261 §7.5)
     head_end, body_start = _find_head_end(data)
     if head_end < 0:
         head, body = data, b""
@@ -130,7 +151,7 @@ def parse_message(data: bytes) -> Request | Response:
     if len(head) > MAX_HEAD_BYTES:
         raise ParseError(f"header section larger than {MAX_HEAD_BYTES} bytes")
     msg = _parse_head(head)
-    length = _content_length(msg)
+    length = _content_length(msg.headers)
     if length is not None:
         if length > len(body):
             raise ParseError(f"truncated body: Content-Length {length} but {len(body)} bytes follow")
@@ -144,14 +165,16 @@ class StreamFramer:
 
     feed() returns the messages completed by the new bytes. Keep-alives are counted: `pings`
     (double CRLF; a server should answer each with a single CRLF) and `pongs` (a single CRLF).
-    A ParseError leaves the framer unusable: the connection must be closed.
+    A message without Content-Length has an empty body (RFC 3261 §18.3 makes it mandatory on
+    streams). A ParseError leaves the framer unusable: the connection must be closed.
     """
 
-    __slots__ = ("_buf", "_failed", "_scan", "max_body", "max_head", "pings", "pongs")
+    __slots__ = ("_buf", "_failed", "_pending", "_scan", "max_body", "max_head", "pings", "pongs")
 
     def __init__(self, max_head: int = MAX_HEAD_BYTES, max_body: int = MAX_BODY_BYTES) -> None:
         self._buf = bytearray()
-        self._scan = 0
+        self._scan = 0  # how far the search for the end of the head got (0: at a message boundary)
+        self._pending: tuple[Request | Response, int, int] | None = None  # parsed head awaiting its body
         self._failed = False
         self.max_head = max_head
         self.max_body = max_body
@@ -180,14 +203,14 @@ class StreamFramer:
     def _skip_keepalives(self) -> bool:
         """Consume leading CRLFs; False when what is buffered may still become a ping."""
         buf = self._buf
-        while buf[:1] in (b"\r", b"\n"):
+        while buf and buf[0] in (13, 10):  # CR, LF
             if buf[:4] == b"\r\n\r\n":
                 del buf[:4]
                 self.pings += 1
             elif buf[:2] == b"\n\n":
                 del buf[:2]
                 self.pings += 1
-            elif buf in (b"\r", b"\r\n", b"\r\n\r", b"\n"):
+            elif bytes(buf) in (b"\r", b"\r\n", b"\r\n\r", b"\n"):
                 return False  # wait: the next bytes decide between ping and pong
             elif buf[:2] == b"\r\n":
                 del buf[:2]
@@ -200,27 +223,32 @@ class StreamFramer:
         return True
 
     def _next(self) -> Request | Response | None:
-        if self._scan == 0 and not self._skip_keepalives():
-            return None
-        if not self._buf:
-            return None
         buf = self._buf
-        head_end, body_start = _find_head_end(buf, max(0, self._scan - 3))
-        if head_end < 0:
-            if len(buf) > self.max_head:
-                raise ParseError(f"no end of headers within {self.max_head} bytes")
-            self._scan = len(buf)
+        if self._pending is None:
+            if self._scan == 0 and not self._skip_keepalives():
+                return None
+            if not buf:
+                return None
+            head_end, body_start = _find_head_end(buf, max(0, self._scan - 3))
+            if head_end < 0:
+                if len(buf) > self.max_head:
+                    raise ParseError(f"no end of headers within {self.max_head} bytes")
+                self._scan = len(buf)
+                return None
+            if head_end > self.max_head:
+                raise ParseError(f"header section larger than {self.max_head} bytes")
+            msg = _parse_head(buf[:head_end])
+            length = _content_length(msg.headers) or 0
+            if length > self.max_body:
+                raise ParseError(f"Content-Length {length} exceeds the limit of {self.max_body} bytes")
+            self._pending = (msg, body_start, length)
+        msg, body_start, length = self._pending
+        end = body_start + length
+        if len(buf) < end:
+            self._scan = end  # not at a message boundary while the body is awaited
             return None
-        if head_end > self.max_head:
-            raise ParseError(f"header section larger than {self.max_head} bytes")
-        msg = _parse_head(buf[:head_end])
-        length = _content_length(msg) or 0
-        if length > self.max_body:
-            raise ParseError(f"Content-Length {length} exceeds the limit of {self.max_body} bytes")
-        if len(buf) - body_start < length:
-            self._scan = len(buf)  # wait for the body; the head is parsed again then (rare, cheap)
-            return None
-        msg.body = bytes(buf[body_start : body_start + length])
-        del buf[: body_start + length]
+        msg.body = bytes(buf[body_start:end])
+        del buf[:end]
         self._scan = 0
+        self._pending = None
         return msg
