@@ -10,6 +10,7 @@ import trio
 
 from sipload import __version__
 from sipload.engine.run import ExitCode, RunError, run_scenario
+from sipload.registrar.command import registrar
 from sipload.report.result import RunResult
 from sipload.scenario import ScenarioError, load_scenario
 
@@ -18,6 +19,9 @@ from sipload.scenario import ScenarioError, load_scenario
 @click.version_option(__version__, prog_name="sipload")
 def main() -> None:
     """sipload: SIP registration load tester and registrar simulator."""
+
+
+main.add_command(registrar)
 
 
 @main.command()

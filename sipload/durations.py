@@ -27,7 +27,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise DurationError(f"expected {DURATION_HINT}, got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        seconds = float(value) if -1e300 < value < 1e300 else math.inf
     elif isinstance(value, str):
         match = _PATTERN.fullmatch(value)
         if match is None:

@@ -12,7 +12,7 @@ the TLS files it names, checked for existence).
 
 The arrival schedule (``Load.arrival_times``) is open loop: the k-th registration (0-based) starts when
 the integral of the rate from 0 reaches k. Each time is computed directly from k and exact (Fraction)
-segment boundaries, never by adding 1/rate repeatedly, so there is no accumulated drift.
+segment boundaries (rounded once to float), never by adding 1/rate repeatedly, so there is no accumulated drift.
 """
 
 from __future__ import annotations
@@ -166,10 +166,9 @@ def parse_sip_uri(text: str) -> SipUri:
         name, eq, value = param.partition("=")
         if not _TOKEN.fullmatch(name) or (eq and not _TOKEN.fullmatch(value)):
             raise ValueError(f"invalid parameter {param!r}")
-        params.append((name.lower(), value if eq else None))
-    uri = SipUri(
-        scheme.lower(), _check_host(host), None if port is None else _check_port(port), tuple(params)
-    )
+        name = name.lower()
+        params.append((name, (value.lower() if name == "transport" else value) if eq else None))
+    uri = SipUri(scheme.lower(), _check_host(host), None if port is None else _check_port(port), tuple(params))
     transport = dict(uri.params).get("transport", "")
     if "transport" in dict(uri.params) and transport not in ("udp", "tcp", "tls"):
         raise ValueError(f"transport {transport!r} is not supported (udp, tcp, tls)")
@@ -216,7 +215,7 @@ class AddressRange:
         return int(self.last) - int(self.first) + 1
 
     def __getitem__(self, i: int) -> str:
-        return str(ipaddress.ip_address(int(self.first) + i % len(self)))
+        return str(type(self.first)(int(self.first) + i % len(self)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +280,7 @@ class Ramp:
 class _Segment:
     t0: float  # start time
     t1: float  # end time (inf for the last)
-    c0: Fraction  # arrivals due before t0 (the integral of the rate up to t0)
+    c0: float  # arrivals due before t0 (the integral of the rate up to t0, rounded once from a Fraction)
     k_end: float  # first arrival index after this segment (inf for the last)
     rate: float  # constant segments
     slope: float  # ramp segment: rate(t) = rate + slope * t, starting at t0 = 0
@@ -309,9 +308,7 @@ class Load:
         t = max(t, 0.0)
         if self.ramp is not None:
             r = self.ramp
-            return (
-                r.start_rate + (r.end_rate - r.start_rate) * t / r.duration if t < r.duration else r.end_rate
-            )
+            return r.start_rate + (r.end_rate - r.start_rate) * t / r.duration if t < r.duration else r.end_rate
         if self.steps:
             end = Fraction(0)
             for step in self.steps:
@@ -329,19 +326,19 @@ class Load:
             slope = (r.end_rate - r.start_rate) / r.duration
             c1 = (Fraction(r.start_rate) + Fraction(r.end_rate)) * Fraction(r.duration) / 2
             return [
-                _Segment(0.0, r.duration, Fraction(0), math.ceil(c1), r.start_rate, slope),
-                _Segment(r.duration, inf, c1, inf, r.end_rate, 0.0),
+                _Segment(0.0, r.duration, 0.0, math.ceil(c1), r.start_rate, slope),
+                _Segment(r.duration, inf, float(c1), inf, r.end_rate, 0.0),
             ]
         if not self.steps:
             assert self.rate is not None
-            return [_Segment(0.0, inf, Fraction(0), inf, self.rate, 0.0)]
+            return [_Segment(0.0, inf, 0.0, inf, self.rate, 0.0)]
         segments, t0, c0 = [], Fraction(0), Fraction(0)
         for i, step in enumerate(self.steps):
             last = i == len(self.steps) - 1
             t1, c1 = t0 + Fraction(step.duration), c0 + Fraction(step.rate) * Fraction(step.duration)
             segments.append(
                 _Segment(
-                    float(t0), inf if last else float(t1), c0, inf if last else math.ceil(c1), step.rate, 0.0
+                    float(t0), inf if last else float(t1), float(c0), inf if last else math.ceil(c1), step.rate, 0.0
                 )
             )
             t0, c0 = t1, c1
@@ -352,8 +349,7 @@ class Load:
         if seg.slope != 0:  # the ramp, from t = 0: solve rate*t + slope*t^2/2 = k (stable form)
             t = 0.0 if k == 0 else 2 * k / (seg.rate + math.sqrt(max(seg.rate**2 + 2 * seg.slope * k, 0.0)))
         else:
-            c0 = seg.c0
-            t = seg.t0 + (k - c0.numerator if c0.denominator == 1 else float(k - c0)) / seg.rate
+            t = seg.t0 + (k - seg.c0) / seg.rate
         return min(max(t, seg.t0), seg.t1)
 
     def arrival_times(self, count: int) -> Iterator[float]:
@@ -490,11 +486,7 @@ class Scenario:
             flags["load.rate"] = "--rate"
             notes.append(f"--rate {rate:g}")
         if duration is not None:
-            if (
-                isinstance(duration, bool)
-                or not isinstance(duration, int | float)
-                or not 0 < duration < math.inf
-            ):
+            if isinstance(duration, bool) or not isinstance(duration, int | float) or not 0 < duration < math.inf:
                 raise ScenarioError(f"--duration: must be > 0, got {_show(duration)}")
             section("load")["duration"] = duration
             flags["load.duration"] = "--duration"
@@ -598,15 +590,13 @@ class _Table:
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
-            or not math.isfinite(value)
+            or not -1e300 < value < 1e300
             or (gt is not None and not value > gt)
             or (ge is not None and not value >= ge)
             or (lt is not None and not value < lt)
             or (le is not None and not value <= le)
         ):
-            bounds = [
-                f"{op} {b:g}" for op, b in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if b is not None
-            ]
+            bounds = [f"{op} {b:g}" for op, b in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if b is not None]
             raise self.fail(key, "must be a number" + (" " + " and ".join(bounds) if bounds else ""))
         return float(value)
 
@@ -641,9 +631,7 @@ class _Table:
             or not value
             or not all(isinstance(v, str) and v.upper() in canonical for v in value)
         ):
-            raise self.fail(
-                key, f"must be a non-empty list of {', '.join(repr(a) for a in DIGEST_ALGORITHMS)}"
-            )
+            raise self.fail(key, f"must be a non-empty list of {', '.join(repr(a) for a in DIGEST_ALGORITHMS)}")
         result = tuple(canonical[v.upper()] for v in value)
         if len(set(result)) != len(result):
             raise self.fail(key, "must not repeat an algorithm")
@@ -654,7 +642,11 @@ class _Table:
             return None
         value = self.text(key, nonempty=True)
         path = self.ctx.base / value
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except (OSError, ValueError):
+            found = False
+        if not found:
             raise self.ctx.error(self.name(key), f"file not found: {str(path)!r}")
         return path
 
@@ -700,13 +692,9 @@ def _target(ctx: _Ctx, data: object) -> Target:
         try:
             uri = parse_sip_uri(registrar)
         except ValueError as exc:
-            raise t.fail(
-                "registrar", f"must be 'embedded' or a SIP URI such as 'sip:127.0.0.1:5070' ({exc})"
-            ) from None
+            raise t.fail("registrar", f"must be 'embedded' or a SIP URI such as 'sip:127.0.0.1:5070' ({exc})") from None
     domain = _domain(t, "sipload.test" if uri is None else uri.host_text)
-    transport = Transport(
-        t.choice("transport", uri.transport if uri else "udp", [m.value for m in Transport])
-    )
+    transport = Transport(t.choice("transport", uri.transport if uri else "udp", [m.value for m in Transport]))
     if uri is None and transport is not Transport.UDP:
         raise t.fail("transport", "the embedded registrar listens on udp only")
     uri_says = uri is not None and (uri.scheme == "sips" or "transport" in dict(uri.params))
@@ -717,9 +705,7 @@ def _target(ctx: _Ctx, data: object) -> Target:
         try:
             proxy = parse_sip_uri(t.text("outbound_proxy"))
         except ValueError as exc:
-            raise t.fail(
-                "outbound_proxy", f"must be a SIP URI such as 'sip:127.0.0.1:5070' ({exc})"
-            ) from None
+            raise t.fail("outbound_proxy", f"must be a SIP URI such as 'sip:127.0.0.1:5070' ({exc})") from None
     for key in ("tls_verify", "tls_ca", "tls_cert", "tls_key"):
         if t.given(key) and transport is not Transport.TLS:
             raise t.fail(key, f"only allowed with transport 'tls' (the transport is {transport.value!r})")
@@ -781,8 +767,7 @@ def _csv_rows(t: _Table, path: Path, fields: tuple[str, ...]) -> tuple[CsvMode, 
         if len(values) < len(fields):
             raise t.ctx.error(
                 "endpoints.csv",
-                f"{path}:{number}: {len(values)} field(s), "
-                f"expected {len(fields)} ({', '.join(fields)}): {line!r}",
+                f"{path}:{number}: {len(values)} field(s), expected {len(fields)} ({', '.join(fields)}): {line!r}",
             )
         row = dict(zip(fields, values, strict=False))
         if not _SIP_USER.fullmatch(row["username"]):
@@ -802,13 +787,9 @@ def _address_range(t: _Table) -> AddressRange | None:
         first = ipaddress.ip_address(first_text.strip())
         last = ipaddress.ip_address(last_text.strip()) if sep else first
     except ValueError:
-        raise t.fail(
-            "source_addresses", "must be an IP address or a range such as '127.0.0.2-127.0.0.250'"
-        ) from None
+        raise t.fail("source_addresses", "must be an IP address or a range such as '127.0.0.2-127.0.0.250'") from None
     if first.version != last.version or int(last) < int(first):
-        raise t.fail(
-            "source_addresses", "the range must go from a lower to a higher address of the same family"
-        )
+        raise t.fail("source_addresses", "the range must go from a lower to a higher address of the same family")
     return AddressRange(first, last)
 
 
@@ -825,9 +806,7 @@ def _endpoints(ctx: _Ctx, data: object, seed: int | None) -> Endpoints:
         raw_fields = t.data.get("csv_fields", ["username", "password"])
         known = ("username", "password", "auth_user", "_")
         if not isinstance(raw_fields, list) or not all(isinstance(f, str) and f in known for f in raw_fields):
-            raise t.fail(
-                "csv_fields", f"must be a list of {', '.join(map(repr, known))} ('_' skips a column)"
-            )
+            raise t.fail("csv_fields", f"must be a list of {', '.join(map(repr, known))} ('_' skips a column)")
         fields = tuple(raw_fields)
         if any(fields.count(f) != 1 for f in ("username", "password")) or fields.count("auth_user") > 1:
             raise t.fail("csv_fields", "must name username and password once (and auth_user at most once)")
@@ -855,16 +834,12 @@ def _endpoints(ctx: _Ctx, data: object, seed: int | None) -> Endpoints:
             auth = _render(t, "auth_user", auth_user, n=n, username=name)
             if any(c in auth for c in '"\\'):
                 raise t.fail("auth_user", f"gives {auth!r}: a digest username cannot contain '\"' or '\\'")
-        if count > 1 and _render(t, "username", username, n=first) == _render(
-            t, "username", username, n=first + 1
-        ):
+        if count > 1 and _render(t, "username", username, n=first) == _render(t, "username", username, n=first + 1):
             raise t.fail("username", "must use {n} so that every endpoint has its own username")
     refresh_at = t.number("refresh_at", 0.5, gt=0, lt=1)
     jitter = t.number("refresh_jitter", 0.05, ge=0, lt=1)
     if not (0 < refresh_at - jitter and refresh_at + jitter < 1):
-        raise t.fail(
-            "refresh_jitter", f"must keep refresh_at ({refresh_at:g}) +- jitter between 0 and 1", jitter
-        )
+        raise t.fail("refresh_jitter", f"must keep refresh_at ({refresh_at:g}) +- jitter between 0 and 1", jitter)
     prefs = t.algorithms("digest_preference", DIGEST_ALGORITHMS) if t.given("digest_preference") else None
     return Endpoints(
         count=count,
@@ -909,9 +884,7 @@ def _load(ctx: _Ctx, data: object, count: int) -> Load:
         tables = [_Table(ctx, f"load.steps[{i}]", s, ("rate", "duration")) for i, s in enumerate(raw)]
         steps = tuple(Step(s.number("rate", ge=0), s.duration("duration", positive=True)) for s in tables)
         if steps[-1].rate == 0:
-            raise tables[-1].fail(
-                "rate", "the last step must have a rate > 0 (it continues after its duration)"
-            )
+            raise tables[-1].fail("rate", "the last step must have a rate > 0 (it continues after its duration)")
     else:
         r = t.table("ramp", ("from", "to", "duration"))
         ramp = Ramp(r.number("from", ge=0), r.number("to", gt=0), r.duration("duration", positive=True))
@@ -925,13 +898,13 @@ def _load(ctx: _Ctx, data: object, count: int) -> Load:
         interval=t.duration("interval", 1.0, positive=True),
     )
     needed = load.arrival_time(count - 1)
+    if not needed < 1e300:
+        raise ctx.error("load", f"the rate is too low: {count} endpoints would never all arrive")
     duration = t.duration("duration", needed)
     if duration < needed:
-        how = {
-            LoadShape.CONSTANT: f"at {rate:g}/s",
-            LoadShape.STEPS: "with the load steps",
-            LoadShape.RAMP: "on the load ramp",
-        }[load.shape]
+        how = {LoadShape.STEPS: "with the load steps", LoadShape.RAMP: "on the load ramp"}.get(
+            load.shape, f"at {load.rate_at(0):g}/s"
+        )
         raise ctx.error(
             "load.duration",
             f"{format_duration(duration)} is shorter than the {format_duration(needed)} "
@@ -992,11 +965,7 @@ def _delay(t: _Table) -> Delay:
 def _users_csv(t: _Table, path: Path) -> Mapping[str, str]:
     users: dict[str, str] = {}
     for number, line in enumerate(_read_lines(t, "users_csv", path), start=1):
-        if (
-            not line.strip()
-            or line.lstrip().startswith(("//", "#"))
-            or line.strip().upper() in CsvMode.__members__
-        ):
+        if not line.strip() or line.lstrip().startswith(("//", "#")) or line.strip().upper() in CsvMode.__members__:
             continue
         user, sep, rest = line.partition(";")
         if not sep or not user:
@@ -1042,8 +1011,7 @@ def _registrar(ctx: _Ctx, data: object, target: Target) -> RegistrarConfig | Non
     if not min_expires <= default_expires <= max_expires:
         raise t.fail(
             "default_expires",
-            f"must be between registrar.min_expires ({min_expires}) "
-            f"and registrar.max_expires ({max_expires})",
+            f"must be between registrar.min_expires ({min_expires}) and registrar.max_expires ({max_expires})",
         )
     return RegistrarConfig(
         listen_host=host,
@@ -1066,15 +1034,11 @@ def _registrar(ctx: _Ctx, data: object, target: Target) -> RegistrarConfig | Non
 
 def _thresholds(ctx: _Ctx, data: object) -> tuple[Threshold, ...]:
     if not isinstance(data, list):
-        raise ctx.error(
-            "thresholds", f"must be a list of strings such as 'register.p99 < 200ms', got {_show(data)}"
-        )
+        raise ctx.error("thresholds", f"must be a list of strings such as 'register.p99 < 200ms', got {_show(data)}")
     result = []
     for i, expr in enumerate(data):
         if not isinstance(expr, str):
-            raise ctx.error(
-                f"thresholds[{i}]", f"must be a string such as 'register.p99 < 200ms', got {_show(expr)}"
-            )
+            raise ctx.error(f"thresholds[{i}]", f"must be a string such as 'register.p99 < 200ms', got {_show(expr)}")
         try:
             result.append(parse_threshold(expr))
         except ThresholdError as exc:

@@ -52,9 +52,7 @@ OPERATORS: Mapping[str, Callable[[float, float], bool]] = MappingProxyType(
     }
 )
 # Metrics known under two names; evaluate() looks a value up under either.
-ALIASES: Mapping[str, str] = MappingProxyType(
-    {"timeouts": "failures.timeout", "failures.timeout": "timeouts"}
-)
+ALIASES: Mapping[str, str] = MappingProxyType({"timeouts": "failures.timeout", "failures.timeout": "timeouts"})
 
 
 def _fixed_metrics() -> dict[str, MetricKind]:
@@ -156,9 +154,7 @@ class Threshold:
 def _unknown_metric(expr: str, metric: str) -> ThresholdError:
     close = difflib.get_close_matches(metric, list(METRICS), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return ThresholdError(
-        f"{expr!r}: unknown metric {metric!r}{hint} (known metrics include {', '.join(_EXAMPLES)})"
-    )
+    return ThresholdError(f"{expr!r}: unknown metric {metric!r}{hint} (known metrics include {', '.join(_EXAMPLES)})")
 
 
 def parse_threshold(expr: str) -> Threshold:
@@ -181,9 +177,7 @@ def parse_threshold(expr: str) -> Threshold:
         raise ThresholdError(f"{expr!r}: the value {match.group('number')} is too large")
     if unit not in _UNITS[kind]:
         what = "unit mismatch" if unit in _ALL_UNITS else f"unknown unit {unit!r}"
-        raise ThresholdError(
-            f"{expr!r}: {what}: {metric} is {_UNIT_HINT[kind]}, got {unit or 'a bare number'!r}"
-        )
+        raise ThresholdError(f"{expr!r}: {what}: {metric} is {_UNIT_HINT[kind]}, got {unit or 'a bare number'!r}")
     if number < 0:
         raise ThresholdError(f"{expr!r}: the value must not be negative, got {match.group('number')}")
     if kind is MetricKind.PERCENT and number > 100:

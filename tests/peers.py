@@ -138,8 +138,7 @@ def start_kamailio(
     m = _START_LINE.search(proc.stdout)
     if proc.returncode != 0 or m is None:
         raise PeerError(
-            f"peers/kamailio/start failed (exit {proc.returncode}):\n"
-            f"{_tail(proc.stdout)}\n{_tail(proc.stderr)}"
+            f"peers/kamailio/start failed (exit {proc.returncode}):\n{_tail(proc.stdout)}\n{_tail(proc.stderr)}"
         )
     return KamailioPeer(
         host=m["host"],

@@ -19,9 +19,9 @@ from pathlib import Path
 import trio
 
 from sipload.engine.embedded import start_embedded_registrar
-from sipload.engine.worker import Shard, Worker, WorkerReport
+from sipload.engine.probe import probe_udp
+from sipload.engine.worker import Shard, Worker, WorkerError, WorkerReport
 from sipload.metrics.aggregate import Aggregate
-from sipload.metrics.recorder import IntervalSnapshot
 from sipload.report.result import RunResult, build_result
 from sipload.report.writers import write_results
 from sipload.scenario import Scenario
@@ -74,81 +74,119 @@ async def run_scenario(
     progress: Callable[[str], None] = print,
     handle_signals: bool = True,
     stop: trio.Event | None = None,
+    probe: bool = True,
 ) -> RunOutcome:
+    """Run the scenario; results are written on every way out once the endpoints were created."""
     started_unix = time.time()
     out = out_dir if out_dir is not None else default_out_dir(scenario, started_unix)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"--out: cannot create {str(out)!r}: {exc.strerror}") from None
-    agg = Aggregate(started_unix)
-    agg.open_logs(out)
-    interrupted_by: str | None = None
-    report = WorkerReport()
-    target_text = scenario.target.registrar
+    state = _RunState(scenario, out, progress)
     try:
         async with trio.open_nursery() as nursery:
-            if scenario.target.embedded:
-                destination = await start_embedded_registrar(nursery, scenario)
-                target_text = f"embedded (udp {destination[0]}:{destination[1]})"
-            else:
-                destination = resolve_destination(scenario)
-
-            def sink(snap: IntervalSnapshot) -> None:
-                agg.add(snap)
-
-            worker = Worker(scenario, destination, shard=Shard(), sink=sink)
-            progress(
-                f"sipload: {scenario.name}: {scenario.endpoints.count} endpoints -> {target_text}, "
-                f"results in {out}"
-            )
-
-            async def watch_signals(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                nonlocal interrupted_by
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    task_status.started()
-                    async for signum in signals:
-                        if interrupted_by is None:
-                            interrupted_by = signal.Signals(signum).name
-                            progress(f"sipload: {interrupted_by}: stopping, unregistering endpoints "
-                                     f"(again to abandon)")
-                            worker.request_stop()
-                        else:
-                            progress("sipload: abandoning the unregistration")
-                            nursery.cancel_scope.cancel()
-                            return
-
-            async def watch_stop() -> None:
-                nonlocal interrupted_by
-                assert stop is not None
-                await stop.wait()
-                if interrupted_by is None:
-                    interrupted_by = "stop request"
-                worker.request_stop()
-
-            async def show_progress() -> None:
-                while True:
-                    await trio.sleep(scenario.load.interval)
-                    agg.flush_interval(time.time())
-                    progress(agg.progress().line())
-
-            if handle_signals:
-                await nursery.start(watch_signals)
-            if stop is not None:
-                nursery.start_soon(watch_stop)
-            nursery.start_soon(show_progress)
-            report = await worker.run()
+            try:
+                await state.run(nursery, handle_signals=handle_signals, stop=stop, probe=probe)
+            except (RunError, WorkerError, OSError) as exc:
+                state.error = str(exc) if not isinstance(exc, OSError) else f"cannot start: {exc}"
             nursery.cancel_scope.cancel()
     finally:
-        ended_unix = time.time()
-        agg.flush_interval(ended_unix)
-        agg.close_logs()
-        result = _result(scenario, agg, report, target_text, ended_unix - started_unix, interrupted_by)
-        write_results(result, out)
-    code = ExitCode.INTERRUPTED if interrupted_by else (
+        if state.worker_started:
+            result = state.finish()
+            write_results(result, out)
+        else:
+            state.agg.close_logs()
+    if state.error is not None:
+        raise RunError(state.error)
+    code = ExitCode.INTERRUPTED if state.interrupted_by else (
         ExitCode.OK if result.passed() else ExitCode.THRESHOLD_FAILED
     )
     return RunOutcome(result, out, code)
+
+
+class _RunState:
+    """What one run holds while it goes: the aggregate, the worker, how it was stopped."""
+
+    def __init__(self, scenario: Scenario, out: Path, progress: Callable[[str], None]) -> None:
+        self.scenario = scenario
+        self.out = out
+        self.progress = progress
+        self.agg = Aggregate(time.time())
+        self.interrupted_by: str | None = None
+        self.error: str | None = None
+        self.report = WorkerReport()
+        self.target_text = scenario.target.registrar
+        self.worker: Worker | None = None
+        self.worker_started = False
+
+    async def run(self, nursery: trio.Nursery, *, handle_signals: bool, stop: trio.Event | None,
+                  probe: bool) -> None:
+        scenario = self.scenario
+        if handle_signals:
+            await nursery.start(self._watch_signals, nursery.cancel_scope)
+        if scenario.target.embedded:
+            destination = await start_embedded_registrar(nursery, scenario)
+            self.target_text = f"embedded registrar (udp {destination[0]}:{destination[1]})"
+        else:
+            destination = resolve_destination(scenario)
+            if probe and scenario.target.transport.value == "udp":
+                answer = await probe_udp(destination, scenario.target.domain)
+                if isinstance(answer, str):
+                    raise RunError(f"target {scenario.target.registrar}: {answer}; is the registrar running?")
+        if self.interrupted_by is not None:
+            raise RunError(f"interrupted by {self.interrupted_by} before the run started")
+        self.worker = Worker(scenario, destination, shard=Shard(), sink=self.agg.add)
+        self.agg = Aggregate(time.time())
+        self.worker.sink = self.agg.add
+        self.agg.open_logs(self.out)
+        self.progress(
+            f"sipload: {scenario.name}: {scenario.endpoints.count} endpoints -> {self.target_text}; "
+            f"results in {self.out}"
+        )
+        if stop is not None:
+            nursery.start_soon(self._watch_stop, stop)
+        nursery.start_soon(self._show_progress)
+        self.worker_started = True
+        self.report = await self.worker.run()
+
+    async def _watch_signals(self, scope: trio.CancelScope,
+                             task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                if self.interrupted_by is None:
+                    self.interrupted_by = signal.Signals(signum).name
+                    self.progress(f"sipload: {self.interrupted_by}: stopping; unregistering endpoints "
+                                  f"(send it again to abandon the unregistration)")
+                    if self.worker is not None:
+                        self.worker.request_stop()
+                else:
+                    self.progress("sipload: abandoning the unregistration")
+                    scope.cancel()
+                    return
+
+    async def _watch_stop(self, stop: trio.Event) -> None:
+        await stop.wait()
+        if self.interrupted_by is None:
+            self.interrupted_by = "stop request"
+        if self.worker is not None:
+            self.worker.request_stop()
+
+    async def _show_progress(self) -> None:
+        interval = self.scenario.load.interval
+        while True:
+            await trio.sleep(interval)
+            self.agg.flush_interval(time.time())
+            self.progress(self.agg.progress().line())
+
+    def finish(self) -> RunResult:
+        ended = time.time()
+        self.agg.flush_interval(ended)
+        self.agg.close_logs()
+        report = self.worker.report if self.worker is not None else self.report
+        return _result(self.scenario, self.agg, report, self.target_text,
+                       ended - self.agg.started_at_unix, self.interrupted_by)
 
 
 def _result(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import ssl
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,13 +36,26 @@ from sipload.sip.digest import Algorithm, DigestClient
 from sipload.sip.errors import ParseError
 from sipload.sip.failures import FailureReason
 from sipload.sip.ids import IdSource
-from sipload.sip.message import Response
+from sipload.sip.message import Request, Response
 from sipload.sip.parser import parse_message
 from sipload.sip.registration import Profile, Registration, RegState
 from sipload.sip.transaction import Timers
+from sipload.transport.stream import StreamChannel, TlsOptions, describe_error
 from sipload.transport.udp import Address, UdpSocket
 
 Sink = Callable[[IntervalSnapshot], None]
+
+
+class WorkerError(Exception):
+    """The worker could not start (e.g. no connection to the registrar): a message for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """How an endpoint sends: its local address (for Via and Contact) and a send function."""
+
+    local: tuple[str, int]
+    send: Callable[[bytes], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +78,8 @@ class WorkerReport:
     stray: int = 0
     unparseable: int = 0
     send_errors: int = 0
+    transport_failures: int = 0
+    last_transport_error: str = ""
     left_bound: int = 0          # endpoints that may still be registered at the end
     unregister_timed_out: int = 0
 
@@ -121,54 +137,104 @@ class Worker:
         self._heap: list[tuple[float, int]] = []
         self._scope: trio.CancelScope | None = None
         self._sockets: list[UdpSocket] = []
+        self._streams: list[StreamChannel] = []
+        self._channel_endpoints: dict[int, list[Endpoint]] = {}
+        self.transport = scenario.target.transport.value.upper()
         self._stop_requested = False
 
     # --- set-up --------------------------------------------------------------------------------
-    def _open_sockets(self) -> None:
+    def _source_hosts(self) -> list[str]:
         ep = self.scenario.endpoints
-        hosts: list[str] = ["127.0.0.1" if ":" not in self.destination[0] else "::1"]
         if ep.source_addresses is not None:
-            hosts = [ep.source_addresses[i] for i in range(len(ep.source_addresses))]
-        count = len(self.shard.indices(ep.count))
-        if ep.socket is SocketMode.PER_ENDPOINT:
+            return [ep.source_addresses[i] for i in range(len(ep.source_addresses))]
+        return ["::1" if ":" in self.destination[0] else "127.0.0.1"]
+
+    def _open_udp(self, count: int) -> list[Channel]:
+        hosts = self._source_hosts()
+        if self.scenario.endpoints.socket is SocketMode.PER_ENDPOINT:
             small = 256 * 1024
             self._sockets = [UdpSocket(hosts[i % len(hosts)], 0, buffer_bytes=small) for i in range(count)]
         else:
             self._sockets = [UdpSocket(h, 0) for h in hosts[: max(1, min(len(hosts), count))]]
-
-    def _create_endpoints(self) -> None:
-        sc = self.scenario
-        profile = build_profile(sc)
-        preference = _preference(sc.endpoints.digest_preference)
         dest = self.destination
+        return [Channel(sock.local, _udp_sender(sock, dest)) for sock in self._sockets]
+
+    async def _open_streams(self, count: int) -> list[Channel]:
+        target = self.scenario.target
+        tls: TlsOptions | None = None
+        if self.transport == "TLS":
+            uri = target.outbound_proxy or target.uri
+            tls = TlsOptions(verify=target.tls_verify, ca_file=target.tls_ca, cert_file=target.tls_cert,
+                             key_file=target.tls_key, server_name=uri.host if uri is not None else None)
+        hosts = self._source_hosts()
+        n = count if self.scenario.endpoints.socket is SocketMode.PER_ENDPOINT else min(len(hosts), count)
+        channels: list[Channel] = []
+        for k in range(max(1, n)):
+            stream = StreamChannel(
+                self.destination[0], self.destination[1], self._on_message,
+                self._on_stream_failure_for(k), tls=tls, local_host=hosts[k % len(hosts)],
+            )
+            try:
+                await stream.connect()
+            except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+                for s in self._streams:
+                    await s.aclose()
+                raise WorkerError(
+                    f"cannot connect over {self.transport} to {self.destination[0]}:{self.destination[1]}: "
+                    f"{describe_error(exc)}"
+                ) from None
+            self._streams.append(stream)
+            channels.append(Channel(stream.local, stream.send))
+        return channels
+
+    def _on_stream_failure_for(self, k: int) -> Callable[[str], None]:
+        def failed(reason: str) -> None:
+            self.report.transport_failures += 1
+            self.report.last_transport_error = reason
+            now = trio.current_time()
+            for endpoint in self._channel_endpoints.get(k, ()):
+                endpoint.reg.transport_error(now)
+                self._after_input(endpoint)
+
+        return failed
+
+    def _create_endpoints(self, channels: list[Channel]) -> None:
+        sc = self.scenario
+        profile = build_profile(sc, self.transport)
+        preference = _preference(sc.endpoints.digest_preference)
+        param = self.transport.lower()
         for k, i in enumerate(self.shard.indices(sc.endpoints.count)):
             cred = sc.endpoints.credentials(i)
-            sock = self._sockets[k % len(self._sockets)]
-            host = f"[{sock.host}]" if ":" in sock.host else sock.host
-            sent_by = f"{host}:{sock.port}"
+            which = k % len(channels)
+            channel = channels[which]
+            host, port = channel.local
+            sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             auth = DigestClient(cred.auth_user, cred.password, cnonce=self.ids.cnonce, preference=preference)
             reg = Registration(
                 profile,
                 user=cred.username,
-                contact=f"sip:{cred.username}@{sent_by};transport=udp",
+                contact=f"sip:{cred.username}@{sent_by};transport={param}",
                 sent_by=sent_by,
                 auth=auth,
                 ids=self.ids,
             )
-            send = _sender(sock, dest)
-            endpoint = Endpoint(i, cred.username, reg, send)
+            endpoint = Endpoint(i, cred.username, reg, channel.send)
             self.endpoints.append(endpoint)
             self._by_call_id[reg.call_id] = endpoint
+            self._channel_endpoints.setdefault(which, []).append(endpoint)
 
     # --- the hot path: responses -------------------------------------------------------------------
     def _on_datagram(self, data: bytes, addr: Address) -> None:
-        now = trio.current_time()
         try:
             msg = parse_message(data)
-            call_id = msg.headers.get("call-id")
         except ParseError:
             self.report.unparseable += 1
             return
+        self._on_message(msg)
+
+    def _on_message(self, msg: Request | Response) -> None:
+        now = trio.current_time()
+        call_id = msg.headers.get("call-id")
         if not isinstance(msg, Response) or call_id is None:
             self.report.stray += 1
             return
@@ -205,24 +271,32 @@ class Worker:
 
     # --- the scheduler -------------------------------------------------------------------------
     async def run(self) -> WorkerReport:
-        self._open_sockets()
+        count = len(self.shard.indices(self.scenario.endpoints.count))
         try:
-            self._create_endpoints()
+            if self.transport == "UDP":
+                channels = self._open_udp(count)
+            else:
+                channels = await self._open_streams(count)
+            self._create_endpoints(channels)
             by_index = {e.index: e for e in self.endpoints}
             async with trio.open_nursery() as nursery:
                 for sock in self._sockets:
                     nursery.start_soon(sock.serve, self._on_datagram)
+                for stream in self._streams:
+                    nursery.start_soon(stream.run)
                 await self._schedule(by_index)
+                for stream in self._streams:
+                    await stream.aclose()
                 nursery.cancel_scope.cancel()
         finally:
+            now = trio.current_time()
             for sock in self._sockets:
                 self.report.send_errors += sock.send_errors
-            self._emit(trio.current_time())
+            self._emit(now)
             for sock in self._sockets:
                 sock.close()
-        now = trio.current_time()
-        self.report.left_bound = sum(1 for e in self.endpoints if e.bound(now))
-        self.report.endpoints = [_record(e) for e in self.endpoints]
+            self.report.left_bound = sum(1 for e in self.endpoints if e.bound(now))
+            self.report.endpoints = [_record(e) for e in self.endpoints]
         return self.report
 
     def _arrivals(self, start: float) -> Iterator[tuple[float, Endpoint]]:
@@ -342,7 +416,7 @@ class Worker:
             self.sink(snap)
 
 
-def _sender(sock: UdpSocket, dest: Address) -> Callable[[bytes], object]:
+def _udp_sender(sock: UdpSocket, dest: Address) -> Callable[[bytes], object]:
     def send(data: bytes) -> bool:
         return sock.send(data, dest)
 

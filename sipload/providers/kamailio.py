@@ -259,9 +259,7 @@ class KamailioRpc:
         except (httpx.InvalidURL, TypeError) as exc:
             raise ProviderError(f"Kamailio JSON-RPC: invalid URL: {exc}") from None
         if url.scheme not in ("http", "https") or not url.host:
-            raise ProviderError(
-                f"Kamailio JSON-RPC: URL must be http(s)://HOST:PORT/RPC, got scheme {url.scheme!r}"
-            )
+            raise ProviderError(f"Kamailio JSON-RPC: URL must be http(s)://HOST:PORT/RPC, got scheme {url.scheme!r}")
         self._url = url
         # What error messages show: never the userinfo part.
         self.url = str(url.copy_with(username=None, password=None))
@@ -326,9 +324,7 @@ class KamailioRpc:
         try:
             response = await self._client.post(self._url, json=body, timeout=self._timeout)
         except httpx.TimeoutException as exc:
-            raise ProviderError(
-                f"{where}: no answer within {self._timeout:g} s ({type(exc).__name__})"
-            ) from None
+            raise ProviderError(f"{where}: no answer within {self._timeout:g} s ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:
             raise ProviderError(f"{where}: cannot connect ({_connect_reason(exc)})") from None
         except httpx.HTTPError as exc:

@@ -85,8 +85,8 @@ def parse_delay(text: str) -> DelaySpec:
         if kind in ("exp", "exponential"):
             return DelaySpec(DelayKind.EXPONENTIAL, parse_duration(rest))
         raise ValueError(f"unknown delay distribution {kind!r}")
-    except DurationError as exc:
-        raise ValueError(f"invalid delay {text!r}: {exc}; expected {DELAY_HINT}") from None
+    except DurationError:
+        raise ValueError(f"invalid delay {text!r}: expected {DELAY_HINT}") from None
     except ValueError as exc:
         raise ValueError(f"invalid delay {text!r}: {exc}; expected {DELAY_HINT}") from None
 

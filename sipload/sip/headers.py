@@ -100,7 +100,8 @@ def canonical_name(key: str) -> str:
     return known if known is not None else _spell(key)
 
 
-_TOKEN_RE = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
+_TOKEN = r"[A-Za-z0-9.!%*_+`'~-]+"
+_TOKEN_RE = re.compile(_TOKEN)
 _is_token_match = _TOKEN_RE.fullmatch
 
 
@@ -204,34 +205,46 @@ def _split_params(text: str) -> list[str]:
     return parts
 
 
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_HEADER_PARAM_RE = re.compile(
+    rf"[ \t]*({_TOKEN})[ \t]*(?:=[ \t]*([^ \t\";]+|{_QUOTED})[ \t]*)?", re.S
+)
+_URI_PARAM_RE = re.compile(rf"[ \t]*([^ \t\";=]+)[ \t]*(?:=[ \t]*([^ \t\";]+|{_QUOTED})[ \t]*)?", re.S)
+
+
+# the usual shape (';name=value;flag', no whitespace, no quotes), validated in one go
+_SIMPLE_PARAMS = rf"(?:;{_TOKEN}(?:=[^; \t\"]+)?)+"
+_SIMPLE_HEADER_PARAMS_RE = re.compile(_SIMPLE_PARAMS)
+
+
+def _simple_params(text: str) -> dict[str, str | None]:
+    """Split parameters already validated by _SIMPLE_PARAMS."""
+    params: dict[str, str | None] = {}
+    for part in text[1:].split(";"):
+        name, eq, value = part.partition("=")
+        params[name.lower()] = value if eq else None
+    return params
+
+
 def _params(text: str, header: bool) -> dict[str, str | None]:
     """Header parameters (token names) or, with header=False, the laxer URI parameters."""
+    if header and _SIMPLE_HEADER_PARAMS_RE.fullmatch(text) is not None:
+        return _simple_params(text)
     params: dict[str, str | None] = {}
-    text = text.strip()
-    if not text:
-        return params
+    if text[:1] != ";":
+        text = text.lstrip(" \t")
+        if not text:
+            return params
     if text[0] == ";":
         text = text[1:]
+    match = (_HEADER_PARAM_RE if header else _URI_PARAM_RE).fullmatch
     for part in _split_params(text):
-        name, eq, value = part.partition("=")
-        name = name.strip(" \t").lower()
-        if not name:
-            raise ParseError(f"empty parameter in {text[:80]!r}")
-        if header:
-            if not is_token(name):
-                raise ParseError(f"invalid parameter name {name[:40]!r}")
-        elif " " in name or "\t" in name:
-            raise ParseError(f"whitespace inside parameter name {name[:40]!r}")
-        if not eq:
-            params[name] = None
-            continue
-        value = value.strip(" \t")
-        if value[:1] == '"':
-            if _quoted_end(value) != len(value):
-                raise ParseError(f"junk after the quoted value of parameter {name[:40]!r}")
-        elif not value or " " in value or "\t" in value or '"' in value:
-            raise ParseError(f"invalid value {value[:40]!r} of parameter {name[:40]!r}")
-        params[name] = value
+        m = match(part)
+        if m is None:
+            what = "empty parameter" if not part.strip(" \t") else f"invalid parameter {part[:40]!r}"
+            raise ParseError(f"{what} in {text[:80]!r}")
+        name, value = m.groups()
+        params[name.lower()] = value
     return params
 
 
@@ -273,44 +286,27 @@ class SipUri:
         return f"{self.scheme}:{user}{self.hostport}{format_params(self.params)}{hdrs}"
 
 
-# hostname / IPv4 (underscores are not legal but are seen in the wild), IPv6 inside brackets
-_HOST_RE = re.compile(r"[A-Za-z0-9._-]+")
-_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]+")
+# hostname / IPv4 (underscores are not legal but are seen in the wild), or an IPv6 reference
+_HOSTPORT = r"(?:\[([0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)\]|([A-Za-z0-9._-]+))[ \t]*(?::[ \t]*([0-9]{1,5}))?[ \t]*"
+_HOSTPORT_RE = re.compile(rf"[ \t]*{_HOSTPORT}")
+
+
+def _host_port(host6: str | None, host: str | None, port: str | None, whole: str) -> tuple[str, int | None]:
+    if port is None:
+        return (host6 or host or ""), None
+    number = int(port)
+    if not 0 < number < 65536:
+        raise ParseError(f"port out of range in {whole[:80]!r}")
+    return (host6 or host or ""), number
 
 
 def parse_hostport(text: str) -> tuple[str, int | None]:
-    """'host', 'host:port', '[v6]' or '[v6]:port' -> (host, port)."""
-    text = text.strip(" \t")
-    if not text:
-        raise ParseError("empty host")
-    if text[0] == "[":
-        end = text.find("]")
-        if end < 0:
-            raise ParseError(f"unterminated IPv6 reference in {text[:80]!r}")
-        host = text[1:end]
-        if ":" not in host or _IPV6_RE.fullmatch(host) is None:
-            raise ParseError(f"invalid IPv6 reference in {text[:80]!r}")
-        rest = text[end + 1 :].lstrip(" \t")
-        if not rest:
-            return host, None
-        if rest[0] != ":":
-            raise ParseError(f"junk after IPv6 reference in {text[:80]!r}")
-        return host, _parse_port(rest[1:], text)
-    host, colon, port = text.partition(":")
-    host = host.rstrip(" \t")
-    if _HOST_RE.fullmatch(host) is None:
-        raise ParseError(f"invalid host in {text[:80]!r}")
-    return host, (_parse_port(port, text) if colon else None)
-
-
-def _parse_port(text: str, whole: str) -> int:
-    text = text.strip(" \t")
-    if not text.isdigit() or not text.isascii() or len(text) > 5:
-        raise ParseError(f"invalid port in {whole[:80]!r}")
-    port = int(text)
-    if not 0 < port < 65536:
-        raise ParseError(f"port out of range in {whole[:80]!r}")
-    return port
+    """'host', 'host:port', '[v6]' or '[v6]:port' -> (host, port); IPv6 without brackets."""
+    m = _HOSTPORT_RE.fullmatch(text)
+    if m is None:
+        raise ParseError(f"invalid host or port in {text[:80]!r}" if text.strip() else "empty host")
+    host6, host, port = m.groups()
+    return _host_port(host6, host, port, text)
 
 
 def parse_uri(text: str) -> SipUri:
@@ -395,6 +391,8 @@ def parse_name_addr(value: str) -> NameAddr:
             uri = uri.strip()
             if not uri or " " in uri or "\t" in uri or ":" not in uri or ">" in uri:
                 raise ParseError(f"invalid address {value[:80]!r}")
+            if "?" in uri:  # RFC 3261 §20: such a URI must be enclosed in <> (RFC 4475 §3.1.2.12)
+                raise ParseError(f"a URI with '?' must be enclosed in <...>: {value[:80]!r}")
             return NameAddr(uri, None, parse_params(params_text))
         if lt:
             words = value[:lt].split()
@@ -430,7 +428,14 @@ class Via:
         return f"SIP/2.0/{self.transport} {host}{port}{format_params(self.params)}"
 
 
-_VIA_RE = re.compile(r"[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([A-Za-z0-9.!%*_+`'~-]+)[ \t]+([^;]+)(.*)", re.I | re.S)
+_VIA_RE = re.compile(
+    rf"[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*({_TOKEN})[ \t]+{_HOSTPORT}(;.*)?", re.I | re.S
+)
+# what nearly every peer sends: checked in one go, then split without further validation
+_VIA_USUAL_RE = re.compile(
+    rf"SIP/2\.0/([A-Z]+) (?:\[([0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)\]|([A-Za-z0-9._-]+))(?::([0-9]{{1,5}}))?"
+    rf"({_SIMPLE_PARAMS})?"
+)
 
 
 def parse_via(value: str) -> Via:
@@ -438,12 +443,17 @@ def parse_via(value: str) -> Via:
 
     Whitespace is allowed around the '/' of the protocol (RFC 3261 §25.1, RFC 4475 §3.1.1.1).
     """
+    m = _VIA_USUAL_RE.fullmatch(value)
+    if m is not None:
+        transport, host6, host, port, params = m.groups()
+        hostname, number = _host_port(host6, host, port, value)
+        return Via(transport, hostname, number, _simple_params(params) if params else {})
     m = _VIA_RE.fullmatch(value)
     if m is None:
         raise ParseError(f"invalid Via {value[:80]!r}")
-    host, port = parse_hostport(m.group(2))
-    params = m.group(3)
-    return Via(m.group(1).upper(), host, port, parse_params(params) if params else {})
+    transport, host6, host, port, params = m.groups()
+    hostname, number = _host_port(host6, host, port, value)
+    return Via(transport.upper(), hostname, number, _params(params, True) if params else {})
 
 
 def _digits(text: str, what: str, whole: str, limit: int) -> int:
@@ -455,12 +465,21 @@ def _digits(text: str, what: str, whole: str, limit: int) -> int:
     return int(text)
 
 
+_CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+({_TOKEN})[ \t]*")
+
+
 def parse_cseq(value: str) -> tuple[int, str]:
     """'314159 INVITE' -> (314159, 'INVITE'). The method is case-sensitive (RFC 3261 §7.1)."""
-    parts = value.split()
-    if len(parts) != 2 or not is_token(parts[1]):
+    m = _CSEQ_RE.fullmatch(value)
+    if m is None:
+        parts = value.split()
+        if len(parts) == 2 and is_token(parts[1]):  # only the number is wrong: say so
+            _digits(parts[0], "CSeq number", value, 2**31 - 1)
         raise ParseError(f"invalid CSeq {value[:40]!r}")
-    return _digits(parts[0], "CSeq number", value, 2**31 - 1), parts[1]
+    number = int(m.group(1))
+    if number >= 2**31:
+        raise ParseError(f"CSeq number out of range in {value[:40]!r}")
+    return number, m.group(2)
 
 
 def parse_delta(value: str, what: str) -> int:

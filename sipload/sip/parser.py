@@ -22,65 +22,61 @@ MAX_BODY_BYTES = 1 << 20
 MAX_HEADER_LINES = 1000
 
 _WS = " \t"
+_WS_CR = " \t\r"
 _NAME_RE = re.compile(r"([A-Za-z0-9.!%*_+`'~-]+)[ \t]*")
+
+
+_BLANK_LINE_RE = re.compile(rb"\n\r?\n")
+_FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
+_HAS_FOLD = re.compile(r"\n[ \t]").search
 
 
 def _find_head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int]:
     """(end of head, start of body) or (-1, -1) when the blank line has not arrived yet.
 
-    The blank line may be CRLF CRLF, LF LF, LF CRLF or CRLF LF: whichever comes first.
+    The blank line may follow a CRLF or a bare LF and be CRLF or LF: whichever comes first.
     """
-    crlf = data.find(b"\r\n\r\n", start)
-    end = crlf if crlf >= 0 else len(data)
-    # only a bare-LF blank line that starts before the first CRLF CRLF can end the head earlier
-    lf = data.find(b"\n\n", start, end + 1)
-    mixed = data.find(b"\n\r\n", start, end + 2)
-    if lf >= 0 and (mixed < 0 or lf < mixed):
-        if lf > start and data[lf - 1] == 13:  # CRLF LF: the CR belongs to the last header line
-            return lf - 1, lf + 2
-        return lf, lf + 2
-    if mixed >= 0:
-        return mixed, mixed + 3
-    if crlf >= 0:
-        return crlf, crlf + 4
-    return -1, -1
+    m = _BLANK_LINE_RE.search(data, start)
+    if m is None:
+        return -1, -1
+    end = m.start()
+    if end > 0 and data[end - 1] == 13:  # the CR of the last header line's CRLF
+        end -= 1
+    return end, m.end()
+
+
+def _slow_key(name: str) -> str:
+    """The key of a header name that is not one of the usual spellings (validated)."""
+    m = _NAME_RE.fullmatch(name)
+    if m is None:
+        raise ParseError(f"invalid header name {name[:60]!r}")
+    lowered = m.group(1).lower()
+    return COMPACT_FORMS.get(lowered, lowered)
+
+
+def _no_colon(line: str) -> tuple[str, str]:
+    raise ParseError(f"header line without a colon: {line.rstrip(_WS_CR)[:60]!r}")
 
 
 def _parse_head(head: bytes | bytearray) -> Request | Response:
     text = head.decode("utf-8", "surrogateescape")
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
     if text[-1:] in ("\n", "\r"):
         text = text.rstrip("\r\n")  # a datagram that ends without the blank line
+    # Lines end in LF or CRLF: split on LF; the CR goes with the whitespace stripped off values.
     lines = text.split("\n")
     start = lines[0]
+    if start[-1:] == "\r":
+        start = start[:-1]
     if not start:
         raise ParseError("empty message")
-    items: list[tuple[str, str]] = []
+    if _HAS_FOLD(text) is not None:
+        if lines[1][:1] in (" ", "\t"):
+            raise ParseError("continuation line before any header")
+        lines = _FOLD_RE.sub(" ", text).split("\n")  # unfold: LWS -> one space (RFC 3261 §7.3.1)
     known = KNOWN_KEYS
-    for line in lines[1:]:
-        if not line:
-            raise ParseError("empty line inside the header section")
-        if line[0] in _WS:
-            if not items:
-                raise ParseError("continuation line before any header")
-            more = line.strip(_WS)
-            if more:
-                last_key, last_value = items[-1]
-                items[-1] = (last_key, f"{last_value} {more}" if last_value else more)
-            continue
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise ParseError(f"header line without a colon: {line[:60]!r}")
-        key = known.get(name)
-        if key is not None:
-            items.append((key, value.strip(_WS)))
-            continue
-        m = _NAME_RE.fullmatch(name)
-        if m is None:
-            raise ParseError(f"invalid header name {name[:60]!r}")
-        lowered = m.group(1).lower()
-        items.append((COMPACT_FORMS.get(lowered, lowered), value.strip(_WS)))
+    parts = [line.partition(":") for line in lines[1:]]
+    items = [(known.get(name) or _slow_key(name), value.strip(_WS_CR)) if colon else _no_colon(name)
+             for name, colon, value in parts]
     if len(items) > MAX_HEADER_LINES:
         raise ParseError(f"more than {MAX_HEADER_LINES} header lines")
     headers = Headers._from_normalized(items)
@@ -101,7 +97,7 @@ def _response(start: str, headers: Headers) -> Response:
     status = int(code)
     if not 100 <= status <= 699:
         raise ParseError(f"status code out of range: {status}")
-    reason = parts[2].strip() if len(parts) == 3 else ""
+    reason = parts[2].strip(_WS) if len(parts) == 3 else ""
     return Response(status, reason, headers)
 
 
@@ -121,7 +117,7 @@ def _request(start: str, headers: Headers) -> Request:
 
 def _content_length(headers: Headers) -> int | None:
     """The Content-Length, None if absent; several lines must agree (RFC 4475 §3.1.2.11)."""
-    values = headers.get_all("content-length")
+    values = [v for k, v in headers._items if k == "content-length"]
     if not values:
         return None
     text = values[0].strip()
@@ -138,9 +134,10 @@ def parse_message(data: bytes) -> Request | Response:
     Without Content-Length the body is the rest of the datagram; with it, bytes beyond it are
     dropped and a shorter body is an error.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise ParseError(f"expected bytes, got {type(data).__name__}")
-    data = bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytearray | memoryview):
+            raise ParseError(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")  # CRLFs before the start line (RFC 3261 §7.5)
     head_end, body_start = _find_head_end(data)
@@ -229,7 +226,7 @@ class StreamFramer:
                 return None
             if not buf:
                 return None
-            head_end, body_start = _find_head_end(buf, max(0, self._scan - 3))
+            head_end, body_start = _find_head_end(buf, max(0, self._scan - 2))
             if head_end < 0:
                 if len(buf) > self.max_head:
                     raise ParseError(f"no end of headers within {self.max_head} bytes")

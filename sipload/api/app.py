@@ -1,0 +1,115 @@
+"""The emulators' HTTP side: one Starlette app served by hypercorn's trio worker.
+
+`serve_api(store, host, port, ...)` is started with `nursery.start()` and returns the bound port;
+it serves Telnyx under `/v2`, Audian under `/v1` and `/v2` (`/accounts/{accountId}/...`) and
+Ultravox under `/api/sip/registrations`, all backed by the registrar's binding store, until
+cancelled. The Ultravox emulator's SIP agent (its own UDP socket) runs alongside.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import cast
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from hypercorn.typing import ASGIFramework
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from sipload.api.audian_emulator import AudianEmulator, audian_error, read_token
+from sipload.api.gate import Gate
+from sipload.api.knobs import NO_FAULTS, ApiKeys, ApiKnobs
+from sipload.api.telnyx_emulator import TelnyxEmulator, read_bearer, telnyx_gate_error
+from sipload.api.ultravox_agent import SipAgent
+from sipload.api.ultravox_emulator import UltravoxEmulator, read_api_key, ultravox_error
+from sipload.api.views import StoreView
+from sipload.registrar.bindings import BindingStore
+from sipload.registrar.settings import RegistrarSettings
+
+log = logging.getLogger("sipload.api")
+
+
+@dataclass
+class Emulators:
+    """The three emulators of one app (tests read their gates' counters and directories)."""
+
+    view: StoreView
+    telnyx: TelnyxEmulator
+    audian: AudianEmulator
+    ultravox: UltravoxEmulator
+
+    def gates(self) -> dict[str, Gate]:
+        return {"telnyx": self.telnyx.gate, "audian": self.audian.gate, "ultravox": self.ultravox.gate}
+
+
+def build_emulators(store: BindingStore, agent: SipAgent, *, knobs: ApiKnobs, keys: ApiKeys,
+                    clock: Callable[[], float] = trio.current_time, wall: Callable[[], float] = time.time,
+                    ) -> Emulators:
+    view = StoreView(store, knobs, clock=clock, wall=wall)
+    return Emulators(
+        view,
+        TelnyxEmulator(view, Gate("telnyx", keys, knobs, read_bearer, telnyx_gate_error), wall),
+        AudianEmulator(view, Gate("audian", keys, knobs, read_token, audian_error), knobs.audian_account, wall),
+        UltravoxEmulator(agent, Gate("ultravox", keys, knobs, read_api_key, ultravox_error), wall),
+    )
+
+
+def build_app(emulators: Emulators) -> Starlette:
+    routes: list[BaseRoute] = []
+    routes += emulators.audian.routes("/v1")
+    routes += emulators.audian.routes("/v2")     # before Telnyx's /v2 catch-all
+    routes += emulators.ultravox.routes()
+    routes += emulators.telnyx.routes("/v2")
+    return Starlette(routes=routes)
+
+
+def hypercorn_config(host: str, port: int) -> Config:
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = log
+    config.graceful_timeout = 1.0
+    config.keep_alive_timeout = 30.0
+    return config
+
+
+async def serve_api(
+    store: BindingStore,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    knobs: ApiKnobs = NO_FAULTS,
+    keys: ApiKeys | None = None,
+    registrar_settings: RegistrarSettings | None = None,
+    on_ready: Callable[[Emulators], object] | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the emulators until cancelled; `await nursery.start(serve_api, store, host, port)` -> port.
+
+    `keys` None: from TELNYX_API_KEY / AUDIAN_AUTH_TOKEN / ULTRAVOX_API_KEY (unset: any key).
+    `registrar_settings.users` (a users file) pre-provisions a Telnyx connection and an Audian
+    device for each listed user, so never-seen users can be checked. `on_ready` receives the
+    emulators (tests). Raises OSError when the address cannot be bound.
+    """
+    agent = SipAgent(knobs.ultravox_sip_host, expires=knobs.ultravox_expires)
+    emulators = build_emulators(store, agent, knobs=knobs, keys=keys if keys is not None else ApiKeys.from_env())
+    if registrar_settings is not None and registrar_settings.users is not None:
+        for user in registrar_settings.users:
+            emulators.telnyx.directory.create(user, user, True, [])
+            emulators.audian.provision(user)
+    if on_ready is not None:
+        on_ready(emulators)
+    app = build_app(emulators)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        asgi = cast(ASGIFramework, app)  # Starlette is an ASGI 3 app; hypercorn's Protocol spells it otherwise
+        binds: list[str] = await nursery.start(partial(serve, asgi, hypercorn_config(host, port)))
+        bound_port = int(binds[0].rsplit(":", 1)[1])
+        log.info("provider emulators on http://%s:%d (Telnyx /v2, Audian /v1 /v2, Ultravox /api)", host, bound_port)
+        task_status.started(bound_port)

@@ -1,0 +1,101 @@
+"""`sipload check`: ask a provider about each endpoint and compare with what sipload knows.
+
+    sipload check --provider telnyx --base-url http://127.0.0.1:8089/v2 --users 'user{n}' --count 200
+    sipload check --provider audian --account-id acc_1 --results results/20250101T000000Z-smoke
+
+Exit code: 0 when the agreement rate reaches --min-agreement (default 100), 1 when it does not,
+2 on usage errors (bad options, missing API key, unreadable results).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import trio
+
+from sipload.durations import DurationError, parse_duration
+from sipload.providers.crosscheck import CrossCheckResult, OurEndpoint, run_crosscheck
+from sipload.providers.crosscheck_text import result_lines
+from sipload.providers.run_endpoints import EndpointsError, load_endpoints, template_endpoints
+from sipload.providers.settings import PROVIDERS, CrossCheckConfig
+from sipload.providers.sources import open_source
+from sipload.providers.status import ProviderError
+
+EXIT_OK = 0
+EXIT_DISAGREE = 1
+EXIT_USAGE = 2
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        return parse_duration(text)
+    except DurationError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
+
+
+async def check_endpoints(endpoints: list[OurEndpoint], config: CrossCheckConfig) -> CrossCheckResult:
+    source = open_source(config)
+    try:
+        return await run_crosscheck(endpoints, source, config)
+    finally:
+        await source.aclose()
+
+
+@click.command("check")
+@click.option("--provider", type=click.Choice(PROVIDERS), required=True, help="Which provider to ask.")
+@click.option("--base-url", help="API base URL (default: the provider's public API), e.g. http://127.0.0.1:8089/v2.")
+@click.option("--account-id", help="Audian account id (/accounts/{accountId}/...).")
+@click.option("--api-key-env", help="Environment variable holding the API key "
+              "(default TELNYX_API_KEY, AUDIAN_AUTH_TOKEN or ULTRAVOX_API_KEY).")
+@click.option("--users", "template", default="user{n}", show_default=True, help="Username template with {n}.")
+@click.option("--count", type=int, help="How many users from the template.")
+@click.option("--first", type=int, default=1, show_default=True, help="The first {n}.")
+@click.option("--expect", default="registered", show_default=True,
+              help="sipload state assumed for template users (registered, unregistered, ...).")
+@click.option("--results", type=click.Path(path_type=Path),
+              help="A run's results directory: compare with its endpoints.csv instead of a template.")
+@click.option("--min-agreement", type=click.FloatRange(0, 100), default=100.0, show_default=True,
+              help="Agreement rate (%) needed for exit code 0.")
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True)
+@click.option("--timeout", default="10s", show_default=True, help="Per request.")
+@click.option("--poll-interval", default="500ms", show_default=True)
+@click.option("--poll-limit", default="0", show_default=True,
+              help="Keep polling users not yet shown registered this long (propagation delay).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the result as JSON to this file.")
+@click.option("--show", type=click.IntRange(0), default=20, show_default=True, help="Disagreements listed.")
+def check(provider: str, base_url: str | None, account_id: str | None, api_key_env: str | None, template: str,
+          count: int | None, first: int, expect: str, results: Path | None, min_agreement: float,
+          concurrency: int, timeout: str, poll_interval: str, poll_limit: str, json_out: Path | None,
+          show: int) -> None:
+    """Cross-check a provider's registration status with sipload's endpoints."""
+    try:
+        config = CrossCheckConfig(
+            provider, base_url, account_id, api_key_env, concurrency=concurrency,
+            timeout=_seconds("--timeout", timeout), poll_interval=_seconds("--poll-interval", poll_interval),
+            poll_limit=_seconds("--poll-limit", poll_limit), min_agreement=min_agreement,
+        )
+        if results is not None:
+            endpoints = load_endpoints(results)
+        elif count is None:
+            raise click.UsageError("give --count (with --users) or --results")
+        else:
+            endpoints = template_endpoints(template, count, first, expect)
+    except (ValueError, EndpointsError) as exc:
+        click.echo(f"sipload check: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        result = trio.run(check_endpoints, endpoints, config)
+    except ProviderError as exc:
+        click.echo(f"sipload check: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo("\n".join(result_lines(result, show)))
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    passed = result.passed()
+    click.echo(f"{'PASS' if passed else 'FAIL'}: agreement {result.agreement_pct:.1f} % "
+               f"(wanted >= {min_agreement:g} %)")
+    sys.exit(EXIT_OK if passed else EXIT_DISAGREE)

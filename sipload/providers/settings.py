@@ -1,0 +1,75 @@
+"""`CrossCheckConfig`: what the `[crosscheck]` scenario section and `sipload check` say.
+
+The API key comes from the environment variable `api_key_env` (default per provider:
+TELNYX_API_KEY, AUDIAN_AUTH_TOKEN, ULTRAVOX_API_KEY) or, discouraged, from `api_key` in the
+scenario; it is `repr=False` and no error message ever quotes it. Kamailio needs no key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sipload.providers.status import ProviderError
+
+PROVIDERS = ("telnyx", "audian", "ultravox", "kamailio")
+DEFAULT_URLS = {
+    "telnyx": "https://api.telnyx.com/v2",
+    "audian": "https://api.audian.com:8443/v2",
+    "ultravox": "https://api.ultravox.ai",
+    "kamailio": "http://127.0.0.1:5071/RPC",
+}
+KEY_ENVS = {"telnyx": "TELNYX_API_KEY", "audian": "AUDIAN_AUTH_TOKEN", "ultravox": "ULTRAVOX_API_KEY"}
+
+
+@dataclass(frozen=True)
+class CrossCheckConfig:
+    """Validated on construction: ValueError names the field."""
+
+    provider: str
+    base_url: str | None = None          # None: the provider's public API (or Kamailio's default RPC URL)
+    account_id: str | None = None        # Audian only (required there)
+    api_key_env: str | None = None       # None: the provider's usual variable
+    api_key: str | None = field(default=None, repr=False)
+    concurrency: int = 8                 # requests in flight at once
+    timeout: float = 10.0                # seconds per request
+    poll_interval: float = 0.5           # seconds between polls of users not yet shown registered
+    poll_limit: float = 0.0              # seconds to keep polling them (0: ask once)
+    max_retries: int = 3                 # retries after a 429
+    max_listed: int = 1000               # disagreements / errors listed in full (all are counted)
+    min_agreement: float | None = None   # gate: agreement rate in % that must be reached
+
+    def __post_init__(self) -> None:
+        if self.provider not in PROVIDERS:
+            raise ValueError(f"provider: must be one of {', '.join(PROVIDERS)}, got {self.provider!r}")
+        if self.provider == "audian" and not self.account_id:
+            raise ValueError("account_id: Audian needs the account id (/accounts/{accountId}/...)")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency: must be >= 1, got {self.concurrency}")
+        for name in ("timeout", "poll_interval"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: must be > 0 seconds, got {value}")
+        if not (math.isfinite(self.poll_limit) and self.poll_limit >= 0):
+            raise ValueError(f"poll_limit: must be >= 0 seconds, got {self.poll_limit}")
+        if self.max_retries < 0 or self.max_listed < 0:
+            raise ValueError("max_retries and max_listed: must be >= 0")
+        if self.min_agreement is not None and not 0 <= self.min_agreement <= 100:
+            raise ValueError(f"min_agreement: must be a percentage 0-100, got {self.min_agreement}")
+
+    def url(self) -> str:
+        return self.base_url or DEFAULT_URLS[self.provider]
+
+    def key_env(self) -> str | None:
+        return self.api_key_env or KEY_ENVS.get(self.provider)
+
+    def key(self, env: Mapping[str, str]) -> str:
+        """The API key; ProviderError naming the variable (never a value) when there is none."""
+        if self.api_key:
+            return self.api_key
+        var = self.key_env()
+        value = env.get(var) if var else None
+        if not value:
+            raise ProviderError(f"{self.provider}: no API key: set the environment variable {var}")
+        return value

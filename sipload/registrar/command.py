@@ -1,0 +1,165 @@
+"""`sipload registrar`: run the embedded registrar standalone (options -> settings -> serve)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import click
+import trio
+
+from sipload.durations import DURATION_HINT, DurationError, parse_duration
+from sipload.registrar.core import RegistrarCore
+from sipload.registrar.listen import Listen
+from sipload.registrar.server import serve_registrar
+from sipload.registrar.settings import DelaySpec, RegistrarSettings, load_users, parse_delay
+from sipload.registrar.stats import totals_line
+from sipload.sip.digest import Algorithm
+
+DEFAULT_LISTENS = ("udp:127.0.0.1:5062", "tcp:127.0.0.1:5062")
+ALGORITHMS = ("MD5", "SHA-256", "SHA-512-256")
+
+
+class _ListenType(click.ParamType):  # type: ignore[type-arg]  # generic since click 8.2
+    name = "TRANSPORT:HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Listen:
+        if isinstance(value, Listen):
+            return value
+        try:
+            return Listen.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _DurationType(click.ParamType):  # type: ignore[type-arg]  # generic since click 8.2
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            return parse_duration(value)
+        except DurationError as exc:
+            self.fail(f"{value!r}: {exc} ({DURATION_HINT})", param, ctx)
+
+
+class _DelayType(click.ParamType):  # type: ignore[type-arg]  # generic since click 8.2
+    name = "DELAY"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> DelaySpec:
+        if isinstance(value, DelaySpec):
+            return value
+        try:
+            return parse_delay(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@click.command("registrar")
+@click.option("--listen", "listens", multiple=True, type=_ListenType(), default=DEFAULT_LISTENS,
+              show_default=True, help="Where to listen (repeatable): udp|tcp|tls:HOST:PORT (port 0: any).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate for tls listens.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key for tls listens.")
+@click.option("--password", default=None, metavar="TEMPLATE",
+              help="Password template, {user} = the digest username  [default: pw-{user}].")
+@click.option("--users", type=click.Path(exists=True, dir_okay=False), help="File of 'user;password' lines.")
+@click.option("--realm", default="sipload", show_default=True)
+@click.option("--algorithm", "algorithms", multiple=True, type=click.Choice(ALGORITHMS, case_sensitive=False),
+              help="Digest algorithm offered (repeatable)  [default: MD5].")
+@click.option("--default-expires", type=click.IntRange(min=1), default=3600, show_default=True)
+@click.option("--min-expires", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--max-expires", type=click.IntRange(min=1), default=7200, show_default=True)
+@click.option("--nonce-lifetime", type=_DurationType(), default="300s", show_default=True)
+@click.option("--allow-user-mismatch", is_flag=True, help="Let a digest user register another To user.")
+@click.option("--drop", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of requests dropped.")
+@click.option("--delay", type=_DelayType(), default="none", show_default=True,
+              help="Response delay: 5ms | uniform:1ms:10ms | exp:2ms.")
+@click.option("--error-503", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of requests answered 503.")
+@click.option("--retry-after", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Retry-After of the injected 503s.")
+@click.option("--seed", type=int, default=None, help="Seed of the fault injection and nonces.")
+@click.option("--duration", type=_DurationType(), default=None, help="Stop after this long.")
+@click.option("--quiet", is_flag=True, help="No per-second line.")
+def registrar(
+    listens: Sequence[Listen], tls_cert: str | None, tls_key: str | None, password: str | None,
+    users: str | None, realm: str, algorithms: Sequence[str], default_expires: int, min_expires: int,
+    max_expires: int, nonce_lifetime: float, allow_user_mismatch: bool, drop: float, delay: DelaySpec,
+    error_503: float, retry_after: int, seed: int | None, duration: float | None, quiet: bool,
+) -> None:
+    """Run the embedded registrar (digest auth, bindings with expiry, fault injection)."""
+    if password is not None and users is not None:
+        raise click.UsageError("give --password or --users, not both")
+    if password is not None and "{user}" not in password:
+        raise click.BadParameter("the template must contain {user}", param_hint="'--password'")
+    user_table = None
+    if users is not None:
+        try:
+            user_table = load_users(users)
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="'--users'") from None
+    if not min_expires <= default_expires <= max_expires:
+        raise click.UsageError(f"need --min-expires ({min_expires}) <= --default-expires ({default_expires})"
+                               f" <= --max-expires ({max_expires})")
+    if any(listen.transport == "tls" for listen in listens) and not (tls_cert and tls_key):
+        raise click.UsageError("a tls --listen needs --tls-cert and --tls-key")
+    chosen = tuple(Algorithm(next(a for a in ALGORITHMS if a.lower() == name.lower()))
+                   for name in algorithms) or (Algorithm.MD5,)
+    try:
+        settings = RegistrarSettings(
+            realm=realm, password_template=password or "pw-{user}", users=user_table, algorithms=chosen,
+            default_expires=default_expires, min_expires=min_expires, max_expires=max_expires,
+            nonce_lifetime=nonce_lifetime, allow_user_mismatch=allow_user_mismatch, drop=drop, delay=delay,
+            error_503=error_503, retry_after=retry_after, seed=seed,
+        )
+    except ValueError as exc:  # settings name the field: say which option it came from
+        field, _, detail = str(exc).partition(": ")
+        option = "--" + field.replace("_", "-")
+        ctx = click.get_current_context()
+        if detail and any(option in p.opts for p in ctx.command.params):
+            raise click.BadParameter(detail, param_hint=f"'{option}'") from None
+        raise click.UsageError(f"invalid registrar options: {exc}") from None
+    failure = trio.run(partial(_run, settings, list(listens), tls_cert, tls_key, duration, quiet))
+    if failure is not None:
+        raise click.ClickException(failure)
+
+
+async def _run(settings: RegistrarSettings, listens: list[Listen], tls_cert: str | None,
+               tls_key: str | None, duration: float | None, quiet: bool) -> str | None:
+    """Serve until a signal or the duration; the error message when an address cannot be bound."""
+    core = RegistrarCore(settings, now=trio.current_time())
+    start = trio.current_time()
+    failure: str | None = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        try:
+            async with trio.open_nursery() as nursery:
+                if duration is not None:
+                    nursery.cancel_scope.deadline = start + duration
+                bound = await nursery.start(partial(
+                    serve_registrar, settings, listens, stats_interval=None if quiet else 1.0,
+                    out=click.echo, core=core, tls_cert=tls_cert, tls_key=tls_key))
+                for listen in bound:
+                    click.echo(f"listening on {listen}")
+                nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
+        except* OSError as group:
+            failure = "; ".join(str(exc) for exc in _leaves(group))
+    if failure is None:
+        now = trio.current_time()
+        click.echo(totals_line(now - start, core.counters, core.store.count(now)))
+    return failure
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        click.echo(f"stopping on {signal.Signals(signum).name}")
+        scope.cancel()
+        return

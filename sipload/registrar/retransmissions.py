@@ -1,0 +1,66 @@
+"""What stands in for UDP server transactions (RFC 3261 §17.2.2): recent final responses by request.
+
+A UDP client retransmits a request until it sees the final response. The registrar must answer a
+retransmission with the same response, not process it again (a second pass would see the same
+CSeq and fail the binding update, or the same nc and call it a replay). Entries are kept
+`linger` seconds (Timer J = 64*T1) after the response is sent; a retransmission arriving while the
+response is still delayed is absorbed, as a server transaction in the Trying state does.
+
+Bounded: entries are kept in insertion order and dropped from the front when expired or when more
+than `max_entries` are held (a very late retransmission is then processed as a new request).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from sipload.sip.message import Request, Response
+
+TransactionKey = tuple[str, int, str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    response: Response
+    ready_at: float        # when the response is (or was) sent
+    expires_at: float
+
+
+def transaction_key(request: Request) -> TransactionKey:
+    """(Call-ID, CSeq number, method, top Via branch, top Via sent-by); the request is validated."""
+    via = request.top_via
+    return (request.call_id, request.cseq[0], request.method, via.branch or "", f"{via.host}:{via.port}")
+
+
+class ResponseCache:
+    def __init__(self, linger: float, max_entries: int) -> None:
+        self.linger = linger
+        self.max_entries = max_entries
+        self._entries: OrderedDict[TransactionKey, CachedResponse] = OrderedDict()
+
+    def get(self, key: TransactionKey, now: float) -> CachedResponse | None:
+        entry = self._entries.get(key)
+        if entry is None or entry.expires_at <= now:
+            return None
+        return entry
+
+    def put(self, key: TransactionKey, response: Response, ready_at: float, now: float) -> None:
+        self._entries[key] = CachedResponse(response, ready_at, ready_at + self.linger)
+        self._entries.move_to_end(key)
+        self.purge(now, 16)
+
+    def purge(self, now: float, limit: int = 1024) -> int:
+        """Drop up to `limit` entries from the front: expired ones, and any beyond max_entries."""
+        entries = self._entries
+        dropped = 0
+        while entries and dropped < limit:
+            _, first = next(iter(entries.items()))
+            if first.expires_at > now and len(entries) <= self.max_entries:
+                break
+            entries.popitem(last=False)
+            dropped += 1
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,289 @@
+"""The embedded registrar on trio: UDP, TCP and TLS listeners around one `RegistrarCore`.
+
+Theory of operation
+-------------------
+`serve_registrar` is started with `nursery.start()`: it binds every listen address, then reports
+the bound ones (port 0 -> the real port) and serves until cancelled; cancelling it closes every
+socket and connection.
+
+* UDP: one `UdpSocket` per address, read by its one draining task; each datagram goes through
+  `core.handle_bytes` and the response goes back to the source address (RFC 3581: rport / NAT).
+* TCP and TLS: `trio.serve_tcp` / `trio.serve_ssl_over_tcp`; per connection a `StreamFramer`
+  reader and a writer task fed by a bounded channel, so that a slow peer never blocks anyone
+  else. A CRLFCRLF keep-alive ping is answered with CRLF (RFC 5626 §4.4.1).
+* Delays (fault injection) go to one `DelayQueue`: a heap of (send time, response) served by one
+  task, never a task per request, so delayed responses do not hold up other requests.
+* Upkeep: `core.tick(now)` every second; with `stats_interval`, a line per interval to `out`.
+
+Time is `trio.current_time()`, so the whole server runs under trio's MockClock in tests.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from functools import partial
+
+import trio
+
+from sipload.registrar.core import Outcome, RegistrarCore
+from sipload.registrar.listen import Listen
+from sipload.registrar.settings import RegistrarSettings
+from sipload.registrar.stats import interval_line
+from sipload.sip.errors import ParseError
+from sipload.sip.message import Request
+from sipload.sip.parser import StreamFramer
+from sipload.transport.udp import Address, UdpSocket
+
+__all__ = ["DelayQueue", "Listen", "serve_registrar"]
+
+Sender = Callable[[bytes], None]
+Output = Callable[[str], object]
+
+_STREAM_QUEUE = 1024         # responses waiting for a slow TCP/TLS peer before they are dropped
+_RECEIVE_BYTES = 65536
+_SEND_BATCH = 10_000         # due responses sent before the delay task yields
+_TICK = 1.0
+
+
+class DelayQueue:
+    """Sends each pushed response at its time, from one task (`run`)."""
+
+    def __init__(self, max_pending: int = 1_000_000) -> None:
+        self.max_pending = max_pending
+        self._heap: list[tuple[float, int, Sender, bytes]] = []
+        self._seq = 0
+        self._wake = trio.Event()
+
+    def push(self, at: float, send: Sender, data: bytes) -> bool:
+        """Schedule `send(data)` at time `at`; False (not queued) when max_pending are waiting."""
+        if len(self._heap) >= self.max_pending:
+            return False
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, send, data))
+        if self._heap[0][1] == self._seq:
+            self._wake.set()  # the new entry is the earliest: re-arm the sleep
+        return True
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    async def run(self) -> None:
+        heap = self._heap
+        while True:
+            now = trio.current_time()
+            sent = 0
+            while heap and heap[0][0] <= now and sent < _SEND_BATCH:
+                _, _, send, data = heapq.heappop(heap)
+                send(data)
+                sent += 1
+            if sent == _SEND_BATCH:
+                await trio.lowlevel.checkpoint()
+                continue
+            with trio.move_on_at(heap[0][0] if heap else math.inf):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+
+class _Registrar:
+    """What the listener tasks share."""
+
+    def __init__(self, core: RegistrarCore, out: Output) -> None:
+        self.core = core
+        self.out = out
+        self.delays = DelayQueue()
+        self._reported_errors = 0
+
+    def deliver(self, outcome: Outcome, send: Sender, now: float) -> None:
+        response = outcome.response
+        if response is None:
+            return
+        data = response.to_bytes()
+        if outcome.delay > 0:
+            if not self.delays.push(now + outcome.delay, send, data):
+                self.core.counters.send_failures += 1
+        else:
+            send(data)
+
+    def internal_error(self, exc: Exception) -> None:
+        self.core.counters.internal_errors += 1
+        if self._reported_errors < 10:  # bounded: a bug must not flood the output
+            self._reported_errors += 1
+            self.out(f"registrar internal error: {type(exc).__name__}: {exc}")
+
+    # --- UDP ------------------------------------------------------------------------------------
+    def on_datagram(self, sock: UdpSocket, data: bytes, addr: Address) -> None:
+        now = trio.current_time()
+        try:
+            outcome = self.core.handle_bytes(data, addr, "udp", now)
+        except Exception as exc:  # a bug in the core must not stop the server
+            self.internal_error(exc)
+            return
+        self.deliver(outcome, partial(self._send_udp, sock, addr), now)
+
+    def _send_udp(self, sock: UdpSocket, addr: Address, data: bytes) -> None:
+        if not sock.send(data, addr):
+            self.core.counters.send_failures += 1
+
+    # --- TCP / TLS ------------------------------------------------------------------------------
+    async def serve_stream(self, transport: str, stream: trio.abc.Stream) -> None:
+        peer = _peer_address(stream)
+        send_channel, receive_channel = trio.open_memory_channel[bytes](_STREAM_QUEUE)
+
+        def send(data: bytes) -> None:
+            try:
+                send_channel.send_nowait(data)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                self.core.counters.send_failures += 1
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_write_stream, stream, receive_channel, nursery.cancel_scope)
+                try:
+                    await self._read_stream(transport, stream, peer, send)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+                    pass  # the peer went away (or failed the TLS handshake)
+                finally:
+                    send_channel.close()  # the writer sends what is queued, then ends
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _read_stream(self, transport: str, stream: trio.abc.Stream, peer: Address,
+                           send: Sender) -> None:
+        framer = StreamFramer()
+        pings = 0
+        while True:
+            data = await stream.receive_some(_RECEIVE_BYTES)
+            if not data:
+                return
+            try:
+                messages = framer.feed(bytes(data))
+            except ParseError:
+                self.core.counters.parse_errors += 1
+                return  # a stream cannot resynchronize: close it
+            while pings < framer.pings:
+                pings += 1
+                send(b"\r\n")
+            now = trio.current_time()
+            for message in messages:
+                if not isinstance(message, Request):
+                    self.core.counters.stray_responses += 1
+                    continue
+                try:
+                    outcome = self.core.handle(message, peer, transport, now)
+                except Exception as exc:  # a bug in the core must not stop the server
+                    self.internal_error(exc)
+                    continue
+                self.deliver(outcome, send, now)
+
+    # --- upkeep -----------------------------------------------------------------------------------
+    async def upkeep(self, stats_interval: float | None) -> None:
+        core = self.core
+        start = trio.current_time()
+        next_tick = start + _TICK
+        next_stats = start + stats_interval if stats_interval else math.inf
+        before = core.counters.copy()
+        while True:
+            await trio.sleep_until(min(next_tick, next_stats))
+            now = trio.current_time()
+            if now >= next_tick:
+                core.tick(now)
+                next_tick += _TICK * max(1, math.ceil((now - next_tick) / _TICK))
+            if stats_interval and now >= next_stats:
+                current = core.counters.copy()
+                self.out(interval_line(now - start, stats_interval, current, before, core.store.count(now)))
+                before = current
+                next_stats += stats_interval * max(1, math.ceil((now - next_stats) / stats_interval))
+
+
+async def _write_stream(stream: trio.abc.Stream, channel: trio.MemoryReceiveChannel[bytes],
+                        scope: trio.CancelScope) -> None:
+    try:
+        async with channel:
+            async for data in channel:
+                await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+        scope.cancel()  # cannot write any more: stop reading too
+
+
+def _peer_address(stream: trio.abc.Stream) -> Address:
+    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    if isinstance(inner, trio.SocketStream):
+        try:
+            peer = inner.socket.getpeername()
+            return (str(peer[0]), int(peer[1]))
+        except OSError:
+            pass
+    return ("0.0.0.0", 0)
+
+
+def _ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def _bind(stack: AsyncExitStack, registrar: _Registrar, listen: Listen,
+                context: ssl.SSLContext | None) -> tuple[Listen, Callable[[], Awaitable[object]]]:
+    """Bind one address (closed by `stack`); the bound address (the real port for port 0) and the
+    coroutine function that serves it."""
+    if listen.transport == "udp":
+        sock = stack.enter_context(UdpSocket(listen.host, listen.port))
+        return Listen("udp", sock.host, sock.port), partial(sock.serve, partial(registrar.on_datagram, sock))
+    tcp_listeners = await trio.open_tcp_listeners(listen.port, host=listen.host)
+    for tcp_listener in tcp_listeners:
+        stack.push_async_callback(tcp_listener.aclose)
+    port = int(tcp_listeners[0].socket.getsockname()[1])
+    handler = partial(registrar.serve_stream, listen.transport)
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp_listeners)
+    if listen.transport == "tls":
+        assert context is not None
+        listeners = [trio.SSLListener(tcp, context, https_compatible=False) for tcp in tcp_listeners]
+    return Listen(listen.transport, listen.host, port), partial(trio.serve_listeners, handler, listeners)
+
+
+async def serve_registrar(
+    settings: RegistrarSettings,
+    listens: Sequence[Listen],
+    *,
+    task_status: trio.TaskStatus[list[Listen]] = trio.TASK_STATUS_IGNORED,
+    stats_interval: float | None = None,
+    out: Output = print,
+    core: RegistrarCore | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+) -> None:
+    """Serve until cancelled; `nursery.start()` returns the bound listen addresses.
+
+    Pass `core` to share the binding store with others (provider emulators, tests); otherwise
+    one is made from `settings`. TLS listens need `tls_cert` and `tls_key` (PEM files).
+    Raises OSError when an address cannot be bound, ValueError for TLS without files.
+    """
+    if not listens:
+        raise ValueError("serve_registrar: no listen address")
+    context: ssl.SSLContext | None = None
+    if any(listen.transport == "tls" for listen in listens):
+        if not (tls_cert and tls_key):
+            raise ValueError("a tls listen address needs tls_cert and tls_key")
+        context = _ssl_context(tls_cert, tls_key)
+    registrar = _Registrar(core if core is not None else RegistrarCore(settings, now=trio.current_time()),
+                           out)
+    async with AsyncExitStack() as stack:  # closed after every task of the nursery has ended
+        bound: list[Listen] = []
+        servers: list[Callable[[], Awaitable[object]]] = []
+        for listen in listens:
+            try:
+                address, serve = await _bind(stack, registrar, listen, context)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {listen}: {exc.strerror or exc}") from exc
+            bound.append(address)
+            servers.append(serve)
+        async with trio.open_nursery() as nursery:
+            for serve in servers:
+                nursery.start_soon(serve)
+            nursery.start_soon(registrar.delays.run)
+            nursery.start_soon(registrar.upkeep, stats_interval)
+            task_status.started(bound)
