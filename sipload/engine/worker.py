@@ -40,6 +40,7 @@ from sipload.sip.message import Request, Response
 from sipload.sip.parser import parse_message
 from sipload.sip.registration import Profile, Registration, RegState
 from sipload.sip.transaction import Timers
+from sipload.transport.memory import MemoryNetwork
 from sipload.transport.stream import StreamChannel, TlsOptions, describe_error
 from sipload.transport.udp import Address, UdpSocket
 
@@ -122,8 +123,10 @@ class Worker:
         shard: Shard = Shard(),
         sink: Sink | None = None,
         seed: int | None = None,
+        network: MemoryNetwork | None = None,
     ) -> None:
         self.scenario = scenario
+        self.network = network
         self.destination = destination
         self.shard = shard
         self.sink = sink
@@ -273,7 +276,9 @@ class Worker:
     async def run(self) -> WorkerReport:
         count = len(self.shard.indices(self.scenario.endpoints.count))
         try:
-            if self.transport == "UDP":
+            if self.network is not None:
+                channels = [Channel(self.network.client, self.network.send)]
+            elif self.transport == "UDP":
                 channels = self._open_udp(count)
             else:
                 channels = await self._open_streams(count)
@@ -282,6 +287,8 @@ class Worker:
             async with trio.open_nursery() as nursery:
                 for sock in self._sockets:
                     nursery.start_soon(sock.serve, self._on_datagram)
+                if self.network is not None:
+                    nursery.start_soon(self.network.run, self._on_datagram)
                 for stream in self._streams:
                     nursery.start_soon(stream.run)
                 await self._schedule(by_index)

@@ -6,6 +6,7 @@ contains a credential: the key travels in a header, and URLs are shown without t
 from __future__ import annotations
 
 import json
+import os
 from http import HTTPStatus
 
 from sipload.providers.status import ProviderError
@@ -49,6 +50,8 @@ def connect_reason(exc: BaseException) -> str:
         if id(current) in seen:
             continue
         seen.add(id(current))
+        if isinstance(current, OSError) and current.errno:
+            return os.strerror(current.errno)
         if isinstance(current, OSError) and current.strerror:
             return current.strerror
         if isinstance(current, BaseExceptionGroup):

@@ -45,6 +45,7 @@ import os
 import re
 import struct
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -401,7 +402,9 @@ class DigestServer:
         self._random = random
         self.userhash = userhash
         self.max_tracked_nonces = max_tracked_nonces
-        self._seen: dict[str, tuple[float, int]] = {}  # nonce -> (expires at, highest nc accepted)
+        # nonce -> (expires at, highest nc accepted), oldest first. An OrderedDict: deleting from the
+        # front of a plain dict leaves holes that make next(iter()) O(deleted) (measured 15 µs at 100k).
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self._forget_before = float("-inf")  # issue time of the newest live entry evicted by the cap
 
     def _mac(self, head: bytes) -> bytes:

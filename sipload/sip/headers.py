@@ -102,6 +102,7 @@ def canonical_name(key: str) -> str:
 
 _TOKEN = r"[A-Za-z0-9.!%*_+`'~-]+"
 _TOKEN_RE = re.compile(_TOKEN)
+_QUOTED = r'"(?:[^"\\]|\\.)*"'  # quoted-string; what _quoted_end and unquote accept
 _is_token_match = _TOKEN_RE.fullmatch
 
 
@@ -205,21 +206,26 @@ def _split_params(text: str) -> list[str]:
     return parts
 
 
-_QUOTED = r'"(?:[^"\\]|\\.)*"'
 _HEADER_PARAM_RE = re.compile(
     rf"[ \t]*({_TOKEN})[ \t]*(?:=[ \t]*([^ \t\";]+|{_QUOTED})[ \t]*)?", re.S
 )
 _URI_PARAM_RE = re.compile(rf"[ \t]*([^ \t\";=]+)[ \t]*(?:=[ \t]*([^ \t\";]+|{_QUOTED})[ \t]*)?", re.S)
 
 
-# the usual shape (';name=value;flag', no whitespace, no quotes), validated in one go
-_SIMPLE_PARAMS = rf"(?:;{_TOKEN}(?:=[^; \t\"]+)?)+"
-_SIMPLE_HEADER_PARAMS_RE = re.compile(_SIMPLE_PARAMS)
+# the usual shape (';name=value;flag', no whitespace), validated in one go, then cut by _simple_params
+_PARAM_ITEM = rf";({_TOKEN})(?:=([^; \t\"]+|{_QUOTED}))?"
+_SIMPLE_PARAMS = rf";{_TOKEN}(?:=(?:[^; \t\"]+|{_QUOTED}))?"  # _PARAM_ITEM without groups
+_SIMPLE_HEADER_PARAMS_RE = re.compile(rf"(?:{_SIMPLE_PARAMS})+", re.S)
+_PARAM_ITEM_RE = re.compile(_PARAM_ITEM, re.S)
 
 
 def _simple_params(text: str) -> dict[str, str | None]:
-    """Split parameters already validated by _SIMPLE_PARAMS."""
+    """Split parameters that _SIMPLE_HEADER_PARAMS_RE matched in full."""
     params: dict[str, str | None] = {}
+    if '"' in text:
+        for m in _PARAM_ITEM_RE.finditer(text):
+            params[m.group(1).lower()] = m.group(2)
+        return params
     for part in text[1:].split(";"):
         name, eq, value = part.partition("=")
         params[name.lower()] = value if eq else None
@@ -434,7 +440,8 @@ _VIA_RE = re.compile(
 # what nearly every peer sends: checked in one go, then split without further validation
 _VIA_USUAL_RE = re.compile(
     rf"SIP/2\.0/([A-Z]+) (?:\[([0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)\]|([A-Za-z0-9._-]+))(?::([0-9]{{1,5}}))?"
-    rf"({_SIMPLE_PARAMS})?"
+    rf"((?:{_SIMPLE_PARAMS})+)?",
+    re.S,
 )
 
 

@@ -74,9 +74,8 @@ def _parse_head(head: bytes | bytearray) -> Request | Response:
             raise ParseError("continuation line before any header")
         lines = _FOLD_RE.sub(" ", text).split("\n")  # unfold: LWS -> one space (RFC 3261 §7.3.1)
     known = KNOWN_KEYS
-    parts = [line.partition(":") for line in lines[1:]]
     items = [(known.get(name) or _slow_key(name), value.strip(_WS_CR)) if colon else _no_colon(name)
-             for name, colon, value in parts]
+             for line in lines[1:] for name, colon, value in (line.partition(":"),)]
     if len(items) > MAX_HEADER_LINES:
         raise ParseError(f"more than {MAX_HEADER_LINES} header lines")
     headers = Headers._from_normalized(items)

@@ -418,7 +418,7 @@ class Registration:
         self.state = RegState.REFRESHING if self._op is Op.REFRESH else (
             RegState.UNREGISTERING if self._op is Op.UNREGISTER else RegState.REGISTERING
         )
-        self._send(now)
+        self._send(now, credentials=self._next_credentials())
 
     def _on_ok(self, inp: RegInput, response: Response | None, now: float) -> None:
         assert response is not None

@@ -1,0 +1,292 @@
+"""The engine end to end: virtual hours on an in-memory network, and real runs over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+from click.testing import CliRunner
+from hdrh.log import HistogramLogReader
+
+from sipload.cli import main
+from sipload.engine.embedded import registrar_settings
+from sipload.engine.run import ExitCode, RunError, run_scenario
+from sipload.engine.worker import Worker
+from sipload.metrics.aggregate import Aggregate
+from sipload.registrar.core import RegistrarCore
+from sipload.registrar.listen import Listen
+from sipload.registrar.server import serve_registrar
+from sipload.registrar.settings import RegistrarSettings
+from sipload.scenario import RegistrarConfig, Scenario, parse_scenario
+from sipload.sip import Request, parse_message
+from sipload.transport.memory import REGISTRAR, MemoryNetwork
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def scenario(body: str, *, target: str = "embedded", name: str = "t") -> Scenario:
+    text = f'name = "{name}"\nseed = 7\n' + body.replace("TARGET", target)
+    return parse_scenario(text, Path(f"{name}.toml"))
+
+
+HOURS = """
+thresholds = ["register.success_rate == 100%"]
+[target]
+registrar = "TARGET"
+domain = "sipload.test"
+[endpoints]
+count = 20
+username = "user{n}"
+password = "pw-user{n}"
+expires = 600
+refresh_at = 0.5
+refresh_jitter = 0.0
+[load]
+rate = 10
+duration = "4h"
+interval = "10m"
+unregister_timeout = "40s"
+[registrar]
+min_expires = 60
+"""
+
+
+class Wire:
+    """Every request the endpoints sent, parsed."""
+
+    def __init__(self, net: MemoryNetwork) -> None:
+        self.requests: list[Request] = []
+        inner = net.send
+
+        def send(data: bytes) -> bool:
+            msg = parse_message(data)
+            assert isinstance(msg, Request)
+            self.requests.append(msg)
+            return inner(data)
+
+        net.send = send  # type: ignore[method-assign]
+
+
+def memory_worker(sc: Scenario, **net_kwargs: object) -> tuple[Worker, RegistrarCore, Wire, Aggregate]:
+    config = sc.registrar or RegistrarConfig()
+    core = RegistrarCore(registrar_settings(config, 1), now=trio.current_time(), rng=random.Random(1))
+    net = MemoryNetwork(core, **net_kwargs)  # type: ignore[arg-type]
+    wire = Wire(net)
+    agg = Aggregate(0.0)
+    worker = Worker(sc, REGISTRAR, network=net, sink=agg.add)
+    return worker, core, wire, agg
+
+
+async def test_renewals_over_hours_of_virtual_time(autojump_clock: trio.testing.MockClock) -> None:
+    sc = scenario(HOURS)
+    worker, core, wire, agg = memory_worker(sc)
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        done = trio.Event()
+
+        async def run() -> None:
+            await worker.run()
+            done.set()
+
+        nursery.start_soon(run)
+        await trio.sleep(2 * 3600)
+        assert core.store.count(trio.current_time()).aors == 20   # all held, mid-run
+        await done.wait()
+    assert trio.current_time() - start < 4 * 3600 + 60
+    report = worker.report
+    assert core.store.count(trio.current_time()).bindings == 0    # all unregistered at the end
+    assert report.left_bound == 0
+    assert all(e.state == "unregistered" for e in report.endpoints)
+    # every 300 s for 4 h: 47 or 48 refreshes per endpoint, each a REGISTER on the same Call-ID
+    assert all(47 <= e.refreshes <= 48 for e in report.endpoints), [e.refreshes for e in report.endpoints]
+    by_call: dict[str, list[int]] = {}
+    for req in wire.requests:
+        by_call.setdefault(req.call_id, []).append(req.cseq[0])
+    assert len(by_call) == 20
+    for cseqs in by_call.values():
+        assert cseqs == sorted(cseqs) and len(set(cseqs)) == len(cseqs)
+        assert len(cseqs) == 2 + 47 + 1 or len(cseqs) == 2 + 48 + 1
+    agg.flush_interval(1.0)
+    values = agg.metric_values()
+    assert values["registrations.succeeded"] == 20
+    assert values["refreshes.succeeded"] == sum(e.refreshes for e in report.endpoints)
+    assert values["unregistrations.succeeded"] == 20
+    assert values["retransmissions"] == 0
+
+
+async def test_lossy_network_recovers_by_retransmission(autojump_clock: trio.testing.MockClock) -> None:
+    sc = scenario(HOURS.replace('duration = "4h"', 'duration = "30m"'))
+    worker, core, wire, agg = memory_worker(sc, loss=0.2, rng=random.Random(3))
+    await worker.run()
+    agg.flush_interval(1.0)
+    values = agg.metric_values()
+    assert values["retransmissions"] > 0
+    assert values["registrations.succeeded"] == 20
+    assert values["failures"] == 0
+    assert core.store.count(trio.current_time()).bindings == 0
+
+
+async def test_stop_request_unregisters_everything(autojump_clock: trio.testing.MockClock) -> None:
+    sc = scenario(HOURS)
+    worker, core, _, _ = memory_worker(sc)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker.run)
+        await trio.sleep(1800)
+        assert core.store.count(trio.current_time()).aors == 20
+        worker.request_stop()
+    assert trio.current_time() < 1800 + 60
+    assert core.store.count(trio.current_time()).bindings == 0
+    assert worker.report.left_bound == 0
+
+
+async def test_total_loss_ends_in_timeouts_not_a_hang(autojump_clock: trio.testing.MockClock) -> None:
+    sc = scenario(HOURS.replace('duration = "4h"', 'duration = "10m"').replace("count = 20", "count = 3"))
+    worker, core, _, agg = memory_worker(sc, loss=1.0)
+    await worker.run()
+    agg.flush_interval(1.0)
+    values = agg.metric_values()
+    assert values["failures.timeout"] == 3
+    assert values["registrations.succeeded"] == 0
+    assert all(e.failure_reason == "timeout" for e in worker.report.endpoints)
+
+
+SMALL = """
+thresholds = ["register.success_rate == 100%", "failures == 0"]
+[target]
+registrar = "TARGET"
+domain = "sipload.test"
+[endpoints]
+count = 30
+expires = 2
+refresh_at = 0.5
+refresh_margin = "200ms"
+[load]
+rate = 60
+duration = "2500ms"
+interval = "500ms"
+unregister_timeout = "5s"
+"""
+
+
+async def test_real_loopback_run_against_the_embedded_registrar(tmp_path: Path) -> None:
+    sc = scenario(SMALL + "[registrar]\nmin_expires = 1\n", name="loop")
+    lines: list[str] = []
+    outcome = await run_scenario(sc, tmp_path / "out", progress=lines.append, handle_signals=False)
+    assert outcome.exit_code is ExitCode.OK, (outcome.result.notes, outcome.result.failures)
+    r = outcome.result
+    assert (r.registrations.attempted, r.registrations.succeeded) == (30, 30)
+    assert r.refreshes.succeeded >= 30
+    assert r.unregistrations.succeeded == 30
+    assert r.complete and r.latency_ms["register"]["count"] == 30
+    assert any("reg/s" in line for line in lines)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["registrations"] == {"attempted": 30, "succeeded": 30, "failed": 0}
+    reader = HistogramLogReader(str(tmp_path / "out" / "register.hlog"), None)
+    total = 0
+    while (h := reader.get_next_interval_histogram()) is not None:
+        total += h.get_total_count()
+    assert total == 30
+    csv_lines = (tmp_path / "out" / "endpoints.csv").read_text().splitlines()
+    assert len(csv_lines) == 31 and all(",unregistered," in line for line in csv_lines[1:])
+    assert "pw-" not in (tmp_path / "out" / "endpoints.csv").read_text()
+
+
+async def test_stop_mid_run_leaves_zero_bindings_and_partial_results(tmp_path: Path) -> None:
+    core = RegistrarCore(RegistrarSettings(realm="sipload.test", min_expires=1), now=trio.current_time())
+    async with trio.open_nursery() as nursery:
+        listens = await nursery.start(partial(serve_registrar, RegistrarSettings(), [Listen("udp", "127.0.0.1", 0)],
+                                              core=core))
+        port = listens[0].port
+        sc = scenario(SMALL.replace('duration = "2500ms"', 'duration = "60s"'), target=f"sip:127.0.0.1:{port}")
+        stop = trio.Event()
+        lines: list[str] = []
+
+        def progress(line: str) -> None:
+            lines.append(line)
+            if "registered 30" in line:
+                stop.set()
+
+        with trio.fail_after(30):
+            outcome = await run_scenario(sc, tmp_path, progress=progress, handle_signals=False, stop=stop)
+        assert outcome.exit_code is ExitCode.INTERRUPTED
+        assert core.store.count(trio.current_time()).bindings == 0
+        nursery.cancel_scope.cancel()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["complete"] is False
+    assert summary["unregistrations"]["succeeded"] == 30
+
+
+async def test_unreachable_target_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as s:
+        await s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]   # bound but never answering
+        sc = scenario(SMALL, target=f"sip:127.0.0.1:{port}")
+        with trio.fail_after(20), pytest.raises(RunError, match="no SIP answer"):
+            await run_scenario(sc, tmp_path, progress=lambda _: None, handle_signals=False)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    return path
+
+
+def test_cli_threshold_failure_exits_1_with_junit_failure(tmp_path: Path) -> None:
+    body = SMALL.replace("TARGET", "embedded").replace(
+        'thresholds = ["register.success_rate == 100%", "failures == 0"]', 'thresholds = ["register.p50 < 1us"]'
+    ) + "[registrar]\nmin_expires = 1\n"
+    path = write(tmp_path, 'name = "gate"\n' + body)
+    result = CliRunner().invoke(main, ["run", str(path), "--out", str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "[FAIL] register.p50 < 1us" in result.output
+    junit = (tmp_path / "o" / "junit.xml").read_text()
+    assert "<failure" in junit and "register.p50" in junit
+
+
+def test_cli_broken_scenario_exits_2_naming_file_field_and_value(tmp_path: Path) -> None:
+    path = write(tmp_path, SMALL.replace("TARGET", "embedded").replace("count = 30", "count = -5"))
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 2
+    assert "s.toml" in result.output and "endpoints.count" in result.output and "-5" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_missing_file_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2 and "nope.toml" in result.output and "Traceback" not in result.output
+
+
+def test_sigint_unregisters_and_writes_partial_results(tmp_path: Path) -> None:
+    """A real process, a real Ctrl-C: exit 130, complete=false on disk, every endpoint unregistered."""
+    path = write(tmp_path, 'name = "sig"\n' + SMALL.replace("TARGET", "embedded").replace(
+        'duration = "2500ms"', 'duration = "60s"') + "[registrar]\nmin_expires = 1\n")
+    out = tmp_path / "o"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sipload", "run", str(path), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    seen = []
+    for line in proc.stdout:   # wait until all 30 are registered (bounded by the deadline)
+        seen.append(line)
+        if "registered 30" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    output = "".join(seen) + rest
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and summary["interrupted_by"] == "SIGINT"
+    assert summary["unregistrations"]["succeeded"] == 30
+    rows = (out / "endpoints.csv").read_text().splitlines()[1:]
+    assert len(rows) == 30 and all(",unregistered," in row for row in rows)
