@@ -31,6 +31,7 @@ main.add_command(registrar)
 @click.option("--rate", type=float, help="New registrations per second (overrides load.rate).")
 @click.option("--duration", type=float, help="Seconds from the first arrival until unregistering starts.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Results directory.")
+@click.option("--workers", type=click.IntRange(1, 256), help="Worker processes (default: one per core).")
 @click.option("--quiet", is_flag=True, help="No progress lines, only the final summary.")
 def run(
     scenario: Path,
@@ -39,6 +40,7 @@ def run(
     rate: float | None,
     duration: float | None,
     out: Path | None,
+    workers: int | None,
     quiet: bool,
 ) -> None:
     """Run SCENARIO (a TOML file) and write its results.
@@ -57,7 +59,7 @@ def run(
             click.echo(line)
 
     try:
-        outcome = trio.run(lambda: run_scenario(sc, out, progress=progress))
+        outcome = trio.run(lambda: run_scenario(sc, out, progress=progress, workers=workers))
     except RunError as exc:
         click.echo(f"sipload: {exc}", err=True)
         sys.exit(ExitCode.USAGE)

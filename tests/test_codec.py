@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import pytest
 from codec_cases import (
@@ -108,6 +109,7 @@ from sipload.sip.headers import (
     quote,
     split_list,
     unquote,
+    via_branch,
 )
 from sipload.sip.message import Headers, Message, Request, Response, response_to
 from sipload.sip.parser import MAX_HEAD_BYTES, StreamFramer, parse_message
@@ -400,7 +402,7 @@ def test_sipp_register() -> None:
     assert msg.headers.get("user-agent") == "sipp-bench"
     assert msg.expires() == 3600
     auth = request(SIPP_REGISTER_AUTH)
-    assert auth.headers.get("authorization", "").startswith('Digest username="user1",realm="127.0.0.1"')
+    assert (auth.headers.get("authorization") or "").startswith('Digest username="user1",realm="127.0.0.1"')
     assert auth.cseq == (2, "REGISTER")
 
 
@@ -704,6 +706,14 @@ def test_line_ends_do_not_matter(data: bytes) -> None:
     assert summary(parse(data)) == summary(parse(SIPP_REGISTER))
 
 
+def test_no_blank_line_on_a_stream_is_an_incomplete_message() -> None:
+    framer = StreamFramer()
+    assert feed_chunks(bytewise(NO_BLANK_LINE), framer) == []
+    assert framer.buffered == len(NO_BLANK_LINE)
+    (msg,) = framer.feed(b"\r\n")
+    assert summary(msg) == summary(parse(NO_BLANK_LINE))
+
+
 def test_lf_only_head_with_crlf_in_body() -> None:
     msg = request(LF_BODY)
     assert msg.body == b"a\r\n\r\nb\r\n"
@@ -869,7 +879,7 @@ def test_name_addr_and_addr_spec() -> None:
         ("<>", "invalid URI"), ("<sip:a@h> x", "junk after address"), ('"a" x <sip:b@h>', "expected <URI>"),
         ('"a" sip:b@h', "expected <URI>"), ("a,b <sip:x@h>", "display name must be quoted"), ("nocolon", "invalid"),
     ]:
-        assert why in error_of(lambda bad=bad: parse_name_addr(bad)), bad
+        assert why in error_of(partial(parse_name_addr, bad)), bad
 
 
 def test_via() -> None:
@@ -884,10 +894,42 @@ def test_via() -> None:
     assert str(parse_via("SIP / 2.0 / TCP  h : 5061 ; branch = z9hG4bK1")) == "SIP/2.0/TCP h:5061;branch=z9hG4bK1"
     for bad in ("", "SIP/2.0/UDP", "SIP/2.0 UDP h", "SIP/3.0/UDP h", "HTTP/2.0/UDP h", "SIP/2.0/UDP h:999999",
                 "SIP/2.0/UDP h:x", "SIP/2.0/UDP [::1", "SIP/2.0/UDP a b", "SIP/2.0/UDP h,x"):
-        assert f"invalid Via {bad[:80]!r}" in error_of(lambda bad=bad: parse_via(bad)), bad
+        assert f"invalid Via {bad[:80]!r}" in error_of(partial(parse_via, bad)), bad
     assert "port out of range" in error_of(lambda: parse_via("SIP/2.0/UDP h:0"))
     assert "port out of range" in error_of(lambda: parse_via("SIP/2.0/UDP h:65536"))
     assert "empty parameter" in error_of(lambda: parse_via("SIP/2.0/UDP h;;"))
+
+
+def test_via_branch_shortcut() -> None:
+    assert via_branch("SIP/2.0/UDP h:5060;rport;branch=z9hG4bK1") == "z9hG4bK1"
+    assert via_branch("SIP/2.0/UDP h;BRANCH=z9hG4bK1;branchx=2") == "z9hG4bK1"
+    assert via_branch("SIP/2.0/UDP h;branch=a;branch=b") == "b"  # as in the params dict: the last one
+    assert via_branch("SIP/2.0/UDP h;branch") is None
+    assert via_branch("SIP/2.0/UDP h") is None
+    assert via_branch('SIP/2.0/UDP h;x="a;branch=no";branch=yes') == "yes"
+    assert via_branch("SIP / 2.0 / UDP h ; branch = z9hG4bK2") == "z9hG4bK2"
+    assert "port out of range" in error_of(lambda: via_branch("SIP/2.0/UDP h:0;branch=z9hG4bK1"))
+    assert "invalid Via" in error_of(lambda: via_branch("SIP/2.0/UDP"))
+    msg = request(SIPP_REGISTER)
+    assert msg.branch == "z9hG4bK-41742-1-0" == msg.top_via.branch == msg.branch  # before and after top_via
+
+
+VIA_PIECES = st.sampled_from([
+    "SIP/2.0/UDP ", "SIP/2.0/tcp ", "sip / 2.0 / TLS ", "h", "1.2.3.4", "[::1]", ":5060", ":0", ":99999", ";branch=",
+    ";Branch=", ";BRANCH", "z9hG4bK1", ";rport", ";received=1.2.3.4", '"', ';x="a;branch=b"', " ", "=", ";", ",", "x",
+])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(VIA_PIECES, max_size=10).map("".join))
+def test_via_branch_agrees_with_parse_via(value: str) -> None:
+    def outcome(get: Callable[[], str | None]) -> tuple[object, ...]:
+        try:
+            return ("ok", get())
+        except ParseError:
+            return ("error",)
+
+    assert outcome(lambda: via_branch(value)) == outcome(lambda: parse_via(value).branch)
 
 
 def test_cseq_and_delta() -> None:
@@ -895,16 +937,18 @@ def test_cseq_and_delta() -> None:
     assert parse_cseq("  0009\tINVITE ") == (9, "INVITE")
     assert parse_cseq("2 register") == (2, "register")  # methods are case-sensitive
     assert parse_cseq(f"{2**31 - 1} X") == (2**31 - 1, "X")
+    assert parse_cseq("0000000000000000042 OPTIONS") == (42, "OPTIONS")
     for bad, why in [("REGISTER", "invalid CSeq"), ("1", "invalid CSeq"), ("x REGISTER", "invalid CSeq"),
                      ("1 REG ISTER", "invalid CSeq"), ("-1 REGISTER", "invalid CSeq"),
                      (f"{2**31} REGISTER", "out of range"), ("9" * 5000 + " REGISTER", "out of range"),
                      ("١ REGISTER", "invalid CSeq")]:
-        assert why in error_of(lambda bad=bad: parse_cseq(bad)), bad
+        assert why in error_of(partial(parse_cseq, bad)), bad
     assert parse_delta("3600", "Expires") == 3600
     assert parse_delta(" 120 (I'm in a meeting);duration=60", "Retry-After") == 120
     assert parse_delta(str(2**32 - 1), "Expires") == 2**32 - 1
     assert "Expires out of range" in error_of(lambda: parse_delta(str(2**32), "Expires"))
     assert "Expires out of range" in error_of(lambda: parse_delta("9" * 5000, "Expires"))
+    assert parse_delta("0" * 5000 + "7", "Expires") == 7
     assert "invalid Expires" in error_of(lambda: parse_delta("", "Expires"))
     assert "invalid Expires" in error_of(lambda: parse_delta("-1", "Expires"))
     assert "invalid Expires" in error_of(lambda: parse_delta("٣", "Expires"))
@@ -934,7 +978,7 @@ def test_uri() -> None:
                      ("sip:u@h:5060x", "invalid host or port"), ("sip:u@h;;", "empty parameter"),
                      ("sip:u@[::1]x", "invalid host or port"), ("sip:u@ho st", "invalid host or port"),
                      ("sip:u@[zz::1]", "invalid host or port")]:
-        assert why in error_of(lambda bad=bad: parse_uri(bad)), bad
+        assert why in error_of(partial(parse_uri, bad)), bad
     assert parse_hostport(" [::1] : 5060 ") == ("::1", 5060)
 
 
@@ -1067,7 +1111,7 @@ def test_framer_waits_for_the_body() -> None:
     (msg,) = framer.feed(body[100:] + RFC3261_100[:10])
     assert msg.body == body
     (trying,) = framer.feed(RFC3261_100[10:])
-    assert trying.status == 100
+    assert isinstance(trying, Response) and trying.status == 100
 
 
 def test_framer_limits() -> None:
@@ -1113,6 +1157,8 @@ def check_stream_invariant(chunks: Sequence[bytes]) -> None:
 @example(b"OPTIONS sip:h:" + b"9" * 5000 + b" SIP/2.0\r\n\r\n")
 @example(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h:" + b"9" * 5000 + b"\r\n\r\n")
 @example(b"SIP/2.0 200 OK\r\nExpires: " + b"9" * 5000 + b"\r\n\r\n")
+@example(b"SIP/2.0 200 OK\r\nExpires: " + b"0" * 5000 + b"1\r\n\r\n")
+@example(b"SIP/2.0 200 OK\r\nCSeq: " + b"0" * 5000 + b"1 X\r\n\r\n")
 @example(b"SIP/2.0 200 OK\r\nContact: <sip:a@h>;expires=" + b"9" * 5000 + b"\r\n\r\n")
 def test_fuzz_arbitrary_bytes(data: bytes) -> None:
     check_invariant(data)
@@ -1153,9 +1199,9 @@ def mutated(draw: st.DrawFn) -> bytes:
             data = bytearray(b"\n".join(lines))
         elif op == "value" and len(lines) > 2:
             i = draw(st.integers(1, len(lines) - 2))
-            name, colon, _ = lines[i].partition(b":")
+            raw_name, colon, _ = lines[i].partition(b":")
             if colon:
-                lines[i] = name + b": " + draw(st.text(SIP_ALPHABET, max_size=40)).encode() + b"\r"
+                lines[i] = raw_name + b": " + draw(st.text(SIP_ALPHABET, max_size=40)).encode() + b"\r"
                 data = bytearray(b"\n".join(lines))
         elif op == "insert":
             i = draw(st.integers(0, len(data)))

@@ -25,6 +25,10 @@ from sipload.providers.settings import CrossCheckConfig
 from sipload.providers.sources import Answer, gather_bounded, open_source
 from sipload.providers.status import ProviderError, ProviderState, RegistrationStatus
 from sipload.registrar.bindings import BindingStore, ContactChange, RequestInfo
+from sipload.registrar.core import RegistrarCore
+from sipload.registrar.listen import Listen
+from sipload.registrar.server import serve_registrar
+from sipload.registrar.settings import RegistrarSettings
 
 NOW = 1_700_000_000.0
 KEY = "xcheck-SECRET-key"
@@ -94,13 +98,14 @@ async def test_matrix_disagreements_and_errors_that_do_not_stop_the_check() -> N
     assert result.passed() and not result.passed(100)
     assert [(d.username, d.ours, d.theirs) for d in result.disagreements] == [
         ("u2", "registered", "expired"), ("u5", "registered", "error"), ("u6", "registered", "missing")]
-    assert result.disagreements[0].detail == "sipload: registered; provider: expired (from script)"
+    assert result.disagreements[0].detail == "from script"
     assert [(e.username, e.message) for e in result.errors] == [("u5", "fake GET /x: no answer within 1 s")]
     d = json.loads(json.dumps(result.to_dict()))
     assert d["agreement_pct"] == 50.0 and d["disagreements_total"] == 3 and d["errors_total"] == 1
     assert d["propagation_ms"] == {"count": 0} and d["passed"] is True
     text = "\n".join(result_lines(result))
-    assert "cross-check with scripted: 3/6 agree (50.0 %)" in text and "u2: sipload registered, provider expired" in text
+    assert "cross-check with scripted: 3/6 agree (50.0 %)" in text
+    assert "u2: sipload registered, provider expired: from script" in text
     assert len(source.calls) == 1  # no polling by default
 
 
@@ -186,6 +191,7 @@ class ApiThread:
 
     def __init__(self, users: Sequence[str], knobs: ApiKnobs) -> None:
         self.port = 0
+        self.sip_port = 0
         self._ready = threading.Event()
         self._stop: trio.Event | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -194,14 +200,18 @@ class ApiThread:
         self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
 
     async def _main(self) -> None:
-        store = BindingStore()
+        settings = RegistrarSettings(realm="sipload.test", password_template="pw-{user}")
+        core = RegistrarCore(settings, now=trio.current_time())
         for user in self._users:
-            _register(store, user)
+            _register(core.store, user)
         self._stop = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
+            bound = await nursery.start(lambda task_status: serve_registrar(
+                settings, [Listen("udp", "127.0.0.1", 0)], core=core, out=lambda _: None, task_status=task_status))
+            self.sip_port = bound[0].port
             self.port = await nursery.start(lambda task_status: serve_api(
-                store, "127.0.0.1", 0, knobs=self._knobs, keys=ApiKeys(telnyx=KEY, audian=KEY),
+                core.store, "127.0.0.1", 0, knobs=self._knobs, keys=ApiKeys(telnyx=KEY, audian=KEY, ultravox=KEY),
                 task_status=task_status))
             self._ready.set()
             await self._stop.wait()
@@ -268,6 +278,25 @@ def test_check_command_shows_stale_disagreements(tmp_path: Path) -> None:
     shown = {line.split(":")[0].strip() for line in out.output.splitlines() if "provider not_registered" in line}
     assert shown == stale
     assert f"{20 - len(stale)}/20 agree" in out.output
+
+
+def test_check_command_creates_ultravox_registrations_and_deletes_them(api: ApiThread) -> None:
+    runner = CliRunner()
+    args = ["--provider", "ultravox", "--base-url", f"http://127.0.0.1:{api.port}", "--users", "uv{n}", "--count",
+            "3", "--create-registrations", f"127.0.0.1:{api.sip_port}", "--poll-limit", "10s",
+            "--poll-interval", "50ms"]
+    ok = runner.invoke(check, args, env={"ULTRAVOX_API_KEY": KEY})
+    assert ok.exit_code == 0, ok.output
+    assert "cross-check with ultravox: 3/3 agree (100.0 %)" in ok.output
+    bad = runner.invoke(check, [*args[:-4], "--password", "nope-{user}", "--poll-limit", "1s"],
+                        env={"ULTRAVOX_API_KEY": KEY})
+    assert bad.exit_code == 1 and "uv1: sipload registered, provider failed" in bad.output
+    assert "nope-uv1" not in bad.output
+    after = runner.invoke(check, ["--provider", "ultravox", "--base-url", f"http://127.0.0.1:{api.port}",
+                                  "--users", "uv{n}", "--count", "1"], env={"ULTRAVOX_API_KEY": KEY})
+    assert "provider missing" in after.output  # deleted after the check
+    misuse = runner.invoke(check, ["--provider", "telnyx", "--count", "1", "--create-registrations", "x:5060"])
+    assert misuse.exit_code == 2
 
 
 def test_result_of_an_empty_check_is_vacuously_full() -> None:

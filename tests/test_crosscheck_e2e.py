@@ -54,11 +54,11 @@ class Offline:
     api_port: int
     core: RegistrarCore
 
-    def config(self, provider: str, **kwargs: object) -> CrossCheckConfig:
+    def config(self, provider: str, poll_interval: float = 0.5, poll_limit: float = 0.0) -> CrossCheckConfig:
         base = {"telnyx": "/v2", "audian": "/v1", "ultravox": ""}[provider]
         account = "acc_e2e" if provider == "audian" else None
-        return CrossCheckConfig(provider, f"http://127.0.0.1:{self.api_port}{base}", account,  # type: ignore[arg-type]
-                                **kwargs)
+        return CrossCheckConfig(provider, f"http://127.0.0.1:{self.api_port}{base}", account,
+                                poll_interval=poll_interval, poll_limit=poll_limit)
 
 
 @asynccontextmanager
@@ -80,13 +80,14 @@ async def sipload_run(rig: Offline, tmp_path: Path, *, unregister: bool) -> list
     path = tmp_path / f"xcheck-{unregister}.toml"
     path.write_text(SCENARIO.format(port=rig.sip_port, count=COUNT, unregister=str(unregister).lower()))
     outcome = await run_scenario(load_scenario(path), tmp_path / f"out-{unregister}", progress=lambda _: None,
-                                 handle_signals=False)
+                                 handle_signals=False, probe=False)
     assert outcome.result.registrations.succeeded == COUNT
     return load_endpoints(outcome.out_dir)
 
 
-async def crosscheck(rig: Offline, provider: str, endpoints: list[OurEndpoint], **kwargs: object) -> CrossCheckResult:
-    config = rig.config(provider, **kwargs)
+async def crosscheck(rig: Offline, provider: str, endpoints: list[OurEndpoint], poll_interval: float = 0.5,
+                     poll_limit: float = 0.0) -> CrossCheckResult:
+    config = rig.config(provider, poll_interval, poll_limit)
     source = open_source(config, env=ENV)
     try:
         return await run_crosscheck(endpoints, source, config)

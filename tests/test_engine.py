@@ -57,6 +57,7 @@ interval = "10m"
 unregister_timeout = "40s"
 [registrar]
 min_expires = 60
+nonce_lifetime = "5h"    # refreshes reuse one nonce (a stale-nonce refresh costs a second request)
 """
 
 

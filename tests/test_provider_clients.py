@@ -16,9 +16,10 @@ import trio
 import trio.testing
 
 from sipload.api import ApiKeys, ApiKnobs, serve_api
+from sipload.providers.audian_client import AudianClient
 from sipload.providers.errors import ProviderAuthError, ProviderHttpError, ProviderNotFound, ProviderRateLimited
 from sipload.providers.ratelimit import RetryPolicy, retry_wait, server_wait
-from sipload.providers.settings import CrossCheckConfig
+from sipload.providers.settings import CrossCheckConfig, config_from_mapping
 from sipload.providers.sources import open_source
 from sipload.providers.status import ProviderError, ProviderState
 from sipload.providers.telnyx_client import TelnyxClient, parse_telnyx_time
@@ -155,7 +156,8 @@ async def test_timeout_malformed_json_and_refused_connection(autojump_clock: tri
         await sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     async with TelnyxClient(KEY, f"http://127.0.0.1:{port}/v2", timeout=2) as client:
-        with pytest.raises(ProviderHttpError, match=r"cannot connect to http://127\.0\.0\.1:\d+/v2 \(Connection refused\)"):
+        refused = r"cannot connect to http://127\.0\.0\.1:\d+/v2 \(Connection refused\)"
+        with pytest.raises(ProviderHttpError, match=refused):
             await client.list_connections()
 
 
@@ -185,3 +187,42 @@ def test_missing_key_names_the_variable_and_config_hides_the_key() -> None:
         CrossCheckConfig("audian")
     with pytest.raises(ValueError, match="provider"):
         CrossCheckConfig("twilio")
+
+
+def test_crosscheck_section_from_a_scenario_table() -> None:
+    config = config_from_mapping({"provider": "audian", "account_id": "acc_1", "base_url": "http://127.0.0.1:8089/v2",
+                                  "poll_interval": "200ms", "poll_limit": 5, "min_agreement": "99.5%",
+                                  "concurrency": 16, "api_key": "scenario-SECRET"})
+    assert (config.poll_interval, config.poll_limit, config.min_agreement, config.concurrency) == (0.2, 5.0, 99.5, 16)
+    assert config.key({}) == "scenario-SECRET" and "scenario-SECRET" not in repr(config)
+    for table, message in [
+        ({"provider": "telnyx", "colour": 1}, "crosscheck.colour: unknown key"),
+        ({}, "crosscheck.provider: required"),
+        ({"provider": "telnyx", "timeout": "soon"}, "crosscheck.timeout: "),
+        ({"provider": "telnyx", "concurrency": "8"}, "crosscheck.concurrency: must be an integer"),
+        ({"provider": "telnyx", "min_agreement": "most"}, "crosscheck.min_agreement: must be a percentage"),
+        ({"provider": "telnyx", "min_agreement": 120}, "crosscheck.min_agreement: must be a percentage 0-100"),
+        ({"provider": "audian"}, "crosscheck.account_id: Audian needs"),
+        ({"provider": "telnyx", "api_key": 42}, "crosscheck.api_key: must be a non-empty string, got a secret"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            config_from_mapping(table)
+
+
+async def test_concurrency_is_bounded_per_client() -> None:
+    running = peak = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await trio.sleep(0.01)
+        running -= 1
+        return httpx.Response(200, json={"deviceId": request.url.path.split("/")[-2], "status": "registered"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        client = AudianClient(KEY, "acc_1", "http://audian.invalid/v2", client=http, concurrency=3)
+        async with trio.open_nursery() as nursery:
+            for i in range(12):
+                nursery.start_soon(client.device_registration, f"dev{i}")
+    assert peak == 3 and client.api.requests == 12

@@ -9,6 +9,7 @@ cancelled. The Ultravox emulator's SIP agent (its own UDP socket) runs alongside
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ from functools import partial
 from typing import cast
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.run import worker_serve
 from hypercorn.typing import ASGIFramework
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
@@ -69,9 +71,9 @@ def build_app(emulators: Emulators) -> Starlette:
     return Starlette(routes=routes)
 
 
-def hypercorn_config(host: str, port: int) -> Config:
+def hypercorn_config() -> Config:
+    """No access log (nothing of a request is logged); hypercorn's own messages go to `sipload.api`."""
     config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = log
     config.graceful_timeout = 1.0
@@ -106,10 +108,30 @@ async def serve_api(
     if on_ready is not None:
         on_ready(emulators)
     app = build_app(emulators)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(agent.run)
-        asgi = cast(ASGIFramework, app)  # Starlette is an ASGI 3 app; hypercorn's Protocol spells it otherwise
-        binds: list[str] = await nursery.start(partial(serve, asgi, hypercorn_config(host, port)))
-        bound_port = int(binds[0].rsplit(":", 1)[1])
-        log.info("provider emulators on http://%s:%d (Telnyx /v2, Audian /v1 /v2, Ultravox /api)", host, bound_port)
-        task_status.started(bound_port)
+    config = hypercorn_config()
+    listener = listening_socket(host, port, config.backlog)  # OSError here, plainly, when the port is taken
+    bound_port = int(listener.getsockname()[1])
+    asgi = ASGIWrapper(cast(ASGIFramework, app))  # Starlette is ASGI 3; hypercorn's Protocol spells it otherwise
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(agent.run)
+            await nursery.start(partial(worker_serve, asgi, config, sockets=Sockets([], [listener], [])))
+            log.info("provider emulators on http://%s:%d (Telnyx /v2, Audian /v1 /v2, Ultravox /api)",
+                     host, bound_port)
+            task_status.started(bound_port)
+    finally:
+        listener.close()
+
+
+def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A bound, listening TCP socket (what hypercorn would make), so that bind errors surface here."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

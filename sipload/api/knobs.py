@@ -24,7 +24,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sipload.registrar.settings import NO_DELAY, DelaySpec
+from sipload.durations import DurationError, parse_duration
+from sipload.registrar.settings import NO_DELAY, DelaySpec, parse_delay
 
 PROVIDERS = ("telnyx", "audian", "ultravox")
 KEY_ENV = {"telnyx": "TELNYX_API_KEY", "audian": "AUDIAN_AUTH_TOKEN", "ultravox": "ULTRAVOX_API_KEY"}
@@ -90,3 +91,54 @@ class ApiKnobs:
 
 
 NO_FAULTS = ApiKnobs()
+
+
+KNOBS_HINT = ("comma-separated key=value: rate_limit_first=N, rate_limit_every=N, retry_after=1s, "
+              "retry_after_header=false, latency=5ms|uniform:1ms:10ms|exp:2ms, malformed_every=N, stale_lag=2s, "
+              "stale_share=0.5, providers=telnyx+audian, seed=N, audian_account=ID, ultravox_expires=300")
+
+
+def parse_knobs(text: str) -> ApiKnobs:
+    """'rate_limit_every=5,latency=10ms,stale_lag=2s' -> ApiKnobs; ValueError naming the key otherwise."""
+    values: dict[str, object] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, sep, raw = part.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep:
+            raise ValueError(f"{part!r}: expected key=value; {KNOBS_HINT}")
+        try:
+            if key in ("rate_limit_first", "rate_limit_every", "malformed_every", "seed", "ultravox_expires"):
+                values[key] = int(raw)
+            elif key in ("retry_after", "stale_lag"):
+                values[key] = parse_duration(raw)
+            elif key == "stale_share":
+                values[key] = float(raw)
+            elif key == "retry_after_header":
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError("expected true or false")
+                values[key] = raw.lower() in ("true", "1", "yes")
+            elif key == "latency":
+                values[key] = parse_delay(raw)
+            elif key == "providers":
+                values[key] = frozenset(p.strip() for p in raw.split("+") if p.strip())
+            elif key in ("audian_account", "ultravox_sip_host"):
+                values[key] = raw
+            else:
+                raise ValueError(f"unknown knob; {KNOBS_HINT}")
+        except (ValueError, DurationError) as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    return ApiKnobs(**values)  # type: ignore[arg-type]
+
+
+def parse_api_address(text: str) -> tuple[str, int]:
+    """'127.0.0.1:8089' | '[::1]:8089' | ':8089' (loopback) -> (host, port). ValueError otherwise."""
+    value = text.strip()
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+    else:
+        host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{text!r}: expected HOST:PORT such as 127.0.0.1:8089")
+    return host or "127.0.0.1", int(port)

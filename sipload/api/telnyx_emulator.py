@@ -116,6 +116,8 @@ class TelnyxDirectory:
         self._by_user: dict[str, Connection] = {}
         self._deleted: set[str] = set()
         self._seq = 0
+        self._version = 0     # bumped on every change: invalidates the cached listing
+        self._listed: tuple[tuple[str | None, str, int], list[Connection]] | None = None
 
     def sync(self) -> None:
         for user in self._view.users():
@@ -127,14 +129,18 @@ class TelnyxDirectory:
         conn = self._add(user_name, connection_name)
         conn.active = active
         conn.tags = tags
+        self._version += 1
         return conn
 
     def exists(self, user_name: str) -> bool:
         return user_name in self._by_user
 
     def get(self, conn_id: str) -> Connection | None:
-        self.sync()
-        return self._by_id.get(conn_id)
+        conn = self._by_id.get(conn_id)
+        if conn is None:  # perhaps a user seen since the last sync
+            self.sync()
+            conn = self._by_id.get(conn_id)
+        return conn
 
     def delete(self, conn_id: str) -> Connection | None:
         conn = self.get(conn_id)
@@ -142,13 +148,24 @@ class TelnyxDirectory:
             del self._by_id[conn.id]
             del self._by_user[conn.user_name]
             self._deleted.add(conn.user_name)
+            self._version += 1
         return conn
 
     def touch(self, conn: Connection) -> None:
         conn.updated_at = self._wall()
+        self._version += 1
 
     def listing(self, contains: str | None, sort: str) -> list[Connection]:
+        """The connections filtered and sorted; cached while nothing changes (pages of one listing)."""
         self.sync()
+        key = (contains, sort, self._version)
+        if self._listed is not None and self._listed[0] == key:
+            return self._listed[1]
+        items = self._sorted(contains, sort)
+        self._listed = (key, items)
+        return items
+
+    def _sorted(self, contains: str | None, sort: str) -> list[Connection]:
         items = list(self._by_id.values())
         if contains:
             needle = contains.lower()
@@ -173,6 +190,7 @@ class TelnyxDirectory:
         conn = Connection(conn_id, user_name, connection_name, now, now, self._seq)
         self._by_id[conn_id] = conn
         self._by_user[user_name] = conn
+        self._version += 1
         return conn
 
 

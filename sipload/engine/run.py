@@ -19,9 +19,12 @@ from pathlib import Path
 import trio
 
 from sipload.engine.embedded import start_embedded_registrar
+from sipload.engine.live import LiveOutputs, open_live_outputs  # [issue 7]
+from sipload.engine.pool import WorkerPool, default_workers
 from sipload.engine.probe import probe_udp
-from sipload.engine.worker import Shard, Worker, WorkerError, WorkerReport
+from sipload.engine.worker import WorkerError, WorkerReport
 from sipload.metrics.aggregate import Aggregate
+from sipload.report.prometheus import MetricsExporter  # [issue 7]
 from sipload.report.result import RunResult, build_result
 from sipload.report.writers import write_results
 from sipload.scenario import Scenario
@@ -75,6 +78,7 @@ async def run_scenario(
     handle_signals: bool = True,
     stop: trio.Event | None = None,
     probe: bool = True,
+    workers: int | None = None,
 ) -> RunOutcome:
     """Run the scenario; results are written on every way out once the endpoints were created."""
     started_unix = time.time()
@@ -83,7 +87,7 @@ async def run_scenario(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"--out: cannot create {str(out)!r}: {exc.strerror}") from None
-    state = _RunState(scenario, out, progress)
+    state = _RunState(scenario, out, progress, workers)
     try:
         async with trio.open_nursery() as nursery:
             try:
@@ -95,8 +99,11 @@ async def run_scenario(
         if state.worker_started:
             result = state.finish()
             write_results(result, out)
+            _write_report(out, progress)  # [issue 7]
         else:
             state.agg.close_logs()
+            if state.live is not None:  # [issue 7]
+                state.live.close()
     if state.error is not None:
         raise RunError(state.error)
     code = ExitCode.INTERRUPTED if state.interrupted_by else (
@@ -108,7 +115,7 @@ async def run_scenario(
 class _RunState:
     """What one run holds while it goes: the aggregate, the worker, how it was stopped."""
 
-    def __init__(self, scenario: Scenario, out: Path, progress: Callable[[str], None]) -> None:
+    def __init__(self, scenario: Scenario, out: Path, progress: Callable[[str], None], workers: int | None) -> None:
         self.scenario = scenario
         self.out = out
         self.progress = progress
@@ -117,14 +124,23 @@ class _RunState:
         self.error: str | None = None
         self.report = WorkerReport()
         self.target_text = scenario.target.registrar
-        self.worker: Worker | None = None
+        self.pool: WorkerPool | None = None
+        self.workers = workers
+        self.lost: list[str] = []
         self.worker_started = False
+        self.metrics: tuple[str, int] | None = None  # [issue 7]
+        self.live: LiveOutputs | None = None  # [issue 7]
 
     async def run(self, nursery: trio.Nursery, *, handle_signals: bool, stop: trio.Event | None,
                   probe: bool) -> None:
         scenario = self.scenario
         if handle_signals:
             await nursery.start(self._watch_signals, nursery.cancel_scope)
+        exporter: MetricsExporter | None = None  # [issue 7]
+        if self.metrics is not None:
+            exporter = MetricsExporter(scenario.name)
+            port = await nursery.start(exporter.serve, self.metrics[0], self.metrics[1])
+            self.progress(f"sipload: metrics on http://{self.metrics[0]}:{port}/metrics")
         if scenario.target.embedded:
             destination = await start_embedded_registrar(nursery, scenario)
             self.target_text = f"embedded registrar (udp {destination[0]}:{destination[1]})"
@@ -136,19 +152,22 @@ class _RunState:
                     raise RunError(f"target {scenario.target.registrar}: {answer}; is the registrar running?")
         if self.interrupted_by is not None:
             raise RunError(f"interrupted by {self.interrupted_by} before the run started")
-        self.worker = Worker(scenario, destination, shard=Shard(), sink=self.agg.add)
+        workers = self.workers or default_workers(scenario)
         self.agg = Aggregate(time.time())
-        self.worker.sink = self.agg.add
+        self.pool = WorkerPool(scenario, destination, workers, self.agg.add)
         self.agg.open_logs(self.out)
+        self.live = open_live_outputs(scenario, self.out, self.agg.started_at_unix, exporter)  # [issue 7]
         self.progress(
             f"sipload: {scenario.name}: {scenario.endpoints.count} endpoints -> {self.target_text}; "
-            f"results in {self.out}"
+            f"{workers} worker{'s' if workers > 1 else ''}; results in {self.out}"
         )
         if stop is not None:
             nursery.start_soon(self._watch_stop, stop)
         nursery.start_soon(self._show_progress)
         self.worker_started = True
-        self.report = await self.worker.run()
+        outcome = await self.pool.run()
+        self.report = outcome.report
+        self.lost = outcome.lost
 
     async def _watch_signals(self, scope: trio.CancelScope,
                              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -159,8 +178,8 @@ class _RunState:
                     self.interrupted_by = signal.Signals(signum).name
                     self.progress(f"sipload: {self.interrupted_by}: stopping; unregistering endpoints "
                                   f"(send it again to abandon the unregistration)")
-                    if self.worker is not None:
-                        self.worker.request_stop()
+                    if self.pool is not None:
+                        self.pool.request_stop()
                 else:
                     self.progress("sipload: abandoning the unregistration")
                     scope.cancel()
@@ -170,23 +189,40 @@ class _RunState:
         await stop.wait()
         if self.interrupted_by is None:
             self.interrupted_by = "stop request"
-        if self.worker is not None:
-            self.worker.request_stop()
+        if self.pool is not None:
+            self.pool.request_stop()
 
     async def _show_progress(self) -> None:
         interval = self.scenario.load.interval
         while True:
             await trio.sleep(interval)
-            self.agg.flush_interval(time.time())
+            now = time.time()
+            self.agg.flush_interval(now)
+            if self.live is not None:  # [issue 7]
+                self.live.interval(self.agg, now)
             self.progress(self.agg.progress().line())
 
     def finish(self) -> RunResult:
         ended = time.time()
         self.agg.flush_interval(ended)
         self.agg.close_logs()
-        report = self.worker.report if self.worker is not None else self.report
+        if self.live is not None:  # [issue 7]
+            self.live.interval(self.agg, ended)
+            self.live.close()
+        partial = self.pool.partial_report() if self.pool is not None else None
+        report = partial if partial is not None else self.report  # also when the run was cancelled
         return _result(self.scenario, self.agg, report, self.target_text,
-                       ended - self.agg.started_at_unix, self.interrupted_by)
+                       ended - self.agg.started_at_unix, self.interrupted_by, self.lost)
+
+
+def _write_report(out: Path, progress: Callable[[str], None]) -> None:  # [issue 7]
+    """report.html from the files just written; a report that cannot be drawn never fails the run."""
+    from sipload.report.html import write_report  # matplotlib: imported only when a run ends
+
+    try:
+        write_report(out)
+    except Exception as exc:  # the results are on disk; say why there is no report and go on
+        progress(f"sipload: report.html not written: {type(exc).__name__}: {exc}")
 
 
 def _result(
@@ -196,17 +232,16 @@ def _result(
     target: str,
     duration_s: float,
     interrupted_by: str | None,
+    lost: list[str],
 ) -> RunResult:
     load = scenario.load
     count = scenario.endpoints.count
-    period = 0.0
-    if report.first_arrival is not None and report.last_arrival is not None:
-        period = report.last_arrival - report.first_arrival
+    period = report.arrival_period
     last = load.arrival_time(count - 1) if count > 1 else 0.0
     offered = (count - 1) / last if last > 0 else load.rate_at(0.0)
     values = agg.metric_values(arrival_period_s=period or None, offered_rate=offered)
     thresholds = evaluate(scenario.thresholds, values)
-    notes: list[str] = []
+    notes: list[str] = list(lost)
     if report.arrivals_started < count:
         notes.append(f"only {report.arrivals_started} of {count} endpoints started before the run ended")
     if report.left_bound:

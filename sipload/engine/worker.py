@@ -73,8 +73,9 @@ class Shard:
 @dataclass(slots=True)
 class WorkerReport:
     endpoints: list[EndpointState] = field(default_factory=list)
-    first_arrival: float | None = None
+    first_arrival: float | None = None   # this worker's clock: compare only within one worker
     last_arrival: float | None = None
+    arrival_period: float = 0.0          # last_arrival - first_arrival
     arrivals_started: int = 0
     stray: int = 0
     unparseable: int = 0
@@ -273,7 +274,8 @@ class Worker:
         self._wake_at(-math.inf)
 
     # --- the scheduler -------------------------------------------------------------------------
-    async def run(self) -> WorkerReport:
+    async def run(self, ready: Callable[[], None] | None = None, go: trio.Event | None = None) -> WorkerReport:
+        """Build the endpoints, report `ready`, wait for `go`, then run the schedule to its end."""
         count = len(self.shard.indices(self.scenario.endpoints.count))
         try:
             if self.network is not None:
@@ -291,6 +293,10 @@ class Worker:
                     nursery.start_soon(self.network.run, self._on_datagram)
                 for stream in self._streams:
                     nursery.start_soon(stream.run)
+                if ready is not None:
+                    ready()  # sockets bound, endpoints built: the parent starts every worker at once
+                if go is not None:
+                    await go.wait()
                 await self._schedule(by_index)
                 for stream in self._streams:
                     await stream.aclose()
@@ -303,6 +309,8 @@ class Worker:
             for sock in self._sockets:
                 sock.close()
             self.report.left_bound = sum(1 for e in self.endpoints if e.bound(now))
+            if self.report.first_arrival is not None and self.report.last_arrival is not None:
+                self.report.arrival_period = self.report.last_arrival - self.report.first_arrival
             self.report.endpoints = [_record(e) for e in self.endpoints]
         return self.report
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -21,8 +22,9 @@ from sipload.providers.crosscheck import CrossCheckResult, OurEndpoint, run_cros
 from sipload.providers.crosscheck_text import result_lines
 from sipload.providers.run_endpoints import EndpointsError, load_endpoints, template_endpoints
 from sipload.providers.settings import PROVIDERS, CrossCheckConfig
-from sipload.providers.sources import open_source
+from sipload.providers.sources import UltravoxSource, open_source
 from sipload.providers.status import ProviderError
+from sipload.providers.ultravox_setup import create_registrations, delete_registrations
 
 EXIT_OK = 0
 EXIT_DISAGREE = 1
@@ -36,12 +38,29 @@ def _seconds(name: str, text: str) -> float:
         raise click.BadParameter(str(exc), param_hint=name) from None
 
 
-async def check_endpoints(endpoints: list[OurEndpoint], config: CrossCheckConfig) -> CrossCheckResult:
+async def check_endpoints(endpoints: list[OurEndpoint], config: CrossCheckConfig,
+                          ultravox: UltravoxSetup | None = None) -> CrossCheckResult:
     source = open_source(config)
+    created: dict[str, str] = {}
     try:
+        if ultravox is not None and isinstance(source, UltravoxSource):
+            users = [e.username for e in endpoints]
+            created, failed = await create_registrations(source.client, users, ultravox.password_template,
+                                                         ultravox.proxy, config.concurrency)
+            for user, exc in sorted(failed.items())[:5]:
+                click.echo(f"sipload check: {user}: {exc}", err=True)
         return await run_crosscheck(endpoints, source, config)
     finally:
+        if created and ultravox is not None and not ultravox.keep and isinstance(source, UltravoxSource):
+            await delete_registrations(source.client, list(created.values()), config.concurrency)
         await source.aclose()
+
+
+@dataclass(frozen=True)
+class UltravoxSetup:
+    proxy: str
+    password_template: str = field(repr=False)
+    keep: bool = False
 
 
 @click.command("check")
@@ -67,11 +86,20 @@ async def check_endpoints(endpoints: list[OurEndpoint], config: CrossCheckConfig
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the result as JSON to this file.")
 @click.option("--show", type=click.IntRange(0), default=20, show_default=True, help="Disagreements listed.")
+@click.option("--create-registrations", "proxy", metavar="PROXY",
+              help="Ultravox: first create a SIP registration per user, registering to PROXY (host:port), "
+                   "and delete them afterwards (unless --keep).")
+@click.option("--password", "password_template", default="pw-{user}", show_default=True,
+              help="Ultravox --create-registrations: password template with {user}.")
+@click.option("--keep", is_flag=True, help="Ultravox --create-registrations: keep the registrations.")
 def check(provider: str, base_url: str | None, account_id: str | None, api_key_env: str | None, template: str,
           count: int | None, first: int, expect: str, results: Path | None, min_agreement: float,
           concurrency: int, timeout: str, poll_interval: str, poll_limit: str, json_out: Path | None,
-          show: int) -> None:
-    """Cross-check a provider's registration status with sipload's endpoints."""
+          show: int, proxy: str | None, password_template: str, keep: bool) -> None:
+    """Cross-check a provider's registration status with sipload's endpoints.
+
+    Ultravox is a SIP client: with --create-registrations it REGISTERs each user to PROXY first; give
+    --poll-limit so that its `successful` has time to become known."""
     try:
         config = CrossCheckConfig(
             provider, base_url, account_id, api_key_env, concurrency=concurrency,
@@ -87,8 +115,15 @@ def check(provider: str, base_url: str | None, account_id: str | None, api_key_e
     except (ValueError, EndpointsError) as exc:
         click.echo(f"sipload check: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+    ultravox: UltravoxSetup | None = None
+    if proxy is not None:
+        if provider != "ultravox":
+            raise click.UsageError("--create-registrations is for --provider ultravox")
+        if "{user}" not in password_template:
+            raise click.UsageError("--password: the template must contain {user}")
+        ultravox = UltravoxSetup(proxy, password_template, keep)
     try:
-        result = trio.run(check_endpoints, endpoints, config)
+        result = trio.run(check_endpoints, endpoints, config, ultravox)
     except ProviderError as exc:
         click.echo(f"sipload check: {exc}", err=True)
         sys.exit(EXIT_USAGE)

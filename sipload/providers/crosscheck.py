@@ -193,7 +193,7 @@ def _tally(endpoints: Sequence[OurEndpoint], answers: dict[str, Answer], seen_re
         else:
             result.disagreements_total += 1
             if len(result.disagreements) < config.max_listed:
-                result.disagreements.append(Disagreement(user, ours, theirs, _detail(answer, ours, theirs)))
+                result.disagreements.append(Disagreement(user, ours, theirs, _detail(answer)))
         if expects_registered(ours):
             _record_propagation(result, endpoint, seen_registered.get(user), user in polled, config)
     return result
@@ -212,11 +212,11 @@ def _record_propagation(result: CrossCheckResult, endpoint: OurEndpoint, seen_at
         result.propagation_ms.append(delay * 1000.0)
 
 
-def _detail(answer: Answer, ours: str, theirs: str) -> str:
+def _detail(answer: Answer) -> str:
+    """What the provider said beyond its state: its error, or its detail ("" when nothing)."""
     if isinstance(answer, ProviderError):
         return str(answer)
-    text = f"sipload: {ours}; provider: {theirs}"
-    return f"{text} ({answer.detail})" if answer.detail else text
+    return answer.detail or ""
 
 
 async def measure_propagation(source: StatusSource, user: str, ok_at: float, *, interval: float, limit: float,

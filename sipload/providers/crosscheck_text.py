@@ -29,7 +29,8 @@ def result_lines(result: CrossCheckResult, show: int = 20) -> list[str]:
     if result.disagreements_total:
         lines.append(f"disagreements: {result.disagreements_total}")
         for d in result.disagreements[:show]:
-            lines.append(f"  {d.username}: sipload {d.ours}, provider {d.theirs}: {d.detail}")
+            detail = f": {d.detail}" if d.detail else ""
+            lines.append(f"  {d.username}: sipload {d.ours}, provider {d.theirs}{detail}")
         if result.disagreements_total > min(show, len(result.disagreements)):
             lines.append(f"  ... {result.disagreements_total - min(show, len(result.disagreements))} more")
     prop = result.propagation_summary()

@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sipload.durations import DurationError, parse_duration
 from sipload.providers.status import ProviderError
 
 PROVIDERS = ("telnyx", "audian", "ultravox", "kamailio")
@@ -21,6 +22,10 @@ DEFAULT_URLS = {
     "kamailio": "http://127.0.0.1:5071/RPC",
 }
 KEY_ENVS = {"telnyx": "TELNYX_API_KEY", "audian": "AUDIAN_AUTH_TOKEN", "ultravox": "ULTRAVOX_API_KEY"}
+_TEXT_KEYS = ("provider", "base_url", "account_id", "api_key_env", "api_key")
+_DURATION_KEYS = ("timeout", "poll_interval", "poll_limit")
+_INT_KEYS = ("concurrency", "max_retries", "max_listed")
+SECTION_KEYS = (*_TEXT_KEYS, *_DURATION_KEYS, *_INT_KEYS, "min_agreement")
 
 
 @dataclass(frozen=True)
@@ -73,3 +78,43 @@ class CrossCheckConfig:
         if not value:
             raise ProviderError(f"{self.provider}: no API key: set the environment variable {var}")
         return value
+
+
+def config_from_mapping(data: Mapping[str, object], where: str = "crosscheck") -> CrossCheckConfig:
+    """A `[crosscheck]` table -> CrossCheckConfig. ValueError names `where.key` (never a key's value).
+
+    Durations accept what scenario files do ("500ms", "2s", numbers of seconds); `min_agreement` a
+    number or "99.5%"."""
+    unknown = sorted(set(data) - set(SECTION_KEYS))
+    if unknown:
+        raise ValueError(f"{where}.{unknown[0]}: unknown key; expected one of {', '.join(SECTION_KEYS)}")
+    kwargs: dict[str, object] = {}
+    for key, value in data.items():
+        if key in _TEXT_KEYS:
+            if not isinstance(value, str) or not value:
+                shown = "a secret" if key == "api_key" else repr(value)
+                raise ValueError(f"{where}.{key}: must be a non-empty string, got {shown}")
+            kwargs[key] = value
+        elif key in _DURATION_KEYS:
+            try:
+                kwargs[key] = parse_duration(value)
+            except DurationError as exc:
+                raise ValueError(f"{where}.{key}: {exc}") from None
+        elif key in _INT_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{where}.{key}: must be an integer, got {value!r}")
+            kwargs[key] = value
+        else:
+            text = value.strip().removesuffix("%") if isinstance(value, str) else value
+            try:
+                kwargs[key] = float(text) if not isinstance(text, bool) else None  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                kwargs[key] = None
+            if kwargs[key] is None:
+                raise ValueError(f"{where}.{key}: must be a percentage such as 99.5 or '99.5%', got {value!r}")
+    if "provider" not in kwargs:
+        raise ValueError(f"{where}.provider: required ({', '.join(PROVIDERS)})")
+    try:
+        return CrossCheckConfig(**kwargs)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ValueError(f"{where}.{exc}") from None

@@ -100,8 +100,8 @@ def canonical_name(key: str) -> str:
     return known if known is not None else _spell(key)
 
 
-_TOKEN = r"[A-Za-z0-9.!%*_+`'~-]+"
-_TOKEN_RE = re.compile(_TOKEN)
+TOKEN = r"[A-Za-z0-9.!%*_+`'~-]+"  # RFC 3261 token, as a regular expression
+_TOKEN_RE = re.compile(TOKEN)
 _QUOTED = r'"(?:[^"\\]|\\.)*"'  # quoted-string; what _quoted_end and unquote accept
 _is_token_match = _TOKEN_RE.fullmatch
 
@@ -207,15 +207,16 @@ def _split_params(text: str) -> list[str]:
 
 
 _HEADER_PARAM_RE = re.compile(
-    rf"[ \t]*({_TOKEN})[ \t]*(?:=[ \t]*([^ \t\";]+|{_QUOTED})[ \t]*)?", re.S
+    rf"[ \t]*({TOKEN})[ \t]*(?:=[ \t]*([^ \t\";]+|{_QUOTED})[ \t]*)?", re.S
 )
 _URI_PARAM_RE = re.compile(rf"[ \t]*([^ \t\";=]+)[ \t]*(?:=[ \t]*([^ \t\";]+|{_QUOTED})[ \t]*)?", re.S)
 
 
 # the usual shape (';name=value;flag', no whitespace), validated in one go, then cut by _simple_params
-_PARAM_ITEM = rf";({_TOKEN})(?:=([^; \t\"]+|{_QUOTED}))?"
-_SIMPLE_PARAMS = rf";{_TOKEN}(?:=(?:[^; \t\"]+|{_QUOTED}))?"  # _PARAM_ITEM without groups
-_SIMPLE_HEADER_PARAMS_RE = re.compile(rf"(?:{_SIMPLE_PARAMS})+", re.S)
+_PARAM_ITEM = rf";({TOKEN})(?:=([^; \t\"]+|{_QUOTED}))?"
+# _PARAM_ITEM without groups, and possessive (++): nothing here ever needs to backtrack, and SRE is faster
+_SIMPLE_PARAMS = rf";{TOKEN}+(?:=(?:[^; \t\"]++|{_QUOTED}))?"
+_SIMPLE_HEADER_PARAMS_RE = re.compile(rf"(?:{_SIMPLE_PARAMS})++", re.S)
 _PARAM_ITEM_RE = re.compile(_PARAM_ITEM, re.S)
 
 
@@ -435,14 +436,28 @@ class Via:
 
 
 _VIA_RE = re.compile(
-    rf"[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*({_TOKEN})[ \t]+{_HOSTPORT}(;.*)?", re.I | re.S
+    rf"[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*({TOKEN})[ \t]+{_HOSTPORT}(;.*)?", re.I | re.S
 )
 # what nearly every peer sends: checked in one go, then split without further validation
 _VIA_USUAL_RE = re.compile(
-    rf"SIP/2\.0/([A-Z]+) (?:\[([0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)\]|([A-Za-z0-9._-]+))(?::([0-9]{{1,5}}))?"
-    rf"((?:{_SIMPLE_PARAMS})+)?",
+    rf"SIP/2\.0/([A-Z]++) (?:\[([0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)\]|([A-Za-z0-9._-]++))(?::([0-9]{{1,5}}+))?"
+    rf"((?:{_SIMPLE_PARAMS})++)?",
     re.S,
 )
+
+
+_VIA_SETTERS = tuple(getattr(Via, name).__set__ for name in ("transport", "host", "port", "params"))
+
+
+def _new_via(transport: str, host: str, port: int | None, params: dict[str, str | None]) -> Via:
+    """Via(...) without the frozen dataclass __init__ (its object.__setattr__ per field doubles the cost)."""
+    via = object.__new__(Via)
+    set_transport, set_host, set_port, set_params = _VIA_SETTERS
+    set_transport(via, transport)
+    set_host(via, host)
+    set_port(via, port)
+    set_params(via, params)
+    return via
 
 
 def parse_via(value: str) -> Via:
@@ -453,8 +468,10 @@ def parse_via(value: str) -> Via:
     m = _VIA_USUAL_RE.fullmatch(value)
     if m is not None:
         transport, host6, host, port, params = m.groups()
-        hostname, number = _host_port(host6, host, port, value)
-        return Via(transport, hostname, number, _simple_params(params) if params else {})
+        number = None if port is None else int(port)
+        if number is not None and not 0 < number < 65536:
+            raise ParseError(f"port out of range in {value[:80]!r}")
+        return _new_via(transport, host6 or host, number, _simple_params(params) if params else {})
     m = _VIA_RE.fullmatch(value)
     if m is None:
         raise ParseError(f"invalid Via {value[:80]!r}")
@@ -463,30 +480,50 @@ def parse_via(value: str) -> Via:
     return Via(transport.upper(), hostname, number, _params(params, True) if params else {})
 
 
+_BRANCH_RE = re.compile(r";[Bb][Rr][Aa][Nn][Cc][Hh](?:=([^;]*))?(?=;|$)")
+
+
+def via_branch(value: str) -> str | None:
+    """parse_via(value).branch, with the same checks, without building the Via (the hot path)."""
+    m = _VIA_USUAL_RE.fullmatch(value)
+    if m is None or '"' in value:
+        return parse_via(value).branch
+    port, params = m.group(4, 5)
+    if port is not None and not 0 < int(port) < 65536:
+        raise ParseError(f"port out of range in {value[:80]!r}")
+    if not params:
+        return None
+    found = _BRANCH_RE.findall(params)  # the last one wins, as in the params dict
+    return (found[-1] or None) if found else None
+
+
 def _digits(text: str, what: str, whole: str, limit: int) -> int:
     """A decimal number of at most `limit`; ParseError for anything else (checked before int())."""
     if not text.isdigit() or not text.isascii():
         raise ParseError(f"invalid {what} {whole[:40]!r}")
-    if len(text.lstrip("0")) > 12 or int(text) > limit:
+    significant = text.lstrip("0") or "0"
+    if len(significant) > 12 or int(significant) > limit:
         raise ParseError(f"{what} out of range in {whole[:40]!r}")
-    return int(text)
+    return int(significant)
 
 
-_CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+({_TOKEN})[ \t]*")
+_CSEQ_RE = re.compile(rf"[ \t]*+([0-9]{{1,10}}+)[ \t]++({TOKEN}+)[ \t]*+")
+_LWS_RE = re.compile(r"[ \t]+")
 
 
 def parse_cseq(value: str) -> tuple[int, str]:
     """'314159 INVITE' -> (314159, 'INVITE'). The method is case-sensitive (RFC 3261 §7.1)."""
     m = _CSEQ_RE.fullmatch(value)
-    if m is None:
-        parts = value.split()
-        if len(parts) == 2 and is_token(parts[1]):  # only the number is wrong: say so
-            _digits(parts[0], "CSeq number", value, 2**31 - 1)
+    if m is None:  # more than 10 digits (leading zeros?), or not a CSeq at all
+        parts = _LWS_RE.split(value.strip(" \t"))
+        if len(parts) == 2 and is_token(parts[1]):
+            return _digits(parts[0], "CSeq number", value, 2**31 - 1), parts[1]
         raise ParseError(f"invalid CSeq {value[:40]!r}")
-    number = int(m.group(1))
+    digits, method = m.group(1, 2)
+    number = int(digits)
     if number >= 2**31:
         raise ParseError(f"CSeq number out of range in {value[:40]!r}")
-    return number, m.group(2)
+    return number, method
 
 
 def parse_delta(value: str, what: str) -> int:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from sipload.sip.errors import ParseError
 from sipload.sip.headers import (
+    KNOWN_KEYS,
     LIST_HEADERS,
     NameAddr,
     Via,
@@ -22,6 +23,7 @@ from sipload.sip.headers import (
     parse_name_addr,
     parse_via,
     split_list,
+    via_branch,
 )
 
 REASON_PHRASES: dict[int, str] = {
@@ -71,7 +73,7 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first line of this header, or default."""
-        key = normalize_name(name)
+        key = KNOWN_KEYS.get(name) or normalize_name(name)
         for k, v in self._items:
             if k == key:
                 return v
@@ -79,7 +81,7 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every line of this header, as sent (not split on commas)."""
-        key = normalize_name(name)
+        key = KNOWN_KEYS.get(name) or normalize_name(name)
         return [v for k, v in self._items if k == key]
 
     def get_list(self, name: str) -> list[str]:
@@ -149,9 +151,12 @@ class Message:
     @property
     def call_id(self) -> str:
         value = self.headers.get("call-id")
-        if not value:
+        if value is None:
             raise ParseError("missing Call-ID header")
-        return value.strip()
+        value = value.strip()
+        if not value:
+            raise ParseError("empty Call-ID header")
+        return value
 
     @property
     def cseq(self) -> tuple[int, str]:
@@ -162,19 +167,29 @@ class Message:
             self._cseq = parse_cseq(value)
         return self._cseq
 
+    def _top_via_value(self) -> str:
+        first = self.headers.get("via")
+        if first is None:
+            raise ParseError("missing Via header")
+        if "," in first:
+            vias = split_list(first)
+            if not vias:
+                raise ParseError(f"empty Via header {first[:40]!r}")
+            first = vias[0]
+        return first
+
     @property
     def top_via(self) -> Via:
         if self._via is None:
-            first = self.headers.get("via")
-            vias = split_list(first) if first is not None else []
-            if not vias:
-                raise ParseError("missing Via header")
-            self._via = parse_via(vias[0])
+            self._via = parse_via(self._top_via_value())
         return self._via
 
     @property
     def branch(self) -> str | None:
-        return self.top_via.branch
+        """The top Via's branch (the Via is checked, but not built unless it was already)."""
+        if self._via is not None:
+            return self._via.branch
+        return via_branch(self._top_via_value())
 
     @property
     def from_addr(self) -> NameAddr:
@@ -229,7 +244,7 @@ class Request(Message):
     __slots__ = ("method", "uri")
 
     def __init__(self, method: str, uri: str, headers: Headers | HeaderItems = (), body: bytes = b"") -> None:
-        super().__init__(headers, body)
+        Message.__init__(self, headers, body)  # not super(): a little faster, and the parser makes many
         self.method = method
         self.uri = uri
 
@@ -246,7 +261,7 @@ class Response(Message):
     def __init__(
         self, status: int, reason: str | None = None, headers: Headers | HeaderItems = (), body: bytes = b""
     ) -> None:
-        super().__init__(headers, body)
+        Message.__init__(self, headers, body)  # not super(): a little faster, and the parser makes many
         self.status = status
         self.reason = REASON_PHRASES.get(status, "Unknown") if reason is None else reason
 

@@ -1,9 +1,12 @@
 """Bytes to messages: `parse_message` for a datagram, `StreamFramer` for a byte stream.
 
-Both accept what real peers send: CRLF or bare LF line ends, folded header lines, any case and the
-compact forms of header names, no space after the colon, unknown status codes (100-699), and
-blank lines before the start line. Everything else raises ParseError with a message that says
-what is wrong; no other exception escapes, whatever the bytes (a fuzz test holds this).
+Both accept what real peers send: CRLF or bare LF line ends (mixed, too), folded header lines, any
+case and the compact forms of header names, no space after the colon, unknown status codes
+(100-699), a missing reason phrase, and blank lines before the start line. Everything else raises
+ParseError with a message that says what is wrong (a request line with extra spaces or a <URI>,
+another SIP version, a header line without a colon or with a name that is not a token, several
+Content-Length values that disagree, a body shorter than Content-Length); no other exception
+escapes, whatever the bytes (a fuzz test holds this). Header values are parsed later, on demand.
 
 On a stream, messages are framed by Content-Length (RFC 3261 §18.3); CRLF runs between messages
 are RFC 5626 keep-alives: a double CRLF is a ping (the server answers with a single CRLF, a pong).
@@ -14,7 +17,7 @@ from __future__ import annotations
 import re
 
 from sipload.sip.errors import ParseError
-from sipload.sip.headers import COMPACT_FORMS, KNOWN_KEYS, is_token
+from sipload.sip.headers import COMPACT_FORMS, KNOWN_KEYS, TOKEN, is_token
 from sipload.sip.message import Headers, Request, Response
 
 MAX_HEAD_BYTES = 65536
@@ -23,12 +26,14 @@ MAX_HEADER_LINES = 1000
 
 _WS = " \t"
 _WS_CR = " \t\r"
-_NAME_RE = re.compile(r"([A-Za-z0-9.!%*_+`'~-]+)[ \t]*")
+_NAME_RE = re.compile(rf"({TOKEN})[ \t]*")
 
 
 _BLANK_LINE_RE = re.compile(rb"\n\r?\n")
+_BLANK_LINE_OR_FOLD_RE = re.compile(rb"\n(?:\r?\n|[ \t])")
 _FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
 _HAS_FOLD = re.compile(r"\n[ \t]").search
+_REQUEST_LINE_RE = re.compile(rf"({TOKEN}) ([^ \t<>]*:[^ \t<>]*) SIP/2\.0")
 
 
 def _find_head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int]:
@@ -54,14 +59,12 @@ def _slow_key(name: str) -> str:
     return COMPACT_FORMS.get(lowered, lowered)
 
 
-def _no_colon(line: str) -> tuple[str, str]:
-    raise ParseError(f"header line without a colon: {line.rstrip(_WS_CR)[:60]!r}")
+def _parse_head(head: bytes | bytearray, folded: bool | None = None) -> tuple[Request | Response, int | None]:
+    """The message without its body, and its Content-Length (None if absent).
 
-
-def _parse_head(head: bytes | bytearray) -> Request | Response:
+    `folded`: whether a header line is folded (None: look for one).
+    """
     text = head.decode("utf-8", "surrogateescape")
-    if text[-1:] in ("\n", "\r"):
-        text = text.rstrip("\r\n")  # a datagram that ends without the blank line
     # Lines end in LF or CRLF: split on LF; the CR goes with the whitespace stripped off values.
     lines = text.split("\n")
     start = lines[0]
@@ -69,19 +72,39 @@ def _parse_head(head: bytes | bytearray) -> Request | Response:
         start = start[:-1]
     if not start:
         raise ParseError("empty message")
-    if _HAS_FOLD(text) is not None:
+    if folded or (folded is None and _HAS_FOLD(text) is not None):
         if lines[1][:1] in (" ", "\t"):
             raise ParseError("continuation line before any header")
         lines = _FOLD_RE.sub(" ", text).split("\n")  # unfold: LWS -> one space (RFC 3261 §7.3.1)
-    known = KNOWN_KEYS
-    items = [(known.get(name) or _slow_key(name), value.strip(_WS_CR)) if colon else _no_colon(name)
-             for line in lines[1:] for name, colon, value in (line.partition(":"),)]
+    items: list[tuple[str, str]] = []
+    length: str | None = None
+    append, key_of, ws = items.append, KNOWN_KEYS.get, _WS_CR
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise ParseError(f"header line without a colon: {line.rstrip(ws)[:60]!r}")
+        key = key_of(name) or _slow_key(name)
+        value = value.strip(ws)
+        if key == "content-length":
+            if length is not None and value != length:  # RFC 4475 §3.1.2.11
+                raise ParseError(f"conflicting Content-Length values {length[:20]!r} and {value[:20]!r}")
+            length = value
+        append((key, value))
     if len(items) > MAX_HEADER_LINES:
         raise ParseError(f"more than {MAX_HEADER_LINES} header lines")
     headers = Headers._from_normalized(items)
+    content_length = None if length is None else _content_length(length)
+    if start[:8] == "SIP/2.0 ":  # the usual status line, checked without a regular expression
+        code = start[8:11]
+        if code.isdigit() and code.isascii() and code[0] in "123456" and start[11:12] in (" ", ""):
+            return Response(int(code), start[12:].strip(_WS), headers), content_length
+    m = _REQUEST_LINE_RE.fullmatch(start)
+    if m is not None:
+        return Request(m.group(1), m.group(2), headers), content_length
+    # the unusual (a lower-case version) or the wrong, with a message that says what is wrong
     if start[:4].upper() == "SIP/":
-        return _response(start, headers)
-    return _request(start, headers)
+        return _response(start, headers), content_length
+    return _request(start, headers), content_length
 
 
 def _response(start: str, headers: Headers) -> Response:
@@ -114,20 +137,13 @@ def _request(start: str, headers: Headers) -> Request:
     return Request(method, uri, headers)
 
 
-def _content_length(headers: Headers) -> int | None:
-    """The Content-Length, None if absent; several lines must agree (RFC 4475 §3.1.2.11)."""
-    values = [v for k, v in headers._items if k == "content-length"]
-    if not values:
-        return None
-    text = values[0].strip()
+def _content_length(text: str) -> int:
     if not text.isdigit() or not text.isascii() or len(text) > 9:
-        raise ParseError(f"invalid Content-Length {values[0][:20]!r}")
-    if len(values) > 1 and any(v.strip() != text for v in values):
-        raise ParseError(f"conflicting Content-Length values {values[:4]!r}")
+        raise ParseError(f"invalid Content-Length {text[:20]!r}")
     return int(text)
 
 
-def parse_message(data: bytes) -> Request | Response:
+def parse_message(data: bytes | bytearray | memoryview) -> Request | Response:
     """Parse one datagram into a Request or Response; raise ParseError if it is not one.
 
     Without Content-Length the body is the rest of the datagram; with it, bytes beyond it are
@@ -139,15 +155,22 @@ def parse_message(data: bytes) -> Request | Response:
         data = bytes(data)
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")  # CRLFs before the start line (RFC 3261 §7.5)
-    head_end, body_start = _find_head_end(data)
-    if head_end < 0:
-        head, body = data, b""
-    else:
-        head, body = data[:head_end], data[body_start:]
+    # One search finds the blank line, or first a folded line (then the head needs unfolding).
+    m = _BLANK_LINE_OR_FOLD_RE.search(data)
+    folded = False
+    if m is not None and data[m.end() - 1] in (32, 9):  # SP, HTAB
+        folded = True
+        m = _BLANK_LINE_RE.search(data, m.end())
+    if m is None:  # a datagram that ends without the blank line
+        head, body = data.rstrip(b"\r\n"), b""
+    else:  # as in _find_head_end (inlined: this is the hot path)
+        head_end = m.start()
+        if data[head_end - 1] == 13:  # head_end > 0: the data starts with neither CR nor LF
+            head_end -= 1
+        head, body = data[:head_end], data[m.end() :]
     if len(head) > MAX_HEAD_BYTES:
         raise ParseError(f"header section larger than {MAX_HEAD_BYTES} bytes")
-    msg = _parse_head(head)
-    length = _content_length(msg.headers)
+    msg, length = _parse_head(head, folded)
     if length is not None:
         if length > len(body):
             raise ParseError(f"truncated body: Content-Length {length} but {len(body)} bytes follow")
@@ -206,7 +229,7 @@ class StreamFramer:
             elif buf[:2] == b"\n\n":
                 del buf[:2]
                 self.pings += 1
-            elif bytes(buf) in (b"\r", b"\r\n", b"\r\n\r", b"\n"):
+            elif len(buf) < 4 and bytes(buf) in (b"\r", b"\r\n", b"\r\n\r", b"\n"):
                 return False  # wait: the next bytes decide between ping and pong
             elif buf[:2] == b"\r\n":
                 del buf[:2]
@@ -233,16 +256,15 @@ class StreamFramer:
                 return None
             if head_end > self.max_head:
                 raise ParseError(f"header section larger than {self.max_head} bytes")
-            msg = _parse_head(buf[:head_end])
-            length = _content_length(msg.headers) or 0
+            msg, length_or_none = _parse_head(buf[:head_end])
+            length = length_or_none or 0
             if length > self.max_body:
                 raise ParseError(f"Content-Length {length} exceeds the limit of {self.max_body} bytes")
             self._pending = (msg, body_start, length)
         msg, body_start, length = self._pending
         end = body_start + length
         if len(buf) < end:
-            self._scan = end  # not at a message boundary while the body is awaited
-            return None
+            return None  # wait for the rest of the body
         msg.body = bytes(buf[body_start:end])
         del buf[:end]
         self._scan = 0
