@@ -10,6 +10,7 @@ import trio
 
 from sipload import __version__
 from sipload.engine.run import ExitCode, RunError, run_scenario
+from sipload.providers.command import check
 from sipload.registrar.command import registrar
 from sipload.report.result import RunResult
 from sipload.scenario import ScenarioError, load_scenario
@@ -22,6 +23,7 @@ def main() -> None:
 
 
 main.add_command(registrar)
+main.add_command(check)
 
 
 @main.command()

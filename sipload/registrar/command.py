@@ -10,6 +10,8 @@ from typing import Any
 import click
 import trio
 
+from sipload.api.app import serve_api
+from sipload.api.knobs import NO_FAULTS, ApiKnobs, parse_api_address, parse_knobs
 from sipload.durations import DURATION_HINT, DurationError, parse_duration
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
@@ -82,12 +84,17 @@ class _DelayType(click.ParamType):  # type: ignore[type-arg]  # generic since cl
               help="Retry-After of the injected 503s.")
 @click.option("--seed", type=int, default=None, help="Seed of the fault injection and nonces.")
 @click.option("--duration", type=_DurationType(), default=None, help="Stop after this long.")
+@click.option("--api", "api", default=None, metavar="HOST:PORT",
+              help="Serve the Telnyx, Audian and Ultravox emulators over HTTP, backed by this registrar.")
+@click.option("--api-faults", default="", metavar="KNOBS",
+              help="Fault knobs of the emulators, e.g. 'rate_limit_every=5,latency=10ms,stale_share=0.5'.")
 @click.option("--quiet", is_flag=True, help="No per-second line.")
 def registrar(
     listens: Sequence[Listen], tls_cert: str | None, tls_key: str | None, password: str | None,
     users: str | None, realm: str, algorithms: Sequence[str], default_expires: int, min_expires: int,
     max_expires: int, nonce_lifetime: float, allow_user_mismatch: bool, drop: float, delay: DelaySpec,
-    error_503: float, retry_after: int, seed: int | None, duration: float | None, quiet: bool,
+    error_503: float, retry_after: int, seed: int | None, duration: float | None, api: str | None,
+    api_faults: str, quiet: bool,
 ) -> None:
     """Run the embedded registrar (digest auth, bindings with expiry, fault injection)."""
     if password is not None and users is not None:
@@ -121,13 +128,23 @@ def registrar(
         if detail and any(option in p.opts for p in ctx.command.params):
             raise click.BadParameter(detail, param_hint=f"'{option}'") from None
         raise click.UsageError(f"invalid registrar options: {exc}") from None
-    failure = trio.run(partial(_run, settings, list(listens), tls_cert, tls_key, duration, quiet))
+    api_address: tuple[str, int] | None = None
+    knobs = NO_FAULTS
+    try:
+        if api is not None:
+            api_address = parse_api_address(api)
+        if api_faults:
+            knobs = parse_knobs(api_faults)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--api'" if api_address is None else "'--api-faults'") from None
+    failure = trio.run(partial(_run, settings, list(listens), tls_cert, tls_key, duration, quiet, api_address, knobs))
     if failure is not None:
         raise click.ClickException(failure)
 
 
 async def _run(settings: RegistrarSettings, listens: list[Listen], tls_cert: str | None,
-               tls_key: str | None, duration: float | None, quiet: bool) -> str | None:
+               tls_key: str | None, duration: float | None, quiet: bool,
+               api: tuple[str, int] | None = None, knobs: ApiKnobs = NO_FAULTS) -> str | None:
     """Serve until a signal or the duration; the error message when an address cannot be bound."""
     core = RegistrarCore(settings, now=trio.current_time())
     start = trio.current_time()
@@ -142,6 +159,11 @@ async def _run(settings: RegistrarSettings, listens: list[Listen], tls_cert: str
                     out=click.echo, core=core, tls_cert=tls_cert, tls_key=tls_key))
                 for listen in bound:
                     click.echo(f"listening on {listen}")
+                if api is not None:
+                    port = await nursery.start(partial(
+                        serve_api, core.store, api[0], api[1], knobs=knobs, registrar_settings=settings))
+                    click.echo(f"provider emulators on http://{api[0]}:{port} "
+                               f"(Telnyx /v2, Audian /v1 and /v2, Ultravox /api/sip/registrations)")
                 nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
         except* OSError as group:
             failure = "; ".join(str(exc) for exc in _leaves(group))

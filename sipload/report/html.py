@@ -41,7 +41,7 @@ section { margin-top: 24px; }
 h2 { font-size: 17px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }
 h3 { font-size: 14px; margin-bottom: 4px; }
 .verdict { font-weight: 700; font-size: 18px; padding: 6px 14px; border-radius: 6px; color: #fff; }
-.verdict.pass { background: var(--pass); } .verdict.fail { background: var(--fail); }
+span.verdict.pass { background: var(--pass); color: #fff; } span.verdict.fail { background: var(--fail); color: #fff; }
 .meta { color: var(--muted); font-size: 13px; }
 table { border-collapse: collapse; font-size: 13px; margin: 6px 0 10px; }
 th, td { border: 1px solid var(--line); padding: 3px 8px; text-align: right; }

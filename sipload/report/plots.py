@@ -18,7 +18,7 @@ from typing import Any
 import matplotlib as mpl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
 from sipload.metrics.phases import Histogram
 
@@ -221,7 +221,7 @@ def capacity(points: Sequence[CapacityPoint], knee: float | None, breaking: floa
     """Latency (left) and success / achieved rate (right) against the offered rate."""
     if not points:
         return None
-    fig = _figure(9.0, 3.6)
+    fig = _figure(10.0, 4.4)
     ax = _axes(fig, 1, 2, 1)
     xs = [p.offered for p in points]
     for attr, label, style in (("p50_ms", "register p50", "o-"), ("p99_ms", "register p99", "s-")):
@@ -229,6 +229,9 @@ def capacity(points: Sequence[CapacityPoint], knee: float | None, breaking: floa
         if pts:
             ax.plot([a for a, _ in pts], [b for _, b in pts], style, label=label, linewidth=1.4)
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
     ax.set_title("latency against offered rate")
     ax.set_xlabel("offered registrations/s")
     ax.set_ylabel("latency from intended start (ms)")
@@ -256,8 +259,9 @@ def capacity(points: Sequence[CapacityPoint], knee: float | None, breaking: floa
             a.axvline(knee, color=PASS_COLOR, linestyle="--", linewidth=1.2, label=f"knee {knee:g}/s")
         if breaking is not None:
             a.axvline(breaking, color=FAIL_COLOR, linestyle="--", linewidth=1.2, label=f"breaking {breaking:g}/s")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8, frameon=False)
     h2, l2 = ax2.get_legend_handles_labels()
     h3, l3 = ax3.get_legend_handles_labels()
-    ax2.legend(h2 + h3, l2 + l3, loc="lower left", fontsize=8)
+    ax2.legend(h2 + h3, l2 + l3, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, fontsize=8,
+               frameon=False)
     return to_svg(fig, "capacity")
