@@ -126,7 +126,7 @@ async def test_renewals_over_hours_of_virtual_time(autojump_clock: trio.testing.
 
 async def test_lossy_network_recovers_by_retransmission(autojump_clock: trio.testing.MockClock) -> None:
     sc = scenario(HOURS.replace('duration = "4h"', 'duration = "30m"'))
-    worker, core, wire, agg = memory_worker(sc, loss=0.2, rng=random.Random(3))
+    worker, core, _wire, agg = memory_worker(sc, loss=0.2, rng=random.Random(3))
     await worker.run()
     agg.flush_interval(1.0)
     values = agg.metric_values()
@@ -151,7 +151,7 @@ async def test_stop_request_unregisters_everything(autojump_clock: trio.testing.
 
 async def test_total_loss_ends_in_timeouts_not_a_hang(autojump_clock: trio.testing.MockClock) -> None:
     sc = scenario(HOURS.replace('duration = "4h"', 'duration = "10m"').replace("count = 20", "count = 3"))
-    worker, core, _, agg = memory_worker(sc, loss=1.0)
+    worker, _core, _, agg = memory_worker(sc, loss=1.0)
     await worker.run()
     agg.flush_interval(1.0)
     values = agg.metric_values()

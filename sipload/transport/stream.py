@@ -195,6 +195,8 @@ async def _open_tcp(host: str, port: int, local: tuple[str, int] | None) -> trio
 
 
 def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        return describe_error(exc.__cause__)   # trio wraps TLS failures
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, ssl.SSLCertVerificationError):
