@@ -112,3 +112,31 @@ async def test_tcp_connection_refused_is_a_clear_error(tmp_path: Path) -> None:
                                         tls=""), tmp_path / "s.toml")
         with trio.fail_after(10), pytest.raises(RunError, match=r"cannot connect over TCP.*refused"):
             await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False)
+
+
+@pytest.mark.parametrize("socket", ["shared", "per-endpoint"])
+async def test_udp_source_addresses_spread_over_a_range(tmp_path: Path, socket: str) -> None:
+    settings = RegistrarSettings(realm="sipload.test", min_expires=1)
+    core = RegistrarCore(settings, now=trio.current_time())
+    seen: set[tuple[str, int]] = set()
+    handle = core.handle
+
+    def spy(request, source, transport, now):  # type: ignore[no-untyped-def]
+        if request.method == "REGISTER":
+            seen.add(source)
+        return handle(request, source, transport, now)
+
+    core.handle = spy  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        listens = await nursery.start(partial(serve_registrar, settings, [Listen("udp", "127.0.0.1", 0)], core=core))
+        body = BODY.format(name="src", target=f"sip:127.0.0.1:{listens[0].port}", socket=socket, tls="")
+        body = body.replace('socket = "', 'source_addresses = "127.0.0.2-127.0.0.4"\nsocket = "')
+        sc = parse_scenario(body, tmp_path / "s.toml")
+        with trio.fail_after(30):
+            outcome = await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False)
+        nursery.cancel_scope.cancel()
+    assert outcome.exit_code is ExitCode.OK
+    assert {host for host, _ in seen} == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+    assert len({port for _, port in seen}) == (12 if socket == "per-endpoint" else len(seen))
+    contacts = {row.contact for row in outcome.result.endpoint_states}
+    assert {parse_uri(c).host for c in contacts} == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
