@@ -32,6 +32,7 @@ from types import MappingProxyType
 from typing import Any
 
 from sipload.durations import DURATION_HINT, DurationError, format_duration, parse_duration
+from sipload.providers.settings import CrossCheckConfig, config_from_mapping
 from sipload.thresholds import Threshold, ThresholdError, parse_threshold
 
 
@@ -431,6 +432,7 @@ class Scenario:
     registrar: RegistrarConfig | None  # None unless target.registrar = "embedded"
     thresholds: tuple[Threshold, ...]
     document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the TOML as read
+    crosscheck: CrossCheck | None = None
 
     def with_overrides(
         self,
@@ -656,7 +658,7 @@ class _Table:
 
 # --------------------------------------------------------------------------------------------- sections
 
-_TOP_KEYS = tuple("name description seed target endpoints load timers registrar thresholds".split())
+_TOP_KEYS = tuple("name description seed target endpoints load timers registrar thresholds crosscheck".split())
 _TARGET_KEYS = tuple("registrar domain transport outbound_proxy tls_verify tls_ca tls_cert tls_key".split())
 _ENDPOINT_KEYS = tuple(
     "count first username password auth_user csv csv_fields expires refresh_at "
@@ -1063,7 +1065,32 @@ def _build(document: Mapping[str, Any], path: Path, ctx: _Ctx) -> Scenario:
         registrar=_registrar(ctx, document.get("registrar", _MISSING), target),
         thresholds=_thresholds(ctx, document.get("thresholds", [])),
         document=document,
+        crosscheck=_crosscheck(ctx, document.get("crosscheck", _MISSING)),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CrossCheck:
+    """`[crosscheck]`: ask a provider about every endpoint, after the run or while it holds."""
+
+    config: CrossCheckConfig
+    when: str = "after"          # "after": final states; "holding": at the end of the hold, before unregistering
+
+
+def _crosscheck(ctx: _Ctx, data: object) -> CrossCheck | None:
+    if data is _MISSING:
+        return None
+    if not isinstance(data, Mapping):
+        raise ctx.error("crosscheck", f"must be a table, got {_show(data)}")
+    table = dict(data)
+    when = table.pop("when", "after")
+    if when not in ("after", "holding"):
+        raise ctx.error("crosscheck.when", f"must be 'after' or 'holding', got {_show(when)}")
+    try:
+        config = config_from_mapping(table, where="crosscheck")
+    except ValueError as exc:
+        raise ScenarioError(f"{ctx.file}: {exc}{ctx.note}") from None
+    return CrossCheck(config, str(when))
 
 
 # ---------------------------------------------------------------------------------------------- loading

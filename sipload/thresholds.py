@@ -77,6 +77,8 @@ def _fixed_metrics() -> dict[str, MetricKind]:
             "rate.achieved": MetricKind.RATE,
             "rate.offered": MetricKind.RATE,
             "schedule_lag.max": MetricKind.LATENCY,
+            "crosscheck.agreement": MetricKind.PERCENT,   # only with a [crosscheck] section
+            "crosscheck.disagreements": MetricKind.COUNT,
         }
     )
     return metrics

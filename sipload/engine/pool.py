@@ -18,7 +18,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ import trio
 
 from sipload.engine.worker import Shard, Worker, WorkerError, WorkerReport
 from sipload.metrics.recorder import IntervalSnapshot
+from sipload.report.result import EndpointState
 from sipload.scenario import Scenario
 from sipload.transport.udp import Address
 
@@ -70,6 +71,7 @@ class WorkerPool:
         self._local: Worker | None = None
         self._conns: list[multiprocessing.connection.Connection] = []
         self._stop_requested = False
+        self.hold_hook: Callable[[list[EndpointState]], Awaitable[None]] | None = None  # one worker only
 
     def partial_report(self) -> WorkerReport | None:
         """The in-process worker's report so far (also after a cancelled run)."""
@@ -88,6 +90,7 @@ class WorkerPool:
     async def run(self) -> PoolOutcome:
         if self.workers == 1:
             self._local = Worker(self.scenario, self.destination, sink=lambda snap: self.sink(snap, 0))
+            self._local.hold_hook = self.hold_hook
             if self._stop_requested:
                 self._local.request_stop()
             return PoolOutcome(await self._local.run(), [])

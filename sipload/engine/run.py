@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -24,8 +25,11 @@ from sipload.engine.pool import WorkerPool, default_workers
 from sipload.engine.probe import probe_udp
 from sipload.engine.worker import WorkerError, WorkerReport
 from sipload.metrics.aggregate import Aggregate
+from sipload.providers.crosscheck import OurEndpoint, run_crosscheck
+from sipload.providers.sources import open_source
+from sipload.providers.status import ProviderError
 from sipload.report.prometheus import MetricsExporter  # [issue 7]
-from sipload.report.result import RunResult, build_result
+from sipload.report.result import EndpointState, RunResult, build_result
 from sipload.report.writers import write_results
 from sipload.scenario import Scenario
 from sipload.thresholds import evaluate
@@ -79,6 +83,7 @@ async def run_scenario(
     stop: trio.Event | None = None,
     probe: bool = True,
     workers: int | None = None,
+    metrics: tuple[str, int] | None = None,  # [issue 7] serve Prometheus text on http://HOST:PORT/metrics
 ) -> RunOutcome:
     """Run the scenario; results are written on every way out once the endpoints were created."""
     started_unix = time.time()
@@ -88,6 +93,7 @@ async def run_scenario(
     except OSError as exc:
         raise RunError(f"--out: cannot create {str(out)!r}: {exc.strerror}") from None
     state = _RunState(scenario, out, progress, workers)
+    state.metrics = metrics  # [issue 7]
     try:
         async with trio.open_nursery() as nursery:
             try:
@@ -130,6 +136,8 @@ class _RunState:
         self.worker_started = False
         self.metrics: tuple[str, int] | None = None  # [issue 7]
         self.live: LiveOutputs | None = None  # [issue 7]
+        self.crosscheck: dict[str, Any] | None = None
+        self.crosscheck_error: str | None = None
 
     async def run(self, nursery: trio.Nursery, *, handle_signals: bool, stop: trio.Event | None,
                   probe: bool) -> None:
@@ -153,8 +161,14 @@ class _RunState:
         if self.interrupted_by is not None:
             raise RunError(f"interrupted by {self.interrupted_by} before the run started")
         workers = self.workers or default_workers(scenario)
+        holding = scenario.crosscheck is not None and scenario.crosscheck.when == "holding"
+        if holding and workers > 1:
+            self.progress("sipload: a cross-check while holding runs with one worker")
+            workers = 1
         self.agg = Aggregate(time.time())
         self.pool = WorkerPool(scenario, destination, workers, self.agg.add)
+        if holding:
+            self.pool.hold_hook = self._crosscheck
         self.agg.open_logs(self.out)
         self.live = open_live_outputs(scenario, self.out, self.agg.started_at_unix, exporter)  # [issue 7]
         self.progress(
@@ -168,6 +182,28 @@ class _RunState:
         outcome = await self.pool.run()
         self.report = outcome.report
         self.lost = outcome.lost
+        if scenario.crosscheck is not None and not holding and self.interrupted_by is None:
+            await self._crosscheck(self.report.endpoints)
+
+    async def _crosscheck(self, states: list[EndpointState]) -> None:
+        """Ask the provider about every endpoint; the outcome goes into the results, never fails the run."""
+        assert self.scenario.crosscheck is not None
+        config = self.scenario.crosscheck.config
+        self.progress(f"sipload: cross-checking {len(states)} endpoints with {config.provider}")
+        ours = [OurEndpoint(s.username, s.state, None) for s in states]
+        try:
+            source = open_source(config)
+            try:
+                result = await run_crosscheck(ours, source, config)
+            finally:
+                await source.aclose()
+        except ProviderError as exc:
+            self.crosscheck_error = f"cross-check with {config.provider} failed: {exc}"
+            self.progress(f"sipload: {self.crosscheck_error}")
+            return
+        self.crosscheck = result.to_dict()
+        self.progress(f"sipload: cross-check: {result.agreement_pct:.1f} % agreement, "
+                      f"{result.disagreements_total} disagreements")
 
     async def _watch_signals(self, scope: trio.CancelScope,
                              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -211,8 +247,9 @@ class _RunState:
             self.live.close()
         partial = self.pool.partial_report() if self.pool is not None else None
         report = partial if partial is not None else self.report  # also when the run was cancelled
+        notes = [*self.lost, *([self.crosscheck_error] if self.crosscheck_error else [])]
         return _result(self.scenario, self.agg, report, self.target_text,
-                       ended - self.agg.started_at_unix, self.interrupted_by, self.lost)
+                       ended - self.agg.started_at_unix, self.interrupted_by, notes, self.crosscheck)
 
 
 def _write_report(out: Path, progress: Callable[[str], None]) -> None:  # [issue 7]
@@ -233,6 +270,7 @@ def _result(
     duration_s: float,
     interrupted_by: str | None,
     lost: list[str],
+    crosscheck: dict[str, Any] | None = None,
 ) -> RunResult:
     load = scenario.load
     count = scenario.endpoints.count
@@ -240,6 +278,9 @@ def _result(
     last = load.arrival_time(count - 1) if count > 1 else 0.0
     offered = (count - 1) / last if last > 0 else load.rate_at(0.0)
     values = agg.metric_values(arrival_period_s=period or None, offered_rate=offered)
+    if crosscheck is not None:
+        values["crosscheck.agreement"] = float(crosscheck["agreement_pct"])
+        values["crosscheck.disagreements"] = float(crosscheck["disagreements_total"])
     thresholds = evaluate(scenario.thresholds, values)
     notes: list[str] = list(lost)
     if report.arrivals_started < count:
@@ -254,7 +295,7 @@ def _result(
         notes.append(f"{report.unparseable} datagrams could not be parsed")
     if report.send_errors:
         notes.append(f"{report.send_errors} sends failed (is the registrar listening?)")
-    return build_result(
+    result = build_result(
         agg,
         scenario=scenario.name,
         target=target,
@@ -268,3 +309,5 @@ def _result(
         interrupted_by=interrupted_by,
         notes=notes,
     )
+    result.crosscheck = crosscheck
+    return result

@@ -22,7 +22,7 @@ import math
 import random
 import ssl
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import trio
@@ -145,6 +145,9 @@ class Worker:
         self._channel_endpoints: dict[int, list[Endpoint]] = {}
         self.transport = scenario.target.transport.value.upper()
         self._stop_requested = False
+        # called once at the end of the hold, before unregistering; the schedule keeps running meanwhile
+        self.hold_hook: Callable[[list[EndpointState]], Awaitable[None]] | None = None
+        self._hook_done = False
 
     # --- set-up --------------------------------------------------------------------------------
     def _source_hosts(self) -> list[str]:
@@ -297,7 +300,7 @@ class Worker:
                     ready()  # sockets bound, endpoints built: the parent starts every worker at once
                 if go is not None:
                     await go.wait()
-                await self._schedule(by_index)
+                await self._schedule(by_index, nursery)
                 for stream in self._streams:
                     await stream.aclose()
                 nursery.cancel_scope.cancel()
@@ -325,9 +328,19 @@ class Worker:
                 yield start + t, nxt
                 nxt = next(mine, None)
 
-    async def _schedule(self, by_index: dict[int, Endpoint]) -> None:
+    async def _hold_end(self) -> None:
+        """Run the hold hook (e.g. a cross-check while every endpoint is still registered)."""
+        assert self.hold_hook is not None
+        try:
+            await self.hold_hook([_record(e) for e in self.endpoints])
+        finally:
+            self._hook_done = True
+            self._wake_at(-math.inf)
+
+    async def _schedule(self, by_index: dict[int, Endpoint], nursery: trio.Nursery) -> None:
         load = self.scenario.load
         start = trio.current_time()
+        hook_started = False
         run_until = start + load.duration
         next_interval = start + load.interval
         arrivals = self._arrivals(start)
@@ -340,7 +353,11 @@ class Worker:
         stop_sent = 0
         while True:
             now = trio.current_time()
-            if not stopping and (now >= run_until or self._stop_requested):
+            if not stopping and now >= run_until and self.hold_hook is not None and not hook_started:
+                hook_started = True
+                nursery.start_soon(self._hold_end)
+            hold_over = now >= run_until and (self.hold_hook is None or self._hook_done)
+            if not stopping and (hold_over or self._stop_requested):
                 stopping = True
                 pending = None
                 if not load.unregister:
@@ -392,7 +409,7 @@ class Worker:
                     self._abandon(now)
                     break
             wake = min(next_interval, stop_deadline, next_check if stopping and not stop_queue else math.inf)
-            if not stopping:
+            if not stopping and not hook_started:
                 wake = min(wake, run_until)
             if heap:
                 wake = min(wake, heap[0][0])

@@ -65,6 +65,7 @@ class RunResult:
     thresholds: list[ThresholdResult] = field(default_factory=list)
     endpoint_states: list[EndpointState] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    crosscheck: dict[str, Any] | None = None  # the provider cross-check (CrossCheckResult.to_dict()), if any
 
     def passed(self) -> bool:
         """True when the run completed and every threshold passed (an interrupted run never passes)."""
