@@ -140,3 +140,14 @@ async def test_udp_source_addresses_spread_over_a_range(tmp_path: Path, socket: 
     assert len({port for _, port in seen}) == (12 if socket == "per-endpoint" else len(seen))
     contacts = {row.contact for row in outcome.result.endpoint_states}
     assert {parse_uri(c).host for c in contacts} == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+
+
+async def test_a_run_that_cannot_start_leaves_no_results_directory(tmp_path: Path) -> None:
+    with trio.socket.socket() as s:
+        await s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        sc = parse_scenario(BODY.format(name="x", target=f"sip:127.0.0.1:{port};transport=tcp", socket="shared",
+                                        tls=""), tmp_path / "s.toml")
+        with pytest.raises(RunError):
+            await run_scenario(sc, tmp_path / "never", progress=lambda _: None, handle_signals=False)
+    assert not (tmp_path / "never").exists()

@@ -9,6 +9,7 @@ unregister timeout; a second Ctrl-C abandons the unregistration).
 from __future__ import annotations
 
 import enum
+import shutil
 import signal
 import socket
 import time
@@ -88,6 +89,7 @@ async def run_scenario(
     """Run the scenario; results are written on every way out once the endpoints were created."""
     started_unix = time.time()
     out = out_dir if out_dir is not None else default_out_dir(scenario, started_unix)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -102,14 +104,12 @@ async def run_scenario(
                 state.error = str(exc) if not isinstance(exc, OSError) else f"cannot start: {exc}"
             nursery.cancel_scope.cancel()
     finally:
-        if state.worker_started:
+        if state.worker_started and state.error is None:
             result = state.finish()
             write_results(result, out)
             _write_report(out, progress)  # [issue 7]
-        else:
-            state.agg.close_logs()
-            if state.live is not None:  # [issue 7]
-                state.live.close()
+        else:  # the run never started: leave no empty results behind
+            state.discard(remove_dir=created and state.error is not None)
     if state.error is not None:
         raise RunError(state.error)
     code = ExitCode.INTERRUPTED if state.interrupted_by else (
@@ -237,6 +237,13 @@ class _RunState:
             if self.live is not None:  # [issue 7]
                 self.live.interval(self.agg, now)
             self.progress(self.agg.progress().line())
+
+    def discard(self, remove_dir: bool) -> None:
+        self.agg.close_logs()
+        if self.live is not None:  # [issue 7]
+            self.live.close()
+        if remove_dir:
+            shutil.rmtree(self.out, ignore_errors=True)
 
     def finish(self) -> RunResult:
         ended = time.time()
