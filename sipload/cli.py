@@ -12,6 +12,7 @@ from sipload import __version__
 from sipload.engine.run import ExitCode, RunError, run_scenario
 from sipload.providers.command import check
 from sipload.registrar.command import registrar
+from sipload.report.commands import compare, metrics_option, report
 from sipload.report.result import RunResult
 from sipload.scenario import ScenarioError, load_scenario
 
@@ -24,6 +25,8 @@ def main() -> None:
 
 main.add_command(registrar)
 main.add_command(check)
+main.add_command(report)
+main.add_command(compare)
 
 
 @main.command()
@@ -34,6 +37,7 @@ main.add_command(check)
 @click.option("--duration", type=float, help="Seconds from the first arrival until unregistering starts.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Results directory.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Worker processes (default: one per core).")
+@metrics_option
 @click.option("--quiet", is_flag=True, help="No progress lines, only the final summary.")
 def run(
     scenario: Path,
@@ -43,6 +47,7 @@ def run(
     duration: float | None,
     out: Path | None,
     workers: int | None,
+    metrics: tuple[str, int] | None,
     quiet: bool,
 ) -> None:
     """Run SCENARIO (a TOML file) and write its results.
@@ -61,7 +66,7 @@ def run(
             click.echo(line)
 
     try:
-        outcome = trio.run(lambda: run_scenario(sc, out, progress=progress, workers=workers))
+        outcome = trio.run(lambda: run_scenario(sc, out, progress=progress, workers=workers, metrics=metrics))
     except RunError as exc:
         click.echo(f"sipload: {exc}", err=True)
         sys.exit(ExitCode.USAGE)

@@ -1,5 +1,5 @@
 """report.html: rendered from a real (short) smoke run, loaded in headless Chromium (Debian `chromium`,
-installed by peers/install-chromium) through the DevTools protocol over a pipe: the page loads with no
+installed by peers/install) through the DevTools protocol over a pipe: the page loads with no
 console error, no exception and no network request other than the file itself, and every plot is an
 SVG drawn with real size and content. Also: the page is rendered from the files alone (the same bytes
 again from the same directory), is self-contained, and degrades when optional files are missing.
@@ -31,7 +31,7 @@ from sipload.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-HOW_TO_INSTALL_CHROMIUM = "run peers/install-chromium (installs the Debian package chromium)"
+HOW_TO_INSTALL_CHROMIUM = "run peers/install (installs the Debian package chromium)"
 EXPECTED_PLOTS = {"latency-percentiles", "rate-over-time", "bindings-over-time", "failures-over-time",
                   "latency-over-time", "schedule-lag-over-time", "response-codes"}
 
@@ -134,7 +134,7 @@ class DevTools:
              "--disable-default-apps", "--disable-extensions", f"--user-data-dir={profile}",
              "--remote-debugging-pipe", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            close_fds=False, preexec_fn=fds,  # noqa: PLW1509 - no threads here
+            close_fds=False, preexec_fn=fds,
         )
         for fd in (to_child_r, from_child_w, hi_r, hi_w):
             os.close(fd)

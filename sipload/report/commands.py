@@ -14,6 +14,7 @@ import click
 
 from sipload.report.compare import DEFAULT_PERCENTILES, Tolerance, parse_percent, parse_stats
 from sipload.report.compare import compare as compare_runs
+from sipload.report.prometheus import parse_listen
 from sipload.report.saved import ResultsError, load_run
 
 EXIT_OK = 0
@@ -44,6 +45,26 @@ class _Stats(click.ParamType):  # type: ignore[type-arg]  # generic since click 
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
+
+class MetricsListen(click.ParamType):  # type: ignore[type-arg]  # generic since click 8.2
+    """HOST:PORT for `sipload run --metrics`."""
+
+    name = "host:port"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_listen(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+# For `sipload run`: decorate the command with it and pass `metrics=metrics` to run_scenario.
+metrics_option = click.option(
+    "--metrics", type=MetricsListen(), default=None,
+    help="Serve live metrics in the Prometheus text format on http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).",
+)
 
 _DIR = click.Path(exists=False, path_type=Path)
 

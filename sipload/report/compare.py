@@ -214,6 +214,10 @@ def compare(base: SavedRun, new: SavedRun, tol: Tolerance = Tolerance()) -> Comp
                                       "passed in BASE, fails in NEW", ("pass", "FAIL")))
     if b.get("complete", True) and not n.get("complete", True):
         cmp.changes.append(Change("complete", None, None, "", True, True, "NEW did not complete", ("yes", "no")))
+    b_cc, n_cc = _dict(b.get("crosscheck")), _dict(n.get("crosscheck"))
+    if b_cc or n_cc:
+        cmp.changes.append(Change("crosscheck.agreement", _f(b_cc.get("agreement_pct")),
+                                  _f(n_cc.get("agreement_pct")), "%"))
     _compare_capacity(cmp, base, new)
     return cmp
 

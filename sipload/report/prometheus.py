@@ -22,6 +22,18 @@ _MAX_REQUEST = 8192
 _REQUEST_TIMEOUT = 5.0
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """ "127.0.0.1:9464", "[::1]:9464", "localhost:0" -> (host, port); raises ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT such as 127.0.0.1:9464, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:9464, got {text!r}")
+    return host, int(port)
+
+
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
