@@ -12,7 +12,6 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 
 from sipload.durations import DurationError, parse_duration
 from sipload.sip.digest import Algorithm
@@ -143,6 +142,8 @@ class RegistrarSettings:
     transaction_linger: float = 32.0       # how long a UDP response is kept for retransmissions (64*T1)
     max_transactions: int = 65_536         # bound of that cache
     max_history: int = 1_000_000           # per-user history records kept (non-live evicted first)
+    challenge_rate: float = 0.0            # 401s per second per source IP (0: no limit); over it: no answer
+    challenge_burst: float | None = None   # bucket size of that limit (None: 2 x challenge_rate)
 
     def __post_init__(self) -> None:
         if not self.realm or any(ch in self.realm for ch in '"\r\n\\'):
@@ -150,7 +151,7 @@ class RegistrarSettings:
         if self.users is not None:
             if not self.users:
                 raise ValueError("users: empty")
-            object.__setattr__(self, "users", MappingProxyType(dict(self.users)))
+            object.__setattr__(self, "users", dict(self.users))  # a private copy (a mappingproxy cannot be pickled)
         elif USER_PLACEHOLDER not in self.password_template:
             raise ValueError("password_template: must contain {user}")
         if not self.algorithms:
@@ -171,6 +172,11 @@ class RegistrarSettings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}: must be > 0, got {value}")
+        if not (math.isfinite(self.challenge_rate) and self.challenge_rate >= 0):
+            raise ValueError(f"challenge_rate: must be >= 0 per second, got {self.challenge_rate}")
+        if self.challenge_burst is not None and not (math.isfinite(self.challenge_burst)
+                                                     and self.challenge_burst >= 1):
+            raise ValueError(f"challenge_burst: must be >= 1, got {self.challenge_burst}")
         for name in ("max_contacts", "max_transactions", "max_history"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1")
