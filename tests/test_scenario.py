@@ -784,7 +784,11 @@ def test_delay_is_the_registrars_delay_spec(delay: Delay, spec: DelaySpec) -> No
     ("body", "field", "fragment"),
     [
         ("min_expires = 0", "registrar.min_expires", "must be a positive integer, got 0"),
-        ('password = "secret"', "registrar.password", "must contain {user} (the digest username), got a secret (not shown)"),
+        (
+            'password = "secret"',
+            "registrar.password",
+            "must contain {user} (the digest username), got a secret (not shown)",
+        ),
     ],
 )
 def test_registrar_rules_of_the_registrar_settings(tmp_path: Path, body: str, field: str, fragment: str) -> None:
