@@ -32,7 +32,7 @@ _CHALLENGE_OPS = (Op.REGISTER,)
 
 
 def _us(seconds: float) -> int:
-    return max(0, int(seconds * 1_000_000))
+    return int(seconds * 1_000_000) if seconds > 0 else 0
 
 
 @dataclass(slots=True)
@@ -74,33 +74,42 @@ class Endpoint:
 
     def flush(self, recorder: Recorder, tally: Tally) -> None:
         reg = self.reg
-        for data in reg.take_outgoing():
-            self.send(data)
+        outgoing = reg.take_outgoing()
+        if outgoing:
+            send = self.send
+            for data in outgoing:
+                send(data)
         for event in reg.take_events():
-            if isinstance(event, OpStarted):
-                phase = _PHASE[event.op]
-                recorder.attempt(phase)
-                if event.op is Op.REGISTER:
+            kind = type(event)  # the event classes are final: an identity test is the cheapest
+            if kind is OpStarted:
+                assert isinstance(event, OpStarted)
+                op = event.op
+                recorder.attempt(_PHASE[op])
+                if op is Op.REGISTER:
                     self.op_intended = self.intended
                     recorder.schedule_lag(_us(event.now - self.intended))
                     tally.in_flight += 1
                 else:
                     self.op_intended = event.scheduled
-                    if event.op is Op.REFRESH:
+                    if op is Op.REFRESH:
                         recorder.schedule_lag(_us(event.now - event.scheduled))
-            elif isinstance(event, Registered):
-                phase = _PHASE[event.op]
-                recorder.record(phase, _us(event.now - self.op_intended), _us(event.now - event.started_at))
-                auth_us = _us(event.now - event.last_sent_at)
+            elif kind is Registered:
+                assert isinstance(event, Registered)
+                op = event.op
+                phase = _PHASE[op]
+                now = event.now
+                recorder.record(phase, _us(now - self.op_intended), _us(now - event.started_at))
+                auth_us = _us(now - event.last_sent_at)
                 recorder.record(Phase.AUTH, auth_us, auth_us)
                 recorder.success(phase)
                 self.failure = None
-                if event.op is Op.REGISTER:
+                if op is Op.REGISTER:
                     self.registrations += 1
                     tally.in_flight -= 1
                 else:
                     self.refreshes += 1
-            elif isinstance(event, Challenged):
+            elif kind is Challenged:
+                assert isinstance(event, Challenged)
                 if event.op in _CHALLENGE_OPS:
                     recorder.record(
                         Phase.CHALLENGE, _us(event.now - self.op_intended), _us(event.now - event.sent_at)

@@ -57,6 +57,9 @@ def merge_reports(reports: list[WorkerReport]) -> WorkerReport:
         merged.last_transport_error = r.last_transport_error or merged.last_transport_error
         merged.left_bound += r.left_bound
         merged.unregister_timed_out += r.unregister_timed_out
+        merged.foreign += r.foreign  # [issue 9]
+        merged.internal_errors += r.internal_errors
+        merged.last_internal_error = r.last_internal_error or merged.last_internal_error
         merged.arrival_period = max(merged.arrival_period, r.arrival_period)
     merged.endpoints.sort(key=lambda e: e.index)
     return merged

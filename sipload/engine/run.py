@@ -21,14 +21,12 @@ from typing import Any
 import trio
 
 from sipload.engine.embedded import start_embedded_registrar
+from sipload.engine.limits import check_resources  # [issue 9]
 from sipload.engine.live import LiveOutputs, open_live_outputs  # [issue 7]
 from sipload.engine.pool import WorkerPool, default_workers
 from sipload.engine.probe import probe_udp
 from sipload.engine.worker import WorkerError, WorkerReport
 from sipload.metrics.aggregate import Aggregate
-from sipload.providers.crosscheck import OurEndpoint, run_crosscheck
-from sipload.providers.sources import open_source
-from sipload.providers.status import ProviderError
 from sipload.report.prometheus import MetricsExporter  # [issue 7]
 from sipload.report.result import EndpointState, RunResult, build_result
 from sipload.report.writers import write_results
@@ -87,6 +85,9 @@ async def run_scenario(
     metrics: tuple[str, int] | None = None,  # [issue 7] serve Prometheus text on http://HOST:PORT/metrics
 ) -> RunOutcome:
     """Run the scenario; results are written on every way out once the endpoints were created."""
+    problem = check_resources(scenario, workers or default_workers(scenario))  # [issue 9] fds and ports first
+    if problem is not None:
+        raise RunError(problem)
     started_unix = time.time()
     out = out_dir if out_dir is not None else default_out_dir(scenario, started_unix)
     created = not out.exists()
@@ -187,6 +188,11 @@ class _RunState:
 
     async def _crosscheck(self, states: list[EndpointState]) -> None:
         """Ask the provider about every endpoint; the outcome goes into the results, never fails the run."""
+        # imported here: the provider SDKs take seconds to import, and most runs have no cross-check
+        from sipload.providers.crosscheck import OurEndpoint, run_crosscheck
+        from sipload.providers.sources import open_source
+        from sipload.providers.status import ProviderError
+
         assert self.scenario.crosscheck is not None
         config = self.scenario.crosscheck.config
         self.progress(f"sipload: cross-checking {len(states)} endpoints with {config.provider}")
@@ -300,6 +306,11 @@ def _result(
         notes.append(f"{report.stray} responses matched no request in flight (late or duplicated)")
     if report.unparseable:
         notes.append(f"{report.unparseable} datagrams could not be parsed")
+    if report.foreign:  # [issue 9]
+        notes.append(f"{report.foreign} datagrams came from another address than the registrar's (dropped)")
+    if report.internal_errors:  # [issue 9]
+        notes.append(f"{report.internal_errors} responses could not be handled (a sipload bug, please report): "
+                     f"{report.last_internal_error}")
     if report.send_errors:
         notes.append(f"{report.send_errors} sends failed (is the registrar listening?)")
     result = build_result(

@@ -84,6 +84,9 @@ class WorkerReport:
     last_transport_error: str = ""
     left_bound: int = 0          # endpoints that may still be registered at the end
     unregister_timed_out: int = 0
+    foreign: int = 0             # [issue 9] datagrams from another address than the registrar's (dropped)
+    internal_errors: int = 0     # [issue 9] responses whose handling raised (a bug): counted, the run goes on
+    last_internal_error: str = ""
 
 
 def build_profile(scenario: Scenario, transport: str = "UDP") -> Profile:
@@ -232,12 +235,19 @@ class Worker:
 
     # --- the hot path: responses -------------------------------------------------------------------
     def _on_datagram(self, data: bytes, addr: Address) -> None:
+        if addr != self.destination:  # [issue 9] RFC 3581: a registrar answers from where it was asked
+            self.report.foreign += 1
+            return
         try:
             msg = parse_message(data)
         except ParseError:
             self.report.unparseable += 1
             return
-        self._on_message(msg)
+        try:
+            self._on_message(msg)
+        except Exception as exc:  # [issue 9] a bug must not end a run: counted, shown in the notes
+            self.report.internal_errors += 1
+            self.report.last_internal_error = f"{type(exc).__name__}: {exc}"[:300]
 
     def _on_message(self, msg: Request | Response) -> None:
         now = trio.current_time()

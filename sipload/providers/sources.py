@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -31,7 +31,9 @@ from sipload.providers.kamailio import KamailioRpc
 from sipload.providers.ratelimit import RetryPolicy
 from sipload.providers.settings import CrossCheckConfig
 from sipload.providers.status import ProviderError, RegistrationStatus
-from sipload.providers.telnyx_client import TelnyxClient
+
+if TYPE_CHECKING:  # the Telnyx SDK takes ~1.5 s to import: only when a Telnyx check runs
+    from sipload.providers.telnyx_client import TelnyxClient
 from sipload.providers.ultravox_client import SipRegistration, UltravoxClient
 
 Answer = RegistrationStatus | ProviderError
@@ -180,6 +182,8 @@ def open_source(config: CrossCheckConfig, *, env: Mapping[str, str] | None = Non
         return KamailioSource(KamailioRpc(config.url(), timeout=config.timeout), config.concurrency)
     key = config.key(environ)
     if config.provider == "telnyx":
+        from sipload.providers.telnyx_client import TelnyxClient
+
         return TelnyxSource(TelnyxClient(key, config.url(), timeout=config.timeout, concurrency=config.concurrency,
                                          retry=retry, sleep=sleep, clock=clock), config.concurrency)
     if config.provider == "audian":

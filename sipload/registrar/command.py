@@ -15,6 +15,7 @@ from sipload.api.knobs import NO_FAULTS, ApiKnobs, parse_api_address, parse_knob
 from sipload.durations import DURATION_HINT, DurationError, parse_duration
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
+from sipload.registrar.ratelimit import default_challenge_rate
 from sipload.registrar.server import serve_registrar
 from sipload.registrar.settings import DelaySpec, RegistrarSettings, load_users, parse_delay
 from sipload.registrar.stats import totals_line
@@ -88,13 +89,16 @@ class _DelayType(click.ParamType):  # type: ignore[type-arg]  # generic since cl
               help="Serve the Telnyx, Audian and Ultravox emulators over HTTP, backed by this registrar.")
 @click.option("--api-faults", default="", metavar="KNOBS",
               help="Fault knobs of the emulators, e.g. 'rate_limit_every=5,latency=10ms,stale_share=0.5'.")
+@click.option("--challenge-rate", type=click.FloatRange(min=0.0), default=None,
+              help="401 challenges per second per source IP; over it no answer is sent (0: no limit)  "
+                   "[default: no limit when every --listen is loopback, else 100].")
 @click.option("--quiet", is_flag=True, help="No per-second line.")
 def registrar(
     listens: Sequence[Listen], tls_cert: str | None, tls_key: str | None, password: str | None,
     users: str | None, realm: str, algorithms: Sequence[str], default_expires: int, min_expires: int,
     max_expires: int, nonce_lifetime: float, allow_user_mismatch: bool, drop: float, delay: DelaySpec,
     error_503: float, retry_after: int, seed: int | None, duration: float | None, api: str | None,
-    api_faults: str, quiet: bool,
+    api_faults: str, challenge_rate: float | None, quiet: bool,
 ) -> None:
     """Run the embedded registrar (digest auth, bindings with expiry, fault injection)."""
     if password is not None and users is not None:
@@ -120,6 +124,8 @@ def registrar(
             default_expires=default_expires, min_expires=min_expires, max_expires=max_expires,
             nonce_lifetime=nonce_lifetime, allow_user_mismatch=allow_user_mismatch, drop=drop, delay=delay,
             error_503=error_503, retry_after=retry_after, seed=seed,
+            challenge_rate=(default_challenge_rate([listen.host for listen in listens])
+                            if challenge_rate is None else challenge_rate),
         )
     except ValueError as exc:  # settings name the field: say which option it came from
         field, _, detail = str(exc).partition(": ")

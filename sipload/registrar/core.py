@@ -23,6 +23,8 @@ In order, for every request:
    OPTIONS -> 200; CANCEL -> 481; any other method -> 405 with Allow;
 6. the delay is drawn from `settings.delay` for every new response.
 
+A challenge over `settings.challenge_rate` per source IP (`ratelimit.py`) is not sent at all.
+
 Responses get a To tag and, on the top Via, `received` / `rport` (RFC 3261 §18.2.1, RFC 3581).
 The core never raises on a request it can parse: parse problems inside header values become 400.
 """
@@ -42,6 +44,7 @@ from sipload.registrar.bindings import (
     UpdateResult,
     UpdateStatus,
 )
+from sipload.registrar.ratelimit import ChallengeLimiter
 from sipload.registrar.retransmissions import ResponseCache, TransactionKey, transaction_key
 from sipload.registrar.settings import RegistrarSettings
 from sipload.registrar.stats import RegistrarCounters
@@ -58,6 +61,10 @@ _REJECTING = (Verdict.WRONG_RESPONSE, Verdict.UNKNOWN_USER)
 _KNOWN_METHODS = frozenset({"REGISTER", "OPTIONS", "ACK", "CANCEL", "INVITE", "BYE", "SUBSCRIBE", "NOTIFY",
                             "MESSAGE", "INFO", "PUBLISH", "PRACK", "UPDATE", "REFER"})  # others: "other"
 _BARE_RPORT = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
+
+
+class _RateLimited(Exception):
+    """A challenge over the per-source rate limit (settings.challenge_rate): send nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,8 @@ class RegistrarCore:
             random=self._rng.randbytes,
         )
         self._cache = ResponseCache(settings.transaction_linger, settings.max_transactions)
+        self._limiter = (ChallengeLimiter(settings.challenge_rate, settings.challenge_burst)  # [issue 9]
+                         if settings.challenge_rate > 0 else None)
 
     # --- entry points -------------------------------------------------------------------------
     def handle_bytes(self, data: bytes, source: Address, transport: str, now: float) -> Outcome:
@@ -142,7 +151,11 @@ class RegistrarCore:
             if settings.retry_after is not None:
                 response.headers.add("Retry-After", str(settings.retry_after))
         else:
-            response = self._dispatch(request, source, transport, now)
+            try:
+                response = self._dispatch(request, source, transport, now)
+            except _RateLimited:  # [issue 9] over the per-source challenge rate: no answer (no reflection)
+                counters.challenges_limited += 1
+                return Outcome(None, note="challenge rate-limited (per source)")
         return self._finish(response, key, now)
 
     def tick(self, now: float) -> None:
@@ -290,6 +303,8 @@ class RegistrarCore:
         return self._challenge(request, source, now, stale=verdict is Verdict.STALE)
 
     def _challenge(self, request: Request, source: Address, now: float, *, stale: bool) -> Response:
+        if self._limiter is not None and not self._limiter.allow(source[0], now):  # [issue 9]
+            raise _RateLimited
         self.counters.challenges += 1
         if stale:
             self.counters.stale_challenges += 1

@@ -27,6 +27,7 @@ class RegistrarCounters:
     stray_responses: int = 0         # responses sent to us
     internal_errors: int = 0         # exceptions caught by the server around the core (bugs)
     send_failures: int = 0           # responses the transport could not send
+    challenges_limited: int = 0      # challenges not sent: over the per-source rate limit
 
     @property
     def total_received(self) -> int:
@@ -37,7 +38,7 @@ class RegistrarCounters:
             Counter(self.received), Counter(self.responses), self.challenges, self.stale_challenges,
             self.auth_ok, Counter(self.auth_failures), self.drops, self.injected_503,
             self.retransmissions, self.parse_errors, self.stray_responses, self.internal_errors,
-            self.send_failures,
+            self.send_failures, self.challenges_limited,
         )
 
 
@@ -73,4 +74,5 @@ def totals_line(elapsed: float, counters: RegistrarCounters, live: StoreCount) -
         f" auth_failures={failures} drops={counters.drops} injected_503={counters.injected_503}"
         f" retransmissions={counters.retransmissions} parse_errors={counters.parse_errors}"
         f" live={live.bindings} aors={live.aors}"
+        + (f" challenges_limited={counters.challenges_limited}" if counters.challenges_limited else "")
     )

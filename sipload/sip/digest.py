@@ -68,14 +68,15 @@ class Algorithm(enum.StrEnum):
     @property
     def base(self) -> Algorithm:
         """The algorithm without -sess."""
-        return Algorithm(self.value.removesuffix("-sess"))
+        return _BASE[self]
 
     @property
     def sess(self) -> bool:
-        return self.value.endswith("-sess")
+        return _BASE[self] is not self
 
 
 _ALG_BY_LOWER = {a.value.lower(): a for a in Algorithm}
+_BASE = {a: Algorithm(a.value.removesuffix("-sess")) for a in Algorithm}  # (the enum's .value is slow)
 _RANK = {Algorithm.SHA512_256: 6, Algorithm.SHA512_256_SESS: 5, Algorithm.SHA256: 4,
          Algorithm.SHA256_SESS: 3, Algorithm.MD5: 2, Algorithm.MD5_SESS: 1}
 _BASE_HASH: dict[str, Callable[[bytes], hashlib._Hash]] = {
@@ -105,7 +106,7 @@ def compute_response(algorithm: Algorithm, ha1: str, nonce: str, method: str, ur
                      qop: str | None = None, nc: str | None = None, cnonce: str | None = None,
                      body: bytes = b"") -> str:
     """The request-digest, from the non-sess HA1 (the -sess step is applied here)."""
-    if algorithm.sess:
+    if _BASE[algorithm] is not algorithm:  # -sess
         ha1 = _H(algorithm, f"{ha1}:{nonce}:{cnonce or ''}")
     a2 = f"{method}:{uri}:{_H(algorithm, body)}" if qop == "auth-int" else f"{method}:{uri}"
     ha2 = _H(algorithm, a2)
@@ -128,8 +129,25 @@ _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 Params = dict[str, str]
 
 
+# The usual shape, checked in one go: one scheme, then name=value pairs separated by "," or ", ",
+# quoted values without escapes. Anything else (and a repeated name) takes the general scanner.
+_USUAL_VALUE = r'(?:"[^"\\\r\n]*+"|[^ \t\r\n,"]++)'
+_USUAL_LIST = re.compile(rf"({_T}) ({_T}={_USUAL_VALUE}(?:, ?{_T}={_USUAL_VALUE})*+)")
+_USUAL_ITEM = re.compile(rf'({_T})=(?:"([^"]*)"|([^,"]+))')
+
+
 def _parse_auth_list(value: str) -> list[tuple[str, Params]]:
     """``[(scheme lower-cased, {param name lower-cased: unquoted value})]`` for one header value."""
+    m = _USUAL_LIST.fullmatch(value)
+    if m is not None:
+        items = _USUAL_ITEM.findall(m.group(2))
+        params = {name.lower(): token if not quoted and token else quoted for name, quoted, token in items}
+        if len(params) == len(items):
+            return [(m.group(1).lower(), params)]
+    return _scan_auth_list(value)
+
+
+def _scan_auth_list(value: str) -> list[tuple[str, Params]]:
     n = len(value)
     m = _SKIP.match(value)
     pos = m.end() if m else 0
@@ -190,7 +208,8 @@ class Challenge:
 
     @property
     def supported(self) -> bool:
-        return self.algorithm is not None and (not self.qop or any(q in _QOPS for q in self.qop))
+        qop = self.qop
+        return self.algorithm is not None and (not qop or "auth" in qop or "auth-int" in qop)
 
 
 def parse_challenges(header_values: Sequence[str], proxy: bool = False) -> list[Challenge]:
@@ -204,17 +223,41 @@ def parse_challenges(header_values: Sequence[str], proxy: bool = False) -> list[
                 if required not in p:
                     raise ParseError(f"Digest challenge without {required}: {value[:80]!r}")
             name = p.get("algorithm", "MD5")
-            qop = tuple(q for q in (x.strip().lower() for x in p.get("qop", "").split(",")) if q)
-            out.append(Challenge(
-                realm=p["realm"], nonce=p["nonce"], algorithm=Algorithm.parse(name), algorithm_name=name,
-                qop=qop, opaque=p.get("opaque"), stale=p.get("stale", "").lower() == "true",
-                domain=p.get("domain"), userhash=p.get("userhash", "").lower() == "true", proxy=proxy))
+            qop_text = p.get("qop")
+            if qop_text is None:
+                qop: tuple[str, ...] = ()
+            elif qop_text == "auth":
+                qop = _AUTH_ONLY
+            else:
+                qop = tuple(q for q in (x.strip().lower() for x in qop_text.split(",")) if q)
+            stale = p.get("stale")
+            hashed = p.get("userhash")
+            out.append(_challenge(
+                p["realm"], p["nonce"], _ALG_BY_LOWER.get(name.lower()), name, qop, p.get("opaque"),
+                stale is not None and stale.lower() == "true", p.get("domain"),
+                hashed is not None and hashed.lower() == "true", proxy))
     return out
+
+
+_AUTH_ONLY = ("auth",)
+_CHALLENGE_SETTERS = tuple(getattr(Challenge, name).__set__ for name in (
+    "realm", "nonce", "algorithm", "algorithm_name", "qop", "opaque", "stale", "domain", "userhash", "proxy"))
+
+
+def _challenge(*values: object) -> Challenge:
+    """Challenge(*values) without the frozen dataclass __init__ (one object.__setattr__ per field)."""
+    challenge = object.__new__(Challenge)
+    for set_field, value in zip(_CHALLENGE_SETTERS, values, strict=True):
+        set_field(challenge, value)
+    return challenge
 
 
 def choose_challenge(challenges: Sequence[Challenge],
                      preference: Sequence[Algorithm] | None = None) -> Challenge | None:
     """The strongest supported challenge (first among equals), or the first in ``preference`` order."""
+    if len(challenges) == 1 and preference is None:  # the usual case
+        only = challenges[0]
+        return only if only.supported else None
     candidates = [c for c in challenges if c.supported]
     if preference is None:
         return max(candidates, key=lambda c: _RANK.get(c.algorithm or Algorithm.MD5, 0), default=None)
@@ -276,6 +319,8 @@ def parse_credentials(value: str) -> Credentials:
 
 
 def _quote(s: str) -> str:
+    if '"' not in s and "\\" not in s and "\r" not in s and "\n" not in s:
+        return f'"{s}"'
     if "\r" in s or "\n" in s:
         raise ValueError(f"CR/LF cannot be sent in a Digest header value: {s[:80]!r}")
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -311,6 +356,7 @@ class DigestClient:
         self._cnonce = cnonce
         self.preference = tuple(preference) if preference is not None else None
         self._nc: dict[str, int] = {}
+        self._last_ha1: tuple[str, str, Algorithm, str] | None = None  # (user, realm, algorithm, HA1)
 
     def _ha1_for(self, challenge: Challenge) -> str | None:
         alg = challenge.algorithm
@@ -320,7 +366,12 @@ class DigestClient:
                 and self._ha1_realm in (None, challenge.realm)):
             return self._ha1
         if self._password is not None:
-            return compute_ha1(self.username, challenge.realm, self._password, alg)
+            last = self._last_ha1
+            if last is not None and last[2] is alg and last[1] == challenge.realm and last[0] == self.username:
+                return last[3]
+            ha1 = compute_ha1(self.username, challenge.realm, self._password, alg)
+            self._last_ha1 = (self.username, challenge.realm, alg, ha1)
+            return ha1
         return None
 
     def can_answer(self, challenge: Challenge) -> bool:
@@ -334,7 +385,7 @@ class DigestClient:
             raise ValueError(f"cannot answer Digest challenge algorithm={challenge.algorithm_name} "
                              f"qop={','.join(challenge.qop)} realm={challenge.realm!r}")
         qop = ("auth" if "auth" in challenge.qop else "auth-int") if challenge.qop else None
-        cnonce = self._cnonce() if qop is not None or alg.sess else None
+        cnonce = self._cnonce() if qop is not None or _BASE[alg] is not alg else None
         nc = None
         if qop is not None:
             count = self._nc.pop(challenge.nonce, 0) + 1
@@ -345,18 +396,18 @@ class DigestClient:
         response = compute_response(alg, ha1, challenge.nonce, method, uri, qop=qop, nc=nc, cnonce=cnonce,
                                     body=body)
         user = userhash(self.username, challenge.realm, alg) if challenge.userhash else self.username
-        parts = [f"Digest username={_quote(user)}", f"realm={_quote(challenge.realm)}",
-                 f"nonce={_quote(challenge.nonce)}", f"uri={_quote(uri)}", f"response={_quote(response)}",
-                 f"algorithm={challenge.algorithm_name}"]
+        value = (f"Digest username={_quote(user)}, realm={_quote(challenge.realm)}, "
+                 f"nonce={_quote(challenge.nonce)}, uri={_quote(uri)}, response=\"{response}\", "
+                 f"algorithm={challenge.algorithm_name}")
         if cnonce is not None:
-            parts.append(f"cnonce={_quote(cnonce)}")
+            value += f", cnonce={_quote(cnonce)}"
         if challenge.opaque is not None:
-            parts.append(f"opaque={_quote(challenge.opaque)}")
+            value += f", opaque={_quote(challenge.opaque)}"
         if qop is not None:
-            parts.append(f"qop={qop}, nc={nc}")
+            value += f", qop={qop}, nc={nc}"
         if challenge.userhash:
-            parts.append("userhash=true")
-        return ("Proxy-Authorization" if challenge.proxy else "Authorization", ", ".join(parts))
+            value += ", userhash=true"
+        return ("Proxy-Authorization" if challenge.proxy else "Authorization", value)
 
     def answer(self, challenges: Sequence[Challenge], method: str, uri: str,
                body: bytes = b"") -> tuple[str, str] | None:
@@ -408,8 +459,8 @@ class DigestServer:
         self._forget_before = float("-inf")  # issue time of the newest live entry evicted by the cap
 
     def _mac(self, head: bytes) -> bytes:
-        return hmac.new(self._secret, self.realm.encode("utf-8", "surrogatepass") + b"|" + head,
-                        hashlib.sha256).digest()[:16]
+        # hmac.digest: OpenSSL's one-shot HMAC, the same bytes as hmac.new(...).digest() without the object
+        return hmac.digest(self._secret, self.realm.encode("utf-8", "surrogatepass") + b"|" + head, "sha256")[:16]
 
     def make_nonce(self, now: float) -> str:
         head = struct.pack(">d", now) + self._random(8)

@@ -507,12 +507,19 @@ def _digits(text: str, what: str, whole: str, limit: int) -> int:
     return int(significant)
 
 
+_USUAL_METHODS = frozenset({"REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "SUBSCRIBE", "NOTIFY",
+                            "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER", "PUBLISH"})
 _CSEQ_RE = re.compile(rf"[ \t]*+([0-9]{{1,10}}+)[ \t]++({TOKEN}+)[ \t]*+")
 _LWS_RE = re.compile(r"[ \t]+")
 
 
 def parse_cseq(value: str) -> tuple[int, str]:
     """'314159 INVITE' -> (314159, 'INVITE'). The method is case-sensitive (RFC 3261 §7.1)."""
+    digits, _, method = value.partition(" ")
+    if method in _USUAL_METHODS and digits.isdigit() and digits.isascii() and len(digits) <= 10:
+        number = int(digits)  # the usual "N METHOD": what the expression below gives for it
+        if number < 2**31:
+            return number, method
     m = _CSEQ_RE.fullmatch(value)
     if m is None:  # more than 10 digits (leading zeros?), or not a CSeq at all
         parts = _LWS_RE.split(value.strip(" \t"))

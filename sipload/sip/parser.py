@@ -76,28 +76,28 @@ def _parse_head(head: bytes | bytearray, folded: bool | None = None) -> tuple[Re
         if lines[1][:1] in (" ", "\t"):
             raise ParseError("continuation line before any header")
         lines = _FOLD_RE.sub(" ", text).split("\n")  # unfold: LWS -> one space (RFC 3261 §7.3.1)
-    items: list[tuple[str, str]] = []
+    key_of, ws = KNOWN_KEYS.get, _WS_CR
+    # List comprehensions, not a loop with appends: this runs for every datagram.
+    parts = [line.partition(":") for line in lines[1:]]
+    items = [(key_of(name) or _slow_key(name), value.strip(ws)) for name, colon, value in parts if colon]
+    if len(items) != len(parts):  # a line without a colon: say which, in line order with the other errors
+        items = _checked_items(lines)
+    lengths = [value for key, value in items if key == "content-length"]
     length: str | None = None
-    append, key_of, ws = items.append, KNOWN_KEYS.get, _WS_CR
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise ParseError(f"header line without a colon: {line.rstrip(ws)[:60]!r}")
-        key = key_of(name) or _slow_key(name)
-        value = value.strip(ws)
-        if key == "content-length":
-            if length is not None and value != length:  # RFC 4475 §3.1.2.11
+    if lengths:
+        length = lengths[0]
+        for value in lengths:
+            if value != length:  # RFC 4475 §3.1.2.11
                 raise ParseError(f"conflicting Content-Length values {length[:20]!r} and {value[:20]!r}")
-            length = value
-        append((key, value))
     if len(items) > MAX_HEADER_LINES:
         raise ParseError(f"more than {MAX_HEADER_LINES} header lines")
     headers = Headers._from_normalized(items)
     content_length = None if length is None else _content_length(length)
     if start[:8] == "SIP/2.0 ":  # the usual status line, checked without a regular expression
         code = start[8:11]
-        if code.isdigit() and code.isascii() and code[0] in "123456" and start[11:12] in (" ", ""):
-            return Response(int(code), start[12:].strip(_WS), headers), content_length
+        if len(code) == 3 and code.isdigit() and code.isascii() and code[0] in "123456" \
+                and start[11:12] in (" ", ""):  # [issue 9] len: "SIP/2.0 2" is not status 2
+            return _new_response(int(code), start[12:].strip(_WS), headers), content_length
     m = _REQUEST_LINE_RE.fullmatch(start)
     if m is not None:
         return Request(m.group(1), m.group(2), headers), content_length
@@ -105,6 +105,32 @@ def _parse_head(head: bytes | bytearray, folded: bool | None = None) -> tuple[Re
     if start[:4].upper() == "SIP/":
         return _response(start, headers), content_length
     return _request(start, headers), content_length
+
+
+def _checked_items(lines: list[str]) -> list[tuple[str, str]]:
+    """The header lines one by one, raising on the first bad one (a missing colon or a bad name)."""
+    items: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise ParseError(f"header line without a colon: {line.rstrip(_WS_CR)[:60]!r}")
+        items.append((KNOWN_KEYS.get(name) or _slow_key(name), value.strip(_WS_CR)))
+    return items
+
+
+def _new_response(status: int, reason: str, headers: Headers) -> Response:
+    """Response(status, reason, headers) as the parser makes it, without the constructor's checks."""
+    response = _object_new(Response)
+    response.headers = headers
+    response.body = b""
+    response._cseq = None
+    response._via = None
+    response.status = status
+    response.reason = reason
+    return response
+
+
+_object_new = object.__new__
 
 
 def _response(start: str, headers: Headers) -> Response:

@@ -26,6 +26,11 @@ after 5xx / timeouts with bounded exponential backoff honouring Retry-After); th
 `Unregistered` and `Failed` events carry the operation's start time and the send time of its
 last request so the engine can record both the full operation and the authenticated leg.
 
+A response counts only when its CSeq and top Via branch are those of the request in flight. A
+refresh that failed for a reason that may pass (timeout, transport error, 5xx: the registrar may
+have restarted) is tried again, as a new refresh, `retry_backoff_max` later; 423s are answered at
+most twice per operation; a stop while waiting to retry counts the operation as interrupted.
+
 The refresh is scheduled at a fraction of the granted expiry (from our Contact's expires
 parameter, else the Expires header, else what we asked for), with jitter, and at least a margin
 before the binding would expire.
@@ -47,6 +52,10 @@ from sipload.sip.transaction import NonInviteClientTransaction, Timers, TxAction
 
 
 class RegState(enum.Enum):
+    # Members are singletons compared by identity: hash them by identity too, in C (Enum.__hash__ is a
+    # Python function, and the transition table is looked up by (state, input) on every message).
+    __hash__ = object.__hash__
+
     IDLE = "idle"
     REGISTERING = "registering"
     REGISTERED = "registered"
@@ -58,12 +67,16 @@ class RegState(enum.Enum):
 
 
 class Op(enum.Enum):
+    __hash__ = object.__hash__  # see RegState
+
     REGISTER = "register"
     REFRESH = "refresh"
     UNREGISTER = "unregister"
 
 
 class RegInput(enum.Enum):
+    __hash__ = object.__hash__  # see RegState
+
     START = "start"
     STOP = "stop"
     PROVISIONAL = "provisional"      # 1xx
@@ -156,6 +169,9 @@ class Retransmitted:
 RegEvent = OpStarted | Challenged | Registered | Unregistered | Failed | Retransmitted
 
 _MAX_STALE_RETRIES = 2
+_MAX_BRIEF_RETRIES = 2       # [issue 9] 423s answered per operation
+_MAX_DELTA = 2**32 - 1       # [issue 9] the largest delta-seconds (RFC 3261 §20.19)
+_RECOVERABLE = frozenset({FailureReason.TIMEOUT, FailureReason.TRANSPORT_ERROR, FailureReason.SERVER_ERROR})
 _RETRY_STATUSES = frozenset({408, 480, 500, 502, 503, 504})
 
 
@@ -196,6 +212,7 @@ _TRANSITIONS: dict[tuple[RegState, RegInput], str] = {
     (S.BACKOFF, I.BACKOFF_TIMER): "_resend",
     (S.BACKOFF, I.STOP): "_stop_without_request",
     (S.FAILED, I.STOP): "_stop_without_request",
+    (S.FAILED, I.REFRESH_TIMER): "_begin_refresh",  # [issue 9] register again after a failed refresh
     (S.UNREGISTERED, I.STOP): "_ignore",
     (S.UNREGISTERING, I.STOP): "_ignore",
 }
@@ -218,6 +235,8 @@ class Registration:
         "_attempt_sent_at",
         "_auth",
         "_backoff_until",
+        "_branch",
+        "_brief_retries",
         "_challenge",
         "_challenged_this_op",
         "_cseq",
@@ -234,6 +253,7 @@ class Registration:
         "_stale_retries",
         "_stop_requested",
         "_tx",
+        "_tx_at",
         "_used_cached_nonce",
         "aor",
         "bound_until",
@@ -279,12 +299,19 @@ class Registration:
         self._op_started = 0.0
         self._attempt_sent_at = 0.0
         self._tx: NonInviteClientTransaction | None = None
+        # The send time of a request whose transaction has had no input yet. The transaction object
+        # is only built when something other than its final response happens (a timer, a 1xx, a
+        # transport error): a fresh transaction in Trying answers a final response with PASS_FINAL,
+        # and its next timer is known, so the common case (request -> final response) needs none.
+        self._tx_at: float | None = None
         self._pending_request: bytes = b""
         self._challenge: Challenge | None = None
         self._challenged_this_op = False
         self._sent_credentials = False
         self._used_cached_nonce = False
         self._stale_retries = 0
+        self._brief_retries = 0  # [issue 9] 423s answered in this operation (bounded)
+        self._branch = ""        # [issue 9] of the request in flight: a response must carry it
         self._retries = 0
         self._refresh_due: float | None = None
         self._backoff_until: float | None = None
@@ -302,7 +329,10 @@ class Registration:
     def receive(self, response: Response, now: float) -> bool:
         """Feed a response; False when it does not belong to the current request (stray, late)."""
         tx = self._tx
-        if tx is None or tx.state in (TxState.COMPLETED, TxState.TERMINATED):
+        if tx is None:
+            if self._tx_at is None:
+                return False
+        elif tx.state in (TxState.COMPLETED, TxState.TERMINATED):
             return False
         try:
             cseq, method = response.cseq
@@ -310,22 +340,47 @@ class Registration:
             return False
         if cseq != self._cseq or method != "REGISTER":
             return False
-        action = tx.receive_response(response.status, now)
+        via = response.headers.get("via")
+        if via is None or self._branch not in via:  # [issue 9] forged, or another transaction's
+            return False
+        status = response.status
+        if tx is None and 200 <= status <= 699:
+            action = TxAction.PASS_FINAL  # what a transaction still in Trying answers to a final response
+        else:
+            action = self._transaction().receive_response(status, now)
         if action is TxAction.PASS_FINAL:
             self._tx = None
-            self._dispatch(classify(response.status), response, now)
+            self._tx_at = None
+            self._dispatch(classify(status), response, now)
         return True
 
     def next_timer(self) -> float | None:
         deadline: float | None = None
-        if self._tx is not None:
+        sent = self._tx_at
+        if sent is not None:  # Timer E (unreliable) or F of a transaction that had no input yet
+            timers = self.profile.timers
+            deadline = sent + 64 * timers.t1 if self.profile.reliable else sent + timers.t1
+        elif self._tx is not None:
             deadline = self._tx.next_timer()
         for other in (self._refresh_due, self._backoff_until):
             if other is not None and (deadline is None or other < deadline):
                 deadline = other
         return deadline
 
+    def _transaction(self) -> NonInviteClientTransaction:
+        """The current transaction, built now if it had no input yet (exactly as at its send time)."""
+        tx = self._tx
+        if tx is None:
+            sent = self._tx_at
+            assert sent is not None
+            p = self.profile
+            tx = self._tx = NonInviteClientTransaction(sent, reliable=p.reliable, timers=p.timers)
+            self._tx_at = None
+        return tx
+
     def handle_timer(self, now: float) -> None:
+        if self._tx_at is not None:
+            self._transaction()
         tx = self._tx
         if tx is not None:
             deadline = tx.next_timer()
@@ -347,6 +402,8 @@ class Registration:
 
     def transport_error(self, now: float) -> None:
         """The last send failed (connection refused, reset...)."""
+        if self._tx_at is not None:
+            self._transaction()
         tx = self._tx
         if tx is None:
             return
@@ -368,7 +425,7 @@ class Registration:
 
     @property
     def finished(self) -> bool:
-        return self.state in (RegState.UNREGISTERED, RegState.FAILED) and self._tx is None
+        return self.state in (RegState.UNREGISTERED, RegState.FAILED) and self._tx is None and self._tx_at is None
 
     @property
     def cseq(self) -> int:
@@ -376,12 +433,11 @@ class Registration:
 
     # --- the table --------------------------------------------------------------------------
     def _dispatch(self, inp: RegInput, response: Response | None, now: float) -> None:
-        name = _TRANSITIONS.get((self.state, inp))
-        if name is None:
+        handler = _HANDLERS.get((self.state, inp))
+        if handler is None:
             raise ProtocolError(
                 f"registration of {self.user}: no transition for {inp.value} in {self.state.value}"
             )
-        handler: Handler = getattr(Registration, name)
         handler(self, inp, response, now)
 
     # --- handlers -------------------------------------------------------------------------------
@@ -407,6 +463,9 @@ class Registration:
 
     def _stop_without_request(self, inp: RegInput, response: Response | None, now: float) -> None:
         """Stop while no request is in flight: unregister if the registrar may still hold us."""
+        if self.state is RegState.BACKOFF and self._op is not Op.UNREGISTER:  # [issue 9] count it, once
+            self._events.append(Failed(self._op, FailureReason.INTERRUPTED, None, self._op_started, now, True,
+                                       "stopped while waiting to retry"))
         self._backoff_until = None
         self._refresh_due = None
         if self.bound_until is not None and self.bound_until > now:
@@ -426,7 +485,7 @@ class Registration:
             self.bound_until = None
             self.granted_expires = None
             self.state = RegState.UNREGISTERED
-            self._events.append(Unregistered(self._op_started, self._attempt_sent_at, now))
+            self._events.append(_unregistered(self._op_started, self._attempt_sent_at, now))
             return
         granted = self._granted_expiry(response)
         if granted <= 0:
@@ -438,7 +497,7 @@ class Registration:
         self.service_route = response.headers.get_list("service-route")
         self.path = response.headers.get_list("path")
         self.state = RegState.REGISTERED
-        self._events.append(Registered(self._op, granted, self._op_started, self._attempt_sent_at, now))
+        self._events.append(_registered(self._op, granted, self._op_started, self._attempt_sent_at, now))
         if self._stop_requested:
             self._stop_requested = False
             self._begin_unregister(RegInput.STOP, None, now)
@@ -459,7 +518,7 @@ class Registration:
             self._give_up(FailureReason.AUTH_REJECTED, response.status, now, "challenged, no credentials")
             return
         if not self._sent_credentials and not self._challenged_this_op:
-            self._events.append(Challenged(self._op, self._attempt_sent_at, now))
+            self._events.append(_challenged(self._op, self._attempt_sent_at, now))
         if self._sent_credentials:
             # Credentials we sent were challenged again. That is normal when they came from a
             # cached nonce (it expired) or when the server says stale=true; otherwise rejected.
@@ -485,7 +544,8 @@ class Registration:
             minimum = parse_delta(response.headers.get("min-expires") or "", "Min-Expires")
         except ParseError:
             minimum = -1
-        if minimum <= self._expires_requested or minimum > 2**31:
+        self._brief_retries += 1  # [issue 9] a registrar raising Min-Expires forever must not loop
+        if minimum <= self._expires_requested or minimum > 2**31 or self._brief_retries > _MAX_BRIEF_RETRIES:
             self._give_up(FailureReason.INTERVAL_TOO_BRIEF, 423, now,
                           f"423 with Min-Expires {response.headers.get('min-expires')!r}")
             return
@@ -511,12 +571,13 @@ class Registration:
 
     # --- helpers ----------------------------------------------------------------------------
     def _begin_op(self, op: Op, state: RegState, now: float, scheduled: float | None = None) -> None:
-        self._events.append(OpStarted(op, now if scheduled is None else scheduled, now))
+        self._events.append(_op_started(op, now if scheduled is None else scheduled, now))
         self._op = op
         self._op_started = now
         self._retries = 0
         self._challenged_this_op = False
         self._stale_retries = 0
+        self._brief_retries = 0
         if op is not Op.REFRESH:
             self._expires_requested = self.profile.expires
         self.state = state
@@ -535,7 +596,8 @@ class Registration:
         request = self._build(credentials)
         self._pending_request = request
         self._attempt_sent_at = now
-        self._tx = NonInviteClientTransaction(now, reliable=self.profile.reliable, timers=self.profile.timers)
+        self._tx = None
+        self._tx_at = now  # the transaction is built only if it gets another input than its final response
         self._outgoing.append(request)
 
     def _build(self, credentials: tuple[str, str] | None) -> bytes:
@@ -543,37 +605,48 @@ class Registration:
         unregister = self._op is Op.UNREGISTER
         expires = 0 if unregister else self._expires_requested
         contact = "*" if unregister and p.unregister_all else f"<{self.contact}>"
-        lines = [
-            f"REGISTER {p.registrar_uri} SIP/2.0",
-            f"Via: SIP/2.0/{p.transport} {self.sent_by};branch={self._ids.branch()};rport",
-            "Max-Forwards: 70",
-        ]
-        if p.route is not None:
-            lines.append(f"Route: {p.route}")
-        lines += [
-            f"From: <{self.aor}>;tag={self.from_tag}",
-            f"To: <{self.aor}>",
-            f"Call-ID: {self.call_id}",
-            f"CSeq: {self._cseq} REGISTER",
-            f"Contact: {contact}",
-            f"Expires: {expires}",
-        ]
-        if credentials is not None:
-            lines.append(f"{credentials[0]}: {credentials[1]}")
-        lines += [f"User-Agent: {p.user_agent}", "Content-Length: 0", "", ""]
-        return "\r\n".join(lines).encode()
+        route = "" if p.route is None else f"Route: {p.route}\r\n"
+        auth = "" if credentials is None else f"{credentials[0]}: {credentials[1]}\r\n"
+        aor = self.aor
+        branch = self._branch = self._ids.branch()
+        return (
+            f"REGISTER {p.registrar_uri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/{p.transport} {self.sent_by};branch={branch};rport\r\n"
+            f"Max-Forwards: 70\r\n{route}"
+            f"From: <{aor}>;tag={self.from_tag}\r\n"
+            f"To: <{aor}>\r\n"
+            f"Call-ID: {self.call_id}\r\n"
+            f"CSeq: {self._cseq} REGISTER\r\n"
+            f"Contact: {contact}\r\n"
+            f"Expires: {expires}\r\n{auth}"
+            f"User-Agent: {p.user_agent}\r\nContent-Length: 0\r\n\r\n"
+        ).encode("utf-8", "surrogateescape")  # [issue 9] a challenge's non-UTF-8 bytes go back as they came
 
     def _granted_expiry(self, response: Response) -> int:
         """Our contact's expires param in the 200, else the Expires header, else what we asked."""
+        mine = self.contact
+        lines = response.headers.get_all("contact")
+        if len(lines) == 1:  # the usual answer, "<our contact>;expires=N", read without parsing addresses
+            line = lines[0]
+            end = len(mine) + 11
+            if (line[end - 10 : end] == ">;expires=" and line[1 : end - 10] == mine and line[:1] == "<"
+                    and "," not in line and "<" not in mine and ">" not in mine and mine.strip() == mine):
+                value = line[end:]
+                if value.isascii() and value.isdigit():  # what the general path below returns for it
+                    return min(int(value), _MAX_DELTA) if len(value) <= 10 else _MAX_DELTA
         try:
             contacts = response.contacts() or []
-            ours = _contact_key(self.contact)
+            ours: tuple[str | None, str, int | None] | None = None
             for addr in contacts:
-                if _contact_key(addr.uri) == ours:
-                    value = addr.params.get("expires")
-                    if value is not None and value.isdigit():
-                        return int(value)
-                    break
+                if addr.uri != mine:  # the same text is the same key: parse URIs only when it differs
+                    if ours is None:
+                        ours = _contact_key(mine)
+                    if _contact_key(addr.uri) != ours:
+                        continue
+                param = addr.params.get("expires")
+                if param is not None and param.isascii() and param.isdigit():  # [issue 9] bounded, no overflow
+                    return min(int(param), _MAX_DELTA) if len(param) <= 10 else _MAX_DELTA
+                break
             header = response.expires()
         except ParseError:
             header = None
@@ -610,6 +683,66 @@ class Registration:
         if self._stop_requested:
             self._stop_requested = False
             self._stop_without_request(RegInput.STOP, None, now)
+        elif self._op is Op.REFRESH and reason in _RECOVERABLE:
+            # [issue 9] the registrar went away (restarted?): register again after a backoff, as a
+            # phone would; one operation at a time, until the run stops.
+            self._refresh_due = now + max(p.retry_backoff_max, 1.0)
+
+
+_HANDLERS: dict[tuple[RegState, RegInput], Handler] = {
+    key: getattr(Registration, name) for key, name in _TRANSITIONS.items()
+}
+
+
+def _event_setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
+    return tuple(getattr(cls, name).__set__ for name in names)
+
+
+# Events are built on every request: without the frozen dataclass __init__ (one object.__setattr__
+# per field), through the slot descriptors, as headers._new_via does.
+_OP_STARTED = _event_setters(OpStarted, "op", "scheduled", "now")
+_CHALLENGED = _event_setters(Challenged, "op", "sent_at", "now")
+_REGISTERED = _event_setters(Registered, "op", "expires", "started_at", "last_sent_at", "now")
+_UNREGISTERED = _event_setters(Unregistered, "started_at", "last_sent_at", "now")
+_new = object.__new__
+
+
+def _op_started(op: Op, scheduled: float, now: float) -> OpStarted:
+    event = _new(OpStarted)
+    set_op, set_scheduled, set_now = _OP_STARTED
+    set_op(event, op)
+    set_scheduled(event, scheduled)
+    set_now(event, now)
+    return event
+
+
+def _challenged(op: Op, sent_at: float, now: float) -> Challenged:
+    event = _new(Challenged)
+    set_op, set_sent_at, set_now = _CHALLENGED
+    set_op(event, op)
+    set_sent_at(event, sent_at)
+    set_now(event, now)
+    return event
+
+
+def _registered(op: Op, expires: int, started_at: float, last_sent_at: float, now: float) -> Registered:
+    event = _new(Registered)
+    set_op, set_expires, set_started, set_last, set_now = _REGISTERED
+    set_op(event, op)
+    set_expires(event, expires)
+    set_started(event, started_at)
+    set_last(event, last_sent_at)
+    set_now(event, now)
+    return event
+
+
+def _unregistered(started_at: float, last_sent_at: float, now: float) -> Unregistered:
+    event = _new(Unregistered)
+    set_started, set_last, set_now = _UNREGISTERED
+    set_started(event, started_at)
+    set_last(event, last_sent_at)
+    set_now(event, now)
+    return event
 
 
 def _contact_key(uri: str) -> tuple[str | None, str, int | None]:
