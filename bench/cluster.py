@@ -1,6 +1,6 @@
 """What the Dask layer costs: the same scenario with `--workers 2` and with `--cluster local:2`.
 
-    python bench/cluster.py [--rates 1000,2000,3000] [--seconds 15] [--reps 2] [--port 5370]
+    python bench/cluster.py [--rates 1000,2000,3000] [--seconds 15] [--reps 2] [--port 21000]
                             [--write bench/RESULTS.md]
 
 For every offered rate and repetition, both modes (order alternating between repetitions) run rate x seconds
@@ -23,6 +23,7 @@ import argparse
 import inspect
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -99,6 +100,44 @@ def child(mode: str, scenario: Path, out: Path) -> None:
     print(f"exit {int(outcome.exit_code)}", flush=True)
 
 
+def fixed(config: str, seconds: float) -> None:
+    """What the Dask layer costs before any registration: starting a LocalCluster of 2 (as `--cluster local:2`
+    does) and its CPU per second while idle (scheduler, nannies, workers, client: this process tree)."""
+    from common import tree_cpu
+
+    import sipload.engine.cluster as cluster
+
+    if config == "default":
+        cluster.QUIET_WORKERS = {}   # Dask's own defaults, for comparison
+    t0 = time.monotonic()
+    dask = cluster._Dask(cluster.ClusterAddress(None, 2))
+    start_s = time.monotonic() - t0
+    time.sleep(2.0)
+    cpu0, w0 = tree_cpu(os.getpid()), time.monotonic()
+    time.sleep(seconds)
+    idle = (tree_cpu(os.getpid()) - cpu0) / (time.monotonic() - w0)
+    t1 = time.monotonic()
+    dask.close()
+    print(json.dumps({"config": config, "start_s": start_s, "idle_cpu_ms_per_s": idle * 1000,
+                      "close_s": time.monotonic() - t1}), flush=True)
+
+
+def measure_fixed(args: argparse.Namespace) -> list[dict[str, float | str]]:
+    out: list[dict[str, float | str]] = []
+    for config in ("sipload", "default"):
+        for _ in range(args.reps):
+            wait_quiet(args.quiet_idle, args.quiet_wait)
+            proc = subprocess.run([sys.executable, __file__, "--fixed", config, "10"], cwd=REPO,
+                                  capture_output=True, text=True, timeout=120)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+            if line:
+                out.append(json.loads(line[-1]))
+                say(f"  fixed costs ({config}): {line[-1]}")
+            else:
+                say(f"  fixed costs ({config}) failed: {proc.stdout[-500:]} {proc.stderr[-500:]}")
+    return out
+
+
 # --- the parent ---------------------------------------------------------------------------------------
 def one_run(mode: str, rate: float, seconds: float, args: argparse.Namespace, work: Path, port: int) -> Run:
     total = int(rate * seconds)
@@ -154,12 +193,35 @@ def one_run(mode: str, rate: float, seconds: float, args: argparse.Namespace, wo
     return run
 
 
+def free_pair(low: int) -> int:
+    """A port p such that udp+tcp p and tcp p+1 are free on 127.0.0.1 (Kamailio's SIP and JSON-RPC ports)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randrange(low, low + 8000, 2)
+        socks = []
+        try:
+            for kind, p in ((socket.SOCK_DGRAM, port), (socket.SOCK_STREAM, port), (socket.SOCK_STREAM, port + 1)):
+                s = socket.socket(socket.AF_INET, kind)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no free port pair in {low}-{low + 8000}")
+
+
 def med(values: list[float]) -> float:
     good = [v for v in values if not math.isnan(v)]
     return statistics.median(good) if good else math.nan
 
 
-def report(runs: list[Run], rates: list[float], args: argparse.Namespace, mach: dict[str, str]) -> str:
+def report(runs: list[Run], rates: list[float], args: argparse.Namespace, mach: dict[str, str],
+           fixed_costs: list[dict[str, float | str]]) -> str:
     lines = [SECTION, "",
              f"`python bench/cluster.py --rates {','.join(f'{r:g}' for r in rates)} --seconds {args.seconds:g} "
              f"--reps {args.reps}`: the same scenario with `--workers 2` and with `--cluster local:2` (a LocalCluster "
@@ -167,7 +229,19 @@ def report(runs: list[Run], rates: list[float], args: argparse.Namespace, mach: 
              f"Kamailio per run on 127.0.0.1, rate x {args.seconds:g} s registrations per run. CPU: the whole "
              f"generator process tree (client, worker processes, Dask scheduler and nannies), start to exit; steady: "
              f"CPU µs per registration while 10-90 % of them completed (start-up excluded).", "",
-             f"Machine: {machine_line(mach)}; load before: {mach['loadavg']}.", "", HEAD]
+             f"Machine: {machine_line(mach)}; load before: {mach['loadavg']}.", ""]
+    lines += ["Fixed costs of `--cluster local:2` (medians of the repetitions; a LocalCluster of 2 started as sipload "
+              "starts it, then 10 s idle): start-up wall time, and CPU of the idle Dask machinery (scheduler, "
+              "2 nannies, 2 workers, client) per second of run time, with sipload's quieter worker settings "
+              "(`QUIET_WORKERS`: no statistical profiler, 200 ms tick) and with Dask's defaults.", "",
+              "| worker settings | start-up s | idle CPU ms per s | close s |", "|---|---:|---:|---:|"]
+    for config in ("sipload", "default"):
+        rows = [f for f in fixed_costs if f["config"] == config]
+        if rows:
+            lines.append(f"| {config} | {med([float(f['start_s']) for f in rows]):.2f} "
+                         f"| {med([float(f['idle_cpu_ms_per_s']) for f in rows]):.0f} "
+                         f"| {med([float(f['close_s']) for f in rows]):.2f} |")
+    lines += ["", "Each run (in order):", "", HEAD]
     lines += [r.row() for r in runs]
     lines += ["", "Medians over the repetitions (cluster minus workers):", "",
               "| offered/s | achieved/s workers / cluster | steady µs/reg workers / cluster (Δ) "
@@ -208,11 +282,14 @@ def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--child":
         child(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))
         return
+    if len(sys.argv) == 4 and sys.argv[1] == "--fixed":
+        fixed(sys.argv[2], float(sys.argv[3]))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", default="1000,2000,3000")
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--port", type=int, default=5370)
+    ap.add_argument("--port", type=int, default=21000, help="Kamailio ports are picked free from here up")
     ap.add_argument("--quiet-idle", type=float, default=0.9)
     ap.add_argument("--quiet-wait", type=float, default=120.0)
     ap.add_argument("--write", type=Path)
@@ -220,17 +297,18 @@ def main() -> None:
     rates = [float(r) for r in args.rates.split(",")]
     mach = machine()
     say(machine_line(mach))
+    fixed_costs = measure_fixed(args)
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="sipload-bench-dask-") as tmp:
         for rate in rates:
             for rep in range(args.reps):
                 order = ["workers", "cluster"] if rep % 2 == 0 else ["cluster", "workers"]
                 for mode in order:
-                    port = args.port + 2 * (len(runs) % 20)   # a Kamailio still stopping keeps its ports a while
+                    port = free_pair(args.port)   # others run Kamailios too; a stopping one keeps its ports a while
                     r = one_run(mode, rate, args.seconds, args, Path(tmp), port)
                     say(r.row() + (f"  {r.quiet}" if r.quiet else "") + (f"  notes: {r.notes}" if r.notes else ""))
                     runs.append(r)
-    text = report(runs, rates, args, mach)
+    text = report(runs, rates, args, mach, fixed_costs)
     say("\n" + text)
     if args.write is not None:
         write_section(args.write, text)

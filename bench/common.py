@@ -211,6 +211,11 @@ class Kamailio:
     def cpu(self) -> float:
         return tree_cpu(self.pid) if self.pid else 0.0
 
+    def pin(self, cpus: str) -> None:
+        """Pin Kamailio (main and children) to these CPUs (taskset list, e.g. "1")."""
+        for pid in [self.pid, *descendants(self.pid)]:
+            subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True, timeout=10)
+
     def stop(self) -> None:
         subprocess.run([str(PEERS / "kamailio" / "stop"), "--quiet"], env=self.env, capture_output=True,
                        text=True, timeout=60)

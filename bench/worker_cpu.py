@@ -10,6 +10,7 @@ hot path with its syscalls and trio's wake-ups, nothing else. Checks for a quiet
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -52,6 +53,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--port", type=int, default=5370)
     ap.add_argument("--quiet-wait", type=float, default=60)
+    ap.add_argument("--pin", default=None, metavar="GEN:REG",
+                    help="pin this process to CPUs GEN and Kamailio to CPUs REG (taskset lists), e.g. 0:1")
     args = ap.parse_args()
     total = int(args.rate * args.seconds)
     rows = []
@@ -61,7 +64,11 @@ def main() -> None:
                                 rate=args.rate, total=total, duration=args.seconds + 2)
         for _ in range(args.reps):
             quiet = wait_quiet(0.9, args.quiet_wait)
-            with kamailio(args.port, args.port + 1, work / "kamailio"):
+            with kamailio(args.port, args.port + 1, work / "kamailio") as k:
+                if args.pin:
+                    generator, registrar = args.pin.split(":")
+                    os.sched_setaffinity(0, {int(c) for c in generator.split(",")})
+                    k.pin(registrar)
                 user, system, ok, _stray = trio.run(measure, path, args.port)
             rows.append((user, system))
             print(f"  {ok}/{total} registered: user {user:.1f} + sys {system:.1f} = {user + system:.1f} µs/reg"

@@ -69,7 +69,6 @@ class ShardSpec:
 class ShardResult:
     report: WorkerReport
     snapshots: int  # how many snapshot events this shard sent
-    host: str       # the Dask worker's address
 
 
 def ignore_sigint() -> int:
@@ -159,7 +158,7 @@ def run_shard(spec: ShardSpec) -> ShardResult:
         raise
     finally:
         resume()
-    return ShardResult(report, control.sent, str(control.dask_worker.address))
+    return ShardResult(report, control.sent)
 
 
 async def _shard_main(spec: ShardSpec, control: _Control) -> WorkerReport:
