@@ -107,7 +107,7 @@ def main() -> None:
         target = "embedded" if args.target == "embedded" else f"sip:127.0.0.1:{args.port}"
         scenario = sipload_scenario(work / "hold.toml", name="hold", target=target, rate=args.rate, total=n,
                                     duration=duration, expires=args.expires, unregister=True, jitter=0.05,
-                                    unregister_timeout=max(30.0, 2 * n / 5000))
+                                    unregister_timeout=max(30.0, 2 * n / args.rate))
         if args.target == "embedded":
             text = scenario.read_text()
             text += (f'\n[registrar]\nlisten = "127.0.0.1:0"\npassword = "pw-{{user}}"\n'
@@ -119,6 +119,7 @@ def main() -> None:
             peak_workers = 0
             peak_main = 0
             samples: list[tuple[float, float, int]] = []
+            memory: list[tuple[float, int, int]] = []   # (t, workers' RSS, main RSS)
             run = start_sipload(scenario, work / "out", args.workers)
             stop = threading.Event()
 
@@ -130,6 +131,7 @@ def main() -> None:
                     main_rss = rss_bytes(run.proc.pid)
                     peak_workers = max(peak_workers, workers)
                     peak_main = max(peak_main, main_rss)
+                    memory.append((time.monotonic(), workers, main_rss))
                     samples.append((time.monotonic(), tree_cpu(run.proc.pid), run.registered))
                     stop.wait(1.0)
 
@@ -158,6 +160,10 @@ def main() -> None:
         arrivals_end = n / args.rate + 5
         hold = [s for s in samples if arrivals_end <= s[0] - samples[0][0] <= duration - 5]
         hold_cpu = (hold[-1][1] - hold[0][1]) / (hold[-1][0] - hold[0][0]) if len(hold) > 1 else math.nan
+        t0 = memory[0][0] if memory else 0.0
+        held = [m for m in memory if arrivals_end <= m[0] - t0 <= duration - 5]
+        held_workers = max((m[1] for m in held), default=0)
+        held_main = max((m[2] for m in held), default=0)
         punctual = within / seen if seen else math.nan
         lines = [
             f"{quiet.text()}; command: python bench/hold.py --endpoints {n} --rate {args.rate:g} "
@@ -172,7 +178,11 @@ def main() -> None:
             f"| retransmissions | {summary.get('retransmissions', 0):,} |",
             f"| generator RSS, worker processes (peak) | {peak_workers / 2**20:,.0f} MiB = "
             f"{peak_workers / n / 1024:,.2f} KiB per endpoint |",
-            f"| main process RSS (peak; holds the embedded registrar if any) | {peak_main / 2**20:,.0f} MiB |",
+            f"| generator RSS, worker processes, while holding (after arrivals, before unregistering) | "
+            f"{held_workers / 2**20:,.0f} MiB = {held_workers / n / 1024:,.2f} KiB per endpoint |",
+            f"| main process RSS, while holding / peak (peak: merging the workers' reports and writing "
+            f"the results at the end; the embedded registrar lives here too) | {held_main / 2**20:,.0f} MiB / "
+            f"{peak_main / 2**20:,.0f} MiB |",
             f"| refreshes with a known lag (intervals without arrivals) | {seen:,} |",
             f"| punctual refreshes (sent <= 100 ms after schedule) | {punctual:.4%} ({within:,} of {seen:,}) |",
             f"| refresh lag p99 / max | {p99:.1f} ms / {worst:.1f} ms |",
