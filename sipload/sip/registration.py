@@ -351,6 +351,7 @@ class Registration:
         if action is TxAction.PASS_FINAL:
             self._tx = None
             self._tx_at = None
+            self._pending_request = b""  # answered: never retransmitted (~600 bytes less per bound endpoint)
             self._dispatch(classify(status), response, now)
         return True
 
