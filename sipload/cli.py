@@ -9,6 +9,7 @@ import click
 import trio
 
 from sipload import __version__
+from sipload.engine.cluster import parse_cluster
 from sipload.engine.run import ExitCode, RunError, run_scenario
 from sipload.providers.command import check
 from sipload.registrar.command import registrar
@@ -38,6 +39,8 @@ main.add_command(compare)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Results directory.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Worker processes (default: one per core).")
 @metrics_option
+@click.option("--cluster", metavar="ADDRESS", callback=lambda _c, _p, v: _check_cluster(v),
+              help="Run the shards on a Dask cluster: tcp://SCHEDULER:8786, or local:N (N local processes).")
 @click.option("--quiet", is_flag=True, help="No progress lines, only the final summary.")
 def run(
     scenario: Path,
@@ -48,6 +51,7 @@ def run(
     out: Path | None,
     workers: int | None,
     metrics: tuple[str, int] | None,
+    cluster: str | None,
     quiet: bool,
 ) -> None:
     """Run SCENARIO (a TOML file) and write its results.
@@ -66,12 +70,22 @@ def run(
             click.echo(line)
 
     try:
-        outcome = trio.run(lambda: run_scenario(sc, out, progress=progress, workers=workers, metrics=metrics))
+        outcome = trio.run(lambda: run_scenario(sc, out, progress=progress, workers=workers, metrics=metrics,
+                                                cluster=cluster))
     except RunError as exc:
         click.echo(f"sipload: {exc}", err=True)
         sys.exit(ExitCode.USAGE)
     click.echo(summary_lines(outcome.result, outcome.out_dir))
     sys.exit(outcome.exit_code)
+
+
+def _check_cluster(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_cluster(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def summary_lines(result: RunResult, out_dir: Path) -> str:

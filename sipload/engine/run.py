@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from sipload.engine.cluster import ClusterPool
 from sipload.engine.embedded import start_embedded_registrar
 from sipload.engine.limits import check_resources  # [issue 9]
 from sipload.engine.live import LiveOutputs, open_live_outputs  # [issue 7]
@@ -83,6 +84,7 @@ async def run_scenario(
     probe: bool = True,
     workers: int | None = None,
     metrics: tuple[str, int] | None = None,  # [issue 7] serve Prometheus text on http://HOST:PORT/metrics
+    cluster: str | None = None,  # shards on a Dask cluster: tcp://SCHEDULER:8786 or local:N
 ) -> RunOutcome:
     """Run the scenario; results are written on every way out once the endpoints were created."""
     problem = check_resources(scenario, workers or default_workers(scenario))  # [issue 9] fds and ports first
@@ -96,7 +98,8 @@ async def run_scenario(
     except OSError as exc:
         raise RunError(f"--out: cannot create {str(out)!r}: {exc.strerror}") from None
     state = _RunState(scenario, out, progress, workers)
-    state.metrics = metrics  # [issue 7]
+    state.metrics = metrics
+    state.cluster = cluster
     try:
         async with trio.open_nursery() as nursery:
             try:
@@ -131,7 +134,8 @@ class _RunState:
         self.error: str | None = None
         self.report = WorkerReport()
         self.target_text = scenario.target.registrar
-        self.pool: WorkerPool | None = None
+        self.pool: WorkerPool | ClusterPool | None = None
+        self.cluster: str | None = None
         self.workers = workers
         self.lost: list[str] = []
         self.worker_started = False
@@ -167,14 +171,18 @@ class _RunState:
             self.progress("sipload: a cross-check while holding runs with one worker")
             workers = 1
         self.agg = Aggregate(time.time())
-        self.pool = WorkerPool(scenario, destination, workers, self.agg.add)
+        if self.cluster is not None:  # one shard per Dask worker process unless --workers says
+            self.pool = ClusterPool(scenario, destination, self.workers or 0, self.agg.add, address=self.cluster)
+        else:
+            self.pool = WorkerPool(scenario, destination, workers, self.agg.add)
         if holding:
             self.pool.hold_hook = self._crosscheck
         self.agg.open_logs(self.out)
         self.live = open_live_outputs(scenario, self.out, self.agg.started_at_unix, exporter)  # [issue 7]
+        how = f"Dask cluster {self.cluster}" if self.cluster else f"{workers} worker{'s' if workers > 1 else ''}"
         self.progress(
             f"sipload: {scenario.name}: {scenario.endpoints.count} endpoints -> {self.target_text}; "
-            f"{workers} worker{'s' if workers > 1 else ''}; results in {self.out}"
+            f"{how}; results in {self.out}"
         )
         if stop is not None:
             nursery.start_soon(self._watch_stop, stop)
