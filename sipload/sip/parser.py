@@ -79,7 +79,10 @@ def _parse_head(head: bytes | bytearray, folded: bool | None = None) -> tuple[Re
     key_of, ws = KNOWN_KEYS.get, _WS_CR
     # List comprehensions, not a loop with appends: this runs for every datagram.
     parts = [line.partition(":") for line in lines[1:]]
-    items = [(key_of(name) or _slow_key(name), value.strip(ws)) for name, colon, value in parts if colon]
+    try:
+        items = [(key_of(name) or _slow_key(name), value.strip(ws)) for name, colon, value in parts if colon]
+    except ParseError:  # an invalid name: report the first problem in line order (maybe an earlier line)
+        items = _checked_items(lines)
     if len(items) != len(parts):  # a line without a colon: say which, in line order with the other errors
         items = _checked_items(lines)
     lengths = [value for key, value in items if key == "content-length"]
@@ -108,13 +111,21 @@ def _parse_head(head: bytes | bytearray, folded: bool | None = None) -> tuple[Re
 
 
 def _checked_items(lines: list[str]) -> list[tuple[str, str]]:
-    """The header lines one by one, raising on the first bad one (a missing colon or a bad name)."""
+    """The header lines one by one, raising on the first bad one (a missing colon, a bad name, a second
+    Content-Length that disagrees) in line order: the slow path, for messages with a problem."""
     items: list[tuple[str, str]] = []
+    length: str | None = None
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         if not colon:
             raise ParseError(f"header line without a colon: {line.rstrip(_WS_CR)[:60]!r}")
-        items.append((KNOWN_KEYS.get(name) or _slow_key(name), value.strip(_WS_CR)))
+        key = KNOWN_KEYS.get(name) or _slow_key(name)
+        value = value.strip(_WS_CR)
+        if key == "content-length":
+            if length is not None and value != length:  # RFC 4475 §3.1.2.11
+                raise ParseError(f"conflicting Content-Length values {length[:20]!r} and {value[:20]!r}")
+            length = value
+        items.append((key, value))
     return items
 
 
