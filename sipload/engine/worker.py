@@ -40,8 +40,9 @@ from sipload.sip.message import Request, Response
 from sipload.sip.parser import parse_message
 from sipload.sip.registration import Profile, Registration, RegState
 from sipload.sip.transaction import Timers
+from sipload.transport.channels import MessageChannel, open_stream_channel
 from sipload.transport.memory import MemoryNetwork
-from sipload.transport.stream import StreamChannel, TlsOptions, describe_error
+from sipload.transport.stream import TlsOptions, describe_error
 from sipload.transport.udp import Address, UdpSocket
 
 Sink = Callable[[IntervalSnapshot], None]
@@ -144,7 +145,7 @@ class Worker:
         self._heap: list[tuple[float, int]] = []
         self._scope: trio.CancelScope | None = None
         self._sockets: list[UdpSocket] = []
-        self._streams: list[StreamChannel] = []
+        self._streams: list[MessageChannel] = []
         self._channel_endpoints: dict[int, list[Endpoint]] = {}
         self.transport = scenario.target.transport.value.upper()
         self._stop_requested = False
@@ -182,8 +183,8 @@ class Worker:
         n = count if self.scenario.endpoints.socket is SocketMode.PER_ENDPOINT else min(len(hosts), count)
         channels: list[Channel] = []
         for k in range(max(1, n)):
-            stream = StreamChannel(
-                self.destination[0], self.destination[1], self._on_message,
+            stream = open_stream_channel(
+                self.transport, self.destination[0], self.destination[1], self._on_message,
                 self._on_stream_failure_for(k), tls=tls, local_host=hosts[k % len(hosts)],
             )
             try:
