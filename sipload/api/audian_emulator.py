@@ -19,7 +19,6 @@ flat camelCase for the registration endpoints, Kazoo's envelope for errors
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sipload.api.gate import FORBIDDEN, RATE_LIMITED, UNAUTHENTICATED, Gate
+from sipload.api.requests import int_param, json_body
 from sipload.api.views import AUDIAN_STATUS, StoreView, UserView, iso_z
 from sipload.registrar.bindings import UserState
 
@@ -166,7 +166,7 @@ class AudianEmulator:
             return audian_error(400, "invalid", f"status must be one of {', '.join(STATUSES)}")
         if kind is not None and kind not in TYPES:
             return audian_error(400, "invalid", f"type must be one of {', '.join(TYPES)}")
-        limit, offset = _int(q.get("limit"), DEFAULT_LIMIT), _int(q.get("offset"), 0)
+        limit, offset = int_param(q.get("limit"), DEFAULT_LIMIT), int_param(q.get("offset"), 0)
         if limit is None or not 1 <= limit <= MAX_LIMIT:
             return audian_error(400, "invalid", f"limit must be an integer 1-{MAX_LIMIT}")
         if offset is None or offset < 0:
@@ -259,10 +259,7 @@ class AudianEmulator:
         problem = self._account_error(request)
         if problem is not None:
             return problem
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
-            body = None
+        body = await json_body(request)
         data = body.get("data") if isinstance(body, dict) else None
         sip = data.get("sip") if isinstance(data, dict) else None
         username = sip.get("username") if isinstance(sip, dict) else None
@@ -273,12 +270,3 @@ class AudianEmulator:
         return JSONResponse({"auth_token": "", "request_id": f"req-{len(self._created)}", "status": "success",
                              "data": {"id": device_id, "name": name, "device_type": "sip_device",
                                       "sip": {"username": username}, "enabled": True}}, 201)
-
-
-def _int(text: str | None, default: int) -> int | None:
-    if text is None:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        return None

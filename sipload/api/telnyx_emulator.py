@@ -20,7 +20,6 @@ PROVIDERS.md; the official SDK (`AsyncTelnyx(base_url=".../v2")`) is the proof.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import time
@@ -33,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sipload.api.gate import FORBIDDEN, RATE_LIMITED, UNAUTHENTICATED, Gate
+from sipload.api.requests import int_param, json_body
 from sipload.api.views import TELNYX_STATUS, StoreView, iso_z
 
 MAX_PAGE_SIZE = 250
@@ -218,8 +218,8 @@ class TelnyxEmulator:
 
     async def list_connections(self, request: Request) -> Response:
         q = request.query_params
-        number = _int_param(q.get("page[number]"), 1)
-        size = _int_param(q.get("page[size]"), MAX_PAGE_SIZE)
+        number = int_param(q.get("page[number]"), 1)
+        size = int_param(q.get("page[size]"), MAX_PAGE_SIZE)
         if number is None or number < 1:
             return telnyx_error(400, "bad_request", "page[number] must be an integer >= 1", "/page/number")
         if size is None or not 1 <= size <= MAX_PAGE_SIZE:
@@ -237,7 +237,7 @@ class TelnyxEmulator:
         })
 
     async def create_connection(self, request: Request) -> Response:
-        body = await _json_body(request)
+        body = await json_body(request, {})
         if not isinstance(body, dict):
             return telnyx_error(400, "bad_request", "The request body must be a JSON object.")
         problems: list[tuple[str, str]] = []
@@ -274,7 +274,7 @@ class TelnyxEmulator:
         conn = self.directory.get(request.path_params["id"])
         if conn is None:
             return telnyx_error(404, "not_found")
-        body = await _json_body(request)
+        body = await json_body(request, {})
         if not isinstance(body, dict):
             return telnyx_error(400, "bad_request", "The request body must be a JSON object.")
         if "connection_name" in body:
@@ -316,23 +316,3 @@ class TelnyxEmulator:
         elif user.since is not None:
             data["last_registration"] = iso_z(self.view.unix(user.since))
         return JSONResponse({"data": data})
-
-
-def _int_param(text: str | None, default: int) -> int | None:
-    if text is None:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-async def _json_body(request: Request) -> object:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        value: object = json.loads(raw)
-    except ValueError:
-        return None
-    return value

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sipload.api.gate import FORBIDDEN, RATE_LIMITED, UNAUTHENTICATED, Gate
+from sipload.api.requests import json_body
 from sipload.api.ultravox_agent import SipAgent, resolve, split_hostport
 from sipload.api.views import iso_z
 
@@ -123,7 +123,7 @@ class UltravoxEmulator:
         })
 
     async def create(self, request: Request) -> Response:
-        body = await _body(request)
+        body = await json_body(request)
         problems = _validate(body, partial=False)
         if problems:
             return JSONResponse(problems, 400)
@@ -145,7 +145,7 @@ class UltravoxEmulator:
         reg = self._registrations.get(request.path_params["id"])
         if reg is None:
             return ultravox_error(404, "not_found")
-        body = await _body(request)
+        body = await json_body(request)
         problems = _validate(body, partial=True)
         if problems:
             return JSONResponse(problems, 400)
@@ -203,14 +203,6 @@ def _validate(body: object, *, partial: bool) -> dict[str, list[str]]:
             except ValueError as exc:
                 problems[name] = [str(exc)]
     return problems
-
-
-async def _body(request: Request) -> object:
-    try:
-        value: object = json.loads(await request.body() or b"null")
-    except ValueError:
-        return None
-    return value
 
 
 def _encode_cursor(offset: int) -> str:

@@ -61,7 +61,7 @@ def connect_reason(exc: BaseException) -> str:
 
 
 def snippet(value: object) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    text = value if isinstance(value, str) else json.dumps(value, default=repr)[: SNIPPET * 2]  # bounded work
     return text if len(text) <= SNIPPET else text[:SNIPPET] + "..."
 
 

@@ -36,6 +36,7 @@ from typing import Self
 
 import httpx
 
+from sipload.providers.errors import SNIPPET, connect_reason, snippet
 from sipload.providers.status import ContactInfo, ProviderError, ProviderState, RegistrationStatus
 
 DEFAULT_URL = "http://127.0.0.1:5071/RPC"
@@ -45,7 +46,6 @@ FAULT_AOR_NO_CONTACTS = "AOR has no contacts"
 NOT_SET = "[not set]"
 
 _REGISTERED_USERS = re.compile(r"^\s*usrloc:registered_users\s*=\s*(\d+)\s*$")
-_SNIPPET = 200
 
 
 class KamailioFault(ProviderError):
@@ -104,10 +104,10 @@ def parse_contact(entry: object, source: str = "Kamailio") -> tuple[ContactInfo,
     """Map one ``{"Contact": {...}}`` entry -> (ContactInfo, kind: active|expired|deleted|unknown)."""
     contact = entry.get("Contact") if isinstance(entry, Mapping) else None
     if not isinstance(contact, Mapping):
-        raise ProviderError(f"{source}: malformed contact entry (no 'Contact' object): {_snippet(entry)}")
+        raise ProviderError(f"{source}: malformed contact entry (no 'Contact' object): {snippet(entry)}")
     address = contact.get("Address")
     if not isinstance(address, str) or not address:
-        raise ProviderError(f"{source}: malformed contact (no 'Address'): {_snippet(contact)}")
+        raise ProviderError(f"{source}: malformed contact (no 'Address'): {snippet(contact)}")
     expires_in, raw_expires, kind = _expiry(contact.get("Expires"), source)
     reg_id = _opt_int(contact, "Reg-Id")
     info = ContactInfo(
@@ -131,7 +131,7 @@ def status_from_lookup(user: str, answer: object, source: str = "Kamailio") -> R
     answers that are not shaped like ul.lookup's.
     """
     if not isinstance(answer, Mapping):
-        raise ProviderError(f"{source}: malformed JSON-RPC answer (not an object): {_snippet(answer)}")
+        raise ProviderError(f"{source}: malformed JSON-RPC answer (not an object): {snippet(answer)}")
     if "error" in answer:
         code, message = _fault_parts(answer["error"], source)
         if message == FAULT_AOR_NOT_FOUND:
@@ -140,10 +140,10 @@ def status_from_lookup(user: str, answer: object, source: str = "Kamailio") -> R
             return RegistrationStatus(user, ProviderState.EXPIRED, detail=message)
         raise KamailioFault(source, "ul.lookup", code, message)
     if "result" not in answer:
-        raise ProviderError(f"{source}: malformed JSON-RPC answer (no result, no error): {_snippet(answer)}")
+        raise ProviderError(f"{source}: malformed JSON-RPC answer (no result, no error): {snippet(answer)}")
     result = answer["result"]
     if not isinstance(result, Mapping):
-        raise ProviderError(f"{source}: malformed ul.lookup result (not an object): {_snippet(result)}")
+        raise ProviderError(f"{source}: malformed ul.lookup result (not an object): {snippet(result)}")
     raw_contacts = result.get("Contacts", [])
     if not isinstance(raw_contacts, list):
         raise ProviderError(f"{source}: malformed ul.lookup result ('Contacts' not a list)")
@@ -171,25 +171,25 @@ def registered_users_from_stats(result: object, source: str = "Kamailio") -> int
     elif isinstance(result, str):
         items = [result]
     else:
-        raise ProviderError(f"{source}: malformed stats.get_statistics result: {_snippet(result)}")
+        raise ProviderError(f"{source}: malformed stats.get_statistics result: {snippet(result)}")
     for item in items:
         if isinstance(item, str):
             m = _REGISTERED_USERS.match(item)
             if m:
                 return int(m.group(1))
-    raise ProviderError(f"{source}: stats.get_statistics has no usrloc:registered_users: {_snippet(result)}")
+    raise ProviderError(f"{source}: stats.get_statistics has no usrloc:registered_users: {snippet(result)}")
 
 
 def aors_from_dump(result: object, table: str = LOCATION_TABLE, source: str = "Kamailio") -> list[str]:
     """Parse ``ul.dump ["brief"]``'s result: the AoRs of one usrloc table (domain)."""
     domains = result.get("Domains") if isinstance(result, Mapping) else None
     if not isinstance(domains, list):
-        raise ProviderError(f"{source}: malformed ul.dump result (no 'Domains' list): {_snippet(result)}")
+        raise ProviderError(f"{source}: malformed ul.dump result (no 'Domains' list): {snippet(result)}")
     aors: list[str] = []
     for entry in domains:
         domain = entry.get("Domain") if isinstance(entry, Mapping) else None
         if not isinstance(domain, Mapping):
-            raise ProviderError(f"{source}: malformed ul.dump domain entry: {_snippet(entry)}")
+            raise ProviderError(f"{source}: malformed ul.dump domain entry: {snippet(entry)}")
         if domain.get("Domain") != table:
             continue
         raw_aors = domain.get("AoRs", [])
@@ -198,41 +198,16 @@ def aors_from_dump(result: object, table: str = LOCATION_TABLE, source: str = "K
         for item in raw_aors:
             aor = item.get("AoR") if isinstance(item, Mapping) else None
             if not isinstance(aor, str):
-                raise ProviderError(f"{source}: malformed ul.dump AoR entry: {_snippet(item)}")
+                raise ProviderError(f"{source}: malformed ul.dump AoR entry: {snippet(item)}")
             aors.append(aor)
     return aors
 
 
 def _fault_parts(error: object, source: str) -> tuple[object, str]:
     if not isinstance(error, Mapping):
-        raise ProviderError(f"{source}: malformed JSON-RPC error: {_snippet(error)}")
+        raise ProviderError(f"{source}: malformed JSON-RPC error: {snippet(error)}")
     message = error.get("message")
     return error.get("code"), message if isinstance(message, str) else repr(message)
-
-
-def _connect_reason(exc: BaseException) -> str:
-    """The OS reason behind a connect failure (e.g. "Connection refused"), else httpx's message.
-
-    Under trio, httpcore wraps it as OSError("all attempts ... failed") from an ExceptionGroup.
-    """
-    todo: list[BaseException] = [exc]
-    seen: set[int] = set()
-    while todo:
-        current = todo.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror
-        if isinstance(current, BaseExceptionGroup):
-            todo.extend(current.exceptions)
-        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-    return str(exc) or type(exc).__name__
-
-
-def _snippet(value: object) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=repr)[: _SNIPPET * 2]
-    return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "..."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +279,7 @@ class KamailioRpc:
         """``core.version``, e.g. "kamailio 5.6.3 (x86_64/linux)"."""
         result = await self.call("core.version")
         if not isinstance(result, str):
-            raise ProviderError(f"{self._source}: malformed core.version result: {_snippet(result)}")
+            raise ProviderError(f"{self._source}: malformed core.version result: {snippet(result)}")
         return result.strip()
 
     async def call(self, method: str, params: Sequence[object] = ()) -> object:
@@ -326,7 +301,7 @@ class KamailioRpc:
         except httpx.TimeoutException as exc:
             raise ProviderError(f"{where}: no answer within {self._timeout:g} s ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:
-            raise ProviderError(f"{where}: cannot connect ({_connect_reason(exc)})") from None
+            raise ProviderError(f"{where}: cannot connect ({connect_reason(exc)})") from None
         except httpx.HTTPError as exc:
             raise ProviderError(f"{where}: HTTP transport error: {type(exc).__name__}: {exc}") from None
         try:
@@ -338,7 +313,7 @@ class KamailioRpc:
         if isinstance(answer, Mapping) and ("result" in answer or "error" in answer):
             return answer
         status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-        text = response.content[:_SNIPPET].decode("utf-8", "replace")
+        text = response.content[:SNIPPET].decode("utf-8", "replace")
         if response.is_error:
             raise ProviderError(f"{where}: {status}: {text!r}")
         if answer is None:
