@@ -116,12 +116,18 @@ def split_list(value: str) -> list[str]:
     if "," not in value:
         stripped = value.strip()
         return [stripped] if stripped else []
-    items: list[str] = []
+    return [item for item in (part.strip() for part in _split_outside(value, ",", repr(value))) if item]
+
+
+def _split_outside(text: str, sep: str, shown: str) -> list[str]:
+    """Split `text` on `sep` outside quoted strings (and, for ',', outside <...>); the parts as they are.
+
+    `shown` is what an unterminated quoted string's ParseError quotes."""
+    parts: list[str] = []
     start = 0
-    in_quotes = False
-    in_angle = False
-    escaped = False
-    for i, ch in enumerate(value):
+    in_quotes = in_angle = escaped = False
+    angles = sep == ","
+    for i, ch in enumerate(text):
         if escaped:
             escaped = False
         elif in_quotes:
@@ -131,21 +137,17 @@ def split_list(value: str) -> list[str]:
                 in_quotes = False
         elif ch == '"':
             in_quotes = True
-        elif ch == "<":
+        elif angles and ch == "<":
             in_angle = True
-        elif ch == ">":
+        elif angles and ch == ">":
             in_angle = False
-        elif ch == "," and not in_angle:
-            item = value[start:i].strip()
-            if item:
-                items.append(item)
+        elif ch == sep and not in_angle:
+            parts.append(text[start:i])
             start = i + 1
     if in_quotes:
-        raise ParseError(f"unterminated quoted string in {value!r}")
-    item = value[start:].strip()
-    if item:
-        items.append(item)
-    return items
+        raise ParseError(f"unterminated quoted string in {shown}")
+    parts.append(text[start:])
+    return parts
 
 
 def unquote(text: str) -> str:
@@ -183,27 +185,7 @@ def _split_params(text: str) -> list[str]:
     """Split on ';' outside quoted strings."""
     if '"' not in text:
         return text.split(";")
-    parts: list[str] = []
-    start = 0
-    in_quotes = False
-    escaped = False
-    for i, ch in enumerate(text):
-        if escaped:
-            escaped = False
-        elif in_quotes:
-            if ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_quotes = False
-        elif ch == '"':
-            in_quotes = True
-        elif ch == ";":
-            parts.append(text[start:i])
-            start = i + 1
-    if in_quotes:
-        raise ParseError(f"unterminated quoted string in parameters {text!r}")
-    parts.append(text[start:])
-    return parts
+    return _split_outside(text, ";", f"parameters {text!r}")
 
 
 _HEADER_PARAM_RE = re.compile(
