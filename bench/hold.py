@@ -180,8 +180,8 @@ def main() -> None:
             f"{peak_workers / n / 1024:,.2f} KiB per endpoint |",
             f"| generator RSS, worker processes, while holding (after arrivals, before unregistering) | "
             f"{held_workers / 2**20:,.0f} MiB = {held_workers / n / 1024:,.2f} KiB per endpoint |",
-            f"| main process RSS, while holding / peak (peak: merging the workers' reports and writing "
-            f"the results at the end; the embedded registrar lives here too) | {held_main / 2**20:,.0f} MiB / "
+            f"| main process RSS, while holding / peak (peak: the workers' reports, the results and "
+            f"report.html at the end; the embedded registrar lives here too) | {held_main / 2**20:,.0f} MiB / "
             f"{peak_main / 2**20:,.0f} MiB |",
             f"| refreshes with a known lag (intervals without arrivals) | {seen:,} |",
             f"| punctual refreshes (sent <= 100 ms after schedule) | {punctual:.4%} ({within:,} of {seen:,}) |",

@@ -12,6 +12,9 @@ Per run: SIPp's achieved rate, registrations not OK, retransmissions, p50/p99 of
 (RTD 1, whole ms), and the registrar's CPU µs per registration. Clean: every registration OK, 0
 retransmissions, p99 <= 20 ms, achieved >= 97 % of offered in every repetition. A target that was not
 clean at two rates in a row is not tried at higher rates. Ends with each registrar's maximum clean rate.
+
+`--base DIR` adds a third registrar, `sipload registrar` run from another checkout (e.g. `git archive HEAD |
+tar -x -C DIR`): before and after a change, measured side by side in the same run.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from common import (
     wait_quiet,
 )
 
+BASE = "embedded@base"
+
 
 class Embedded:
     def __init__(self, proc: subprocess.Popen[str]) -> None:
@@ -53,11 +58,11 @@ class Embedded:
 
 
 @contextlib.contextmanager
-def embedded_registrar(port: int, workdir: Path) -> Iterator[Embedded]:
+def embedded_registrar(port: int, workdir: Path, tree: Path = REPO) -> Iterator[Embedded]:
     cmd = [sys.executable, "-m", "sipload", "registrar", "--listen", f"udp:127.0.0.1:{port}", "--quiet",
            "--min-expires", "60", "--duration", "600s"]
     log = (workdir / "registrar.log").open("w")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, cwd=tree, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
@@ -81,7 +86,7 @@ def one_run(target: str, rate: float, args: argparse.Namespace, work: Path) -> R
     quiet = wait_quiet(args.quiet_idle, args.quiet_wait)
     port = args.port if target == "Kamailio" else args.port + 2
     ctx = (kamailio(port, port + 1, work / "kamailio") if target == "Kamailio"
-           else embedded_registrar(port, work))
+           else embedded_registrar(port, work, args.base if target == BASE else REPO))
     with ctx as registrar:
         cpu0 = registrar.cpu()
         result = run_sipp("127.0.0.1", port, rate, total, work / "sipp", local_port=free_udp_port(),
@@ -101,13 +106,16 @@ def main() -> None:
     ap.add_argument("--quiet-idle", type=float, default=0.9)
     ap.add_argument("--quiet-wait", type=float, default=120.0)
     ap.add_argument("--write", type=Path, default=None, help="append the report to this markdown file")
+    ap.add_argument("--base", type=Path, default=None,
+                    help="also run `sipload registrar` from this checkout (row 'embedded@base')")
     args = ap.parse_args()
+    targets = ([BASE] if args.base is not None else []) + ["embedded", "Kamailio"]
     rates = [float(r) for r in args.rates.split(",")]
     m = machine()
     head = [f"## SIPp against the embedded registrar and Kamailio ({m['date']})", "",
             f"Machine: {machine_line(m)}", "",
             f"Command: python bench/registrar_sipp.py --rates {args.rates} --seconds {args.seconds:g} "
-            f"--reps {args.reps}", "",
+            f"--reps {args.reps}" + (f" --base {args.base}" if args.base is not None else ""), "",
             "tool column = the registrar; the generator is SIPp in every row; 'registrar µs/reg' = the "
             "registrar's CPU.", "", TABLE_HEAD]
     for line in head:
@@ -115,11 +123,11 @@ def main() -> None:
     rows: list[str] = []
     notes: list[str] = []
     best: dict[str, float] = {}
-    misses: dict[str, int] = {"Kamailio": 0, "embedded": 0}
+    misses: dict[str, int] = dict.fromkeys(targets, 0)
     with tempfile.TemporaryDirectory(prefix="sipload-registrar-sipp-") as tmp:
         work = Path(tmp)
         for rate in rates:
-            for target in ("embedded", "Kamailio"):
+            for target in targets:
                 if misses[target] >= 2:
                     continue
                 runs = [one_run(target, rate, args, work) for _ in range(args.reps)]
@@ -135,11 +143,13 @@ def main() -> None:
                     misses[target] = 0
                 else:
                     misses[target] += 1
-    tail = ["", f"max clean rate, embedded registrar: {best.get('embedded', 0.0):.0f}/s",
+    tail = [""] + ([f"max clean rate, embedded registrar from {args.base}: {best.get(BASE, 0.0):.0f}/s"]
+                   if args.base is not None else []) + [
+            f"max clean rate, embedded registrar: {best.get('embedded', 0.0):.0f}/s",
             f"max clean rate, Kamailio: {best.get('Kamailio', 0.0):.0f}/s"]
     kam = best.get("Kamailio", 0.0)
     tail.append(f"ratio embedded / Kamailio: {best.get('embedded', 0.0) / kam:.2f}" if kam else "ratio: n/a")
-    if misses["embedded"] >= 2 or misses["Kamailio"] >= 2:
+    if any(n >= 2 for n in misses.values()):
         tail.append("(a registrar not clean at two rates in a row was not tried at higher rates)")
     for line in tail:
         say(line)

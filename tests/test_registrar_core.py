@@ -528,7 +528,8 @@ def test_udp_retransmission_gets_the_same_response_without_reprocessing() -> Non
     request = phone.request()
     ok = respond(core, request, now=1.0)
     again = respond(core, request, now=2.0)
-    assert again is ok and again.status == 200
+    assert again.to_bytes() == ok.to_bytes() and again.status == 200  # the same bytes, not a second pass
+    assert again.headers.get("call-id") == ok.headers.get("call-id")
     assert core.counters.retransmissions == 1 and core.counters.auth_failures == {}
     # after Timer J the request is new again: same CSeq -> the update fails
     assert respond(core, request, now=40.0).status != 200
@@ -541,7 +542,8 @@ def test_retransmission_while_the_response_is_delayed_is_absorbed() -> None:
     assert first.response is not None and first.delay == 2.0
     assert core.handle(request, SOURCE, "udp", 1.0).response is None
     late = core.handle(request, SOURCE, "udp", 3.0)
-    assert late.response is first.response and late.delay == 0.0
+    assert late.response is not None and late.delay == 0.0
+    assert late.response.to_bytes() == first.response.to_bytes()
 
 
 # --- fault injection -----------------------------------------------------------------------------------

@@ -256,7 +256,7 @@ def test_sip_uri_str_round_trip() -> None:
         ('registrar = "sip:alice@host"', "target.registrar", "must not have a user part"),
         ('registrar = "sip:127.0.0.1:99999"', "target.registrar", "invalid port '99999'"),
         ('registrar = "sip:127.0.0.1:0"', "target.registrar", "invalid port '0'"),
-        ('registrar = "sip:127.0.0.1;transport=ws"', "target.registrar", "transport 'ws' is not supported"),
+        ('registrar = "sip:127.0.0.1;transport=sctp"', "target.registrar", "transport 'sctp' is not supported"),
         ('registrar = "sips:reg.example;transport=udp"', "target.registrar", "needs TLS"),
         ('registrar = "sip:999.1.1.1"', "target.registrar", "invalid IPv4 address"),
         ('registrar = "sip:[zz]:5060"', "target.registrar", "invalid IPv6 address"),
@@ -266,8 +266,8 @@ def test_sip_uri_str_round_trip() -> None:
         ('registrar = ""', "target.registrar", "must be a non-empty string, got ''"),
         ('domain = "bad domain"', "target.domain", "host name or IP address, optionally with :port, got 'bad domain'"),
         ('domain = "h:0"', "target.domain", "got 'h:0'"),
-        ('transport = "sctp"', "target.transport", "must be one of 'udp', 'tcp', 'tls', got 'sctp'"),
-        ('transport = "tcp"', "target.transport", "the embedded registrar listens on udp only, got 'tcp'"),
+        ('transport = "sctp"', "target.transport", "must be one of 'udp', 'tcp', 'tls', 'ws', 'wss', got 'sctp'"),
+        ('transport = "tls"', "target.transport", "the embedded registrar serves udp, tcp, ws (tls needs"),
         (
             'registrar = "sip:h;transport=tcp"\ntransport = "udp"',
             "target.transport",
@@ -277,7 +277,7 @@ def test_sip_uri_str_round_trip() -> None:
         (
             'registrar = "sip:h"\ntls_verify = false',
             "target.tls_verify",
-            "only allowed with transport 'tls' (the transport is 'udp'), got false",
+            "only allowed with transport 'tls' or 'wss' (the transport is 'udp'), got false",
         ),
         ('registrar = "sips:h"\ntls_verify = "yes"', "target.tls_verify", "must be true or false, got 'yes'"),
         ('registrar = "sips:h"\ntls_ca = "missing.pem"', "target.tls_ca", "file not found"),

@@ -1,4 +1,9 @@
-"""The embedded registrar of a scenario whose target is `embedded`, started in the run's nursery."""
+"""The embedded registrar of a scenario whose target is `embedded`, started in the run's nursery.
+
+[issue 8] It listens on every transport the scenario's device groups use (udp, tcp, and ws once the
+registrar serves it); TLS and WSS need a certificate the scenario does not give it, so the scenario
+refuses them for the embedded registrar (run `sipload registrar` with one and name it as the target).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from functools import partial
 
 import trio
 
+from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
 from sipload.registrar.server import serve_registrar
 from sipload.registrar.settings import RegistrarSettings
@@ -19,9 +25,26 @@ def registrar_settings(config: RegistrarConfig, seed: int | None) -> RegistrarSe
     return replace(config, seed=seed)
 
 
-async def start_embedded_registrar(nursery: trio.Nursery, scenario: Scenario) -> Address:
-    """Start the in-process registrar (UDP) and return the address it bound."""
+def scenario_transports(scenario: Scenario) -> list[str]:
+    """The transports (lower case) the scenario's groups use, in the order the groups name them."""
+    found: list[str] = []
+    for group in scenario.fleet:
+        if group.count and group.transport.value not in found:
+            found.append(group.transport.value)
+    return found or [scenario.target.transport.value]
+
+
+async def start_embedded(nursery: trio.Nursery, scenario: Scenario,
+                         core: RegistrarCore | None = None) -> dict[str, Address]:
+    """Start the in-process registrar on every transport the groups use; the bound address of each
+    (upper-case transport -> address). The port of `[registrar] listen` is used for every transport
+    (0: a free port each)."""
     config = scenario.registrar or RegistrarConfig(realm=scenario.target.domain, seed=scenario.seed)
-    listen = Listen("udp", config.listen_host, config.listen_port)
-    bound: list[Listen] = await nursery.start(partial(serve_registrar, config, [listen]))
-    return (bound[0].host, bound[0].port)
+    listens = [Listen(t, config.listen_host, config.listen_port) for t in scenario_transports(scenario)]
+    bound: list[Listen] = await nursery.start(partial(serve_registrar, config, listens, core=core))
+    return {b.transport.upper(): (b.host, b.port) for b in bound}
+
+
+async def start_embedded_registrar(nursery: trio.Nursery, scenario: Scenario) -> Address:
+    """Start the in-process registrar and return the address of its first listen (udp for most scenarios)."""
+    return next(iter((await start_embedded(nursery, scenario)).values()))

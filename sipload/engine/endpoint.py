@@ -5,17 +5,24 @@ intended times the engine measures against. `Endpoint.flush()` moves what the ma
 out: datagrams to its transport, events to the recorder (as latencies per phase, from the
 intended start and from the actual send), and its next deadline to the worker's timer heap.
 No awaits happen here: sends are raw and non-blocking.
+
+[issue 8] An endpoint may have several routes (one per destination, in failover order): when an
+operation fails in a way that may pass (timeout, transport error, 5xx) it moves to the next one
+for the retry (RFC 3263 §4.3). It also carries its group and its behaviour counters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sipload.metrics.phases import Phase
 from sipload.metrics.recorder import Recorder
+from sipload.sip.digest import DigestClient
 from sipload.sip.failures import FailureReason
 from sipload.sip.registration import (
+    _RECOVERABLE,
     Challenged,
     Failed,
     Op,
@@ -26,6 +33,20 @@ from sipload.sip.registration import (
     Retransmitted,
     Unregistered,
 )
+
+
+class Route(Protocol):
+    """One way to one destination: the local address it sends from and its send function."""
+
+    @property
+    def local(self) -> tuple[str, int]: ...
+
+    @property
+    def send(self) -> Callable[[bytes], object]: ...
+
+    @property
+    def key(self) -> int: ...
+
 
 _PHASE = {Op.REGISTER: Phase.REGISTER, Op.REFRESH: Phase.REFRESH, Op.UNREGISTER: Phase.UNREGISTER}
 _CHALLENGE_OPS = (Op.REGISTER,)
@@ -46,17 +67,28 @@ class Tally:
 
 class Endpoint:
     __slots__ = (
+        "auth",
+        "avalanches",
+        "away",
         "deadline",
+        "failovers",
         "failure",
+        "flaps",
+        "group",
         "index",
         "intended",
         "last_status",
         "op_intended",
         "refreshes",
         "reg",
+        "registering",
         "registrations",
+        "returned",
+        "route",
+        "routes",
         "send",
         "username",
+        "vanished",
     )
 
     def __init__(self, index: int, username: str, reg: Registration, send: Callable[[bytes], object]) -> None:
@@ -71,6 +103,36 @@ class Endpoint:
         self.failure: FailureReason | None = None
         self.registrations = 0
         self.refreshes = 0
+        # [issue 8] fleets: group, routes (failover) and behaviours
+        self.group = 0                   # index into the fleet plan's groups
+        self.auth: DigestClient | None = None
+        self.routes: Sequence[Route] = ()  # one per destination, in failover order; () = only `send`
+        self.route = 0                   # the route in use
+        self.failovers = 0
+        self.registering = False         # an initial registration is in flight (counted in Tally.in_flight)
+        self.away = False                # churn: off the network
+        self.vanished = 0
+        self.returned = 0
+        self.flaps = 0
+        self.avalanches = 0
+
+    def sent_by_for(self, k: int) -> str:
+        host, port = self.routes[k].local
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def contact_for(self, k: int, reg: Registration) -> str:
+        """The contact the endpoint registers with over route k (a stream's local port differs)."""
+        return reg.contact.replace(reg.sent_by, self.sent_by_for(k), 1) if self.routes else reg.contact
+
+    def move_to(self, k: int) -> None:
+        """Send over route k from now on (the Via and Contact follow a stream's local address)."""
+        reg = self.reg
+        sent_by = self.sent_by_for(k)
+        if sent_by != reg.sent_by:
+            reg.contact = reg.contact.replace(reg.sent_by, sent_by, 1)
+            reg.sent_by = sent_by
+        self.route = k
+        self.send = self.routes[k].send
 
     def flush(self, recorder: Recorder, tally: Tally) -> None:
         reg = self.reg
@@ -89,6 +151,7 @@ class Endpoint:
                     self.op_intended = self.intended
                     recorder.schedule_lag(_us(event.now - self.intended))
                     tally.in_flight += 1
+                    self.registering = True
                 else:
                     self.op_intended = event.scheduled
                     if op is Op.REFRESH:
@@ -106,6 +169,7 @@ class Endpoint:
                 if op is Op.REGISTER:
                     self.registrations += 1
                     tally.in_flight -= 1
+                    self.registering = False
                 else:
                     self.refreshes += 1
             elif kind is Challenged:
@@ -122,6 +186,9 @@ class Endpoint:
             elif isinstance(event, Failed):
                 if event.status is not None:
                     self.last_status = event.status
+                if event.reason in _RECOVERABLE and len(self.routes) > 1:  # [issue 8] RFC 3263 §4.3
+                    self.failovers += 1
+                    self.move_to((self.route + 1) % len(self.routes))
                 if not event.final:
                     tally.retries += 1
                     continue
@@ -129,6 +196,7 @@ class Endpoint:
                 recorder.failure(_PHASE[event.op], event.reason)
                 if event.op is Op.REGISTER:
                     tally.in_flight -= 1
+                    self.registering = False
             elif isinstance(event, Retransmitted):
                 recorder.retransmission()
 

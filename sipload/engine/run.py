@@ -13,7 +13,7 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,12 @@ from typing import Any
 import trio
 
 from sipload.engine.cluster import ClusterPool
-from sipload.engine.embedded import start_embedded_registrar
+from sipload.engine.embedded import scenario_transports, start_embedded
 from sipload.engine.limits import check_resources  # [issue 9]
 from sipload.engine.live import LiveOutputs, open_live_outputs  # [issue 7]
 from sipload.engine.pool import WorkerPool, default_workers
 from sipload.engine.probe import probe_udp
-from sipload.engine.worker import WorkerError, WorkerReport
+from sipload.engine.worker import Destinations, WorkerError, WorkerReport
 from sipload.metrics.aggregate import Aggregate
 from sipload.report.prometheus import MetricsExporter  # [issue 7]
 from sipload.report.result import EndpointState, RunResult, build_result
@@ -54,19 +54,34 @@ class RunOutcome:
     exit_code: ExitCode
 
 
-def resolve_destination(scenario: Scenario) -> Address:
-    """Where requests go: the outbound proxy if any, else the registrar URI (no DNS SRV yet)."""
+def resolve_destinations(scenario: Scenario, transports: Sequence[str] = ()) -> dict[str, tuple[Address, ...]]:
+    """Where requests go, per transport (upper case), in failover order [issue 8].
+
+    The outbound proxy if any, else every URI of ``target.registrar`` in the order written, each to
+    its host and port (a group's transport reaches the same host and port). This is the seam for RFC
+    3263: a name would give its NAPTR/SRV/A records here, in priority order.
+    """
     target = scenario.target
-    uri = target.outbound_proxy or target.uri
-    if uri is None:
+    uris = (target.outbound_proxy,) if target.outbound_proxy is not None else target.registrars
+    if not uris:
         raise RunError("the target has no address")
-    port = uri.effective_port
-    try:
-        infos = socket.getaddrinfo(uri.host, port, type=socket.SOCK_DGRAM)
-    except OSError as exc:
-        raise RunError(f"target.registrar: cannot resolve {uri.host!r}: {exc}") from None
-    addr = infos[0][4]
-    return (str(addr[0]), int(addr[1]))
+    addresses: list[Address] = []
+    for uri in uris:
+        try:
+            infos = socket.getaddrinfo(uri.host, uri.effective_port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise RunError(f"target.registrar: cannot resolve {uri.host!r}: {exc}") from None
+        addr = infos[0][4]
+        address = (str(addr[0]), int(addr[1]))
+        if address not in addresses:
+            addresses.append(address)
+    wanted = [t.upper() for t in (transports or scenario_transports(scenario))]
+    return {t: tuple(addresses) for t in wanted}
+
+
+def resolve_destination(scenario: Scenario) -> Address:
+    """The first destination (the outbound proxy, else the first registrar URI)."""
+    return next(iter(resolve_destinations(scenario).values()))[0]
 
 
 def default_out_dir(scenario: Scenario, started_unix: float) -> Path:
@@ -154,15 +169,20 @@ class _RunState:
             exporter = MetricsExporter(scenario.name)
             port = await nursery.start(exporter.serve, self.metrics[0], self.metrics[1])
             self.progress(f"sipload: metrics on http://{self.metrics[0]}:{port}/metrics")
+        destinations: Destinations
         if scenario.target.embedded:
-            destination = await start_embedded_registrar(nursery, scenario)
-            self.target_text = f"embedded registrar (udp {destination[0]}:{destination[1]})"
+            bound = await start_embedded(nursery, scenario)
+            destinations = {t: (a,) for t, a in bound.items()}
+            listening = ", ".join(f"{t.lower()} {a[0]}:{a[1]}" for t, a in bound.items())
+            self.target_text = f"embedded registrar ({listening})"
         else:
-            destination = resolve_destination(scenario)
-            if probe and scenario.target.transport.value == "udp":
-                answer = await probe_udp(destination, scenario.target.domain)
+            destinations = resolve_destinations(scenario)
+            udp = destinations.get("UDP", ())
+            if probe and len(udp) == 1:  # with several, the failover is what the run is about
+                answer = await probe_udp(udp[0], scenario.target.domain)
                 if isinstance(answer, str):
                     raise RunError(f"target {scenario.target.registrar}: {answer}; is the registrar running?")
+        destination = next(iter(destinations.values()))[0]
         if self.interrupted_by is not None:
             raise RunError(f"interrupted by {self.interrupted_by} before the run started")
         workers = self.workers or default_workers(scenario)
@@ -174,7 +194,7 @@ class _RunState:
         if self.cluster is not None:  # one shard per Dask worker process unless --workers says
             self.pool = ClusterPool(scenario, destination, self.workers or 0, self.agg.add, address=self.cluster)
         else:
-            self.pool = WorkerPool(scenario, destination, workers, self.agg.add)
+            self.pool = WorkerPool(scenario, destinations, workers, self.agg.add)
         if holding:
             self.pool.hold_hook = self._crosscheck
         self.agg.open_logs(self.out)

@@ -13,16 +13,25 @@ At the end of the run (its duration, or a stop request such as Ctrl-C) arrivals 
 endpoint is told to stop: the bound ones unregister, paced so that the unregister burst does not
 overflow socket buffers, within the unregister timeout. Every `interval` the worker hands an
 `IntervalSnapshot` to its sink (the parent's aggregate, in process or over a pipe).
+
+Fleets [issue 8]: the scenario's device groups (`sipload.scenario.groups`) each get a Profile; the
+worker opens channels for every transport its groups use, each to every destination of that
+transport (an ordered list: an endpoint starts on the first and moves to the next when an operation
+fails in a way that may pass, RFC 3263 §4.3). Behaviours run on the same scheduler, in virtual time
+when the clock is mocked: a second heap holds the behaviour events (churn: vanish / return; flap:
+unregister / register again; avalanche: a whole group registers again), and re-registrations queue
+like arrivals (max_in_flight applies and their lag is measured from their intended time).
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 import math
 import random
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -32,6 +41,8 @@ from sipload.metrics.phases import Phase
 from sipload.metrics.recorder import IntervalSnapshot, Recorder
 from sipload.report.result import EndpointState
 from sipload.scenario import Scenario, SocketMode
+from sipload.scenario.endpoints import AddressRange
+from sipload.scenario.groups import FleetPlan, Group, Role, plan_fleet
 from sipload.sip.digest import Algorithm, DigestClient
 from sipload.sip.errors import ParseError
 from sipload.sip.failures import FailureReason
@@ -46,6 +57,8 @@ from sipload.transport.stream import TlsOptions, describe_error
 from sipload.transport.udp import Address, UdpSocket
 
 Sink = Callable[[IntervalSnapshot], None]
+# [issue 8] where requests go, per transport (upper case: UDP, TCP, TLS...), in failover order
+Destinations = Mapping[str, Sequence[Address]]
 
 
 class WorkerError(Exception):
@@ -58,6 +71,7 @@ class Channel:
 
     local: tuple[str, int]
     send: Callable[[bytes], object]
+    key: int = -1     # a stream channel's number (its failures reach the endpoints on it); -1 for UDP
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +104,9 @@ class WorkerReport:
     last_internal_error: str = ""
 
 
-def build_profile(scenario: Scenario, transport: str = "UDP") -> Profile:
+def build_profile(scenario: Scenario, transport: str = "UDP", group: Group | None = None) -> Profile:
     t = scenario.timers
-    ep = scenario.endpoints
+    ep = scenario.endpoints if group is None else group.endpoints
     target = scenario.target
     route = f"<{target.outbound_proxy};lr>" if target.outbound_proxy is not None else None
     return Profile(
@@ -119,11 +133,21 @@ def _preference(names: tuple[str, ...] | None) -> list[Algorithm] | None:
     return out or None
 
 
+class _Act(enum.IntEnum):
+    """Behaviour events on the worker's second heap."""
+
+    VANISH = 0      # churn: the device drops off the network without unregistering
+    RETURN = 1      # churn: it comes back and registers afresh (new Call-ID, CSeq 1)
+    FLAP_DOWN = 2   # flap: unregister
+    FLAP_UP = 3     # flap: register again
+    AVALANCHE = 4   # every device of a group registers again at once (the index is the group's)
+
+
 class Worker:
     def __init__(
         self,
         scenario: Scenario,
-        destination: Address,
+        destination: Address | Destinations,
         *,
         shard: Shard = Shard(),
         sink: Sink | None = None,
@@ -132,113 +156,197 @@ class Worker:
     ) -> None:
         self.scenario = scenario
         self.network = network
-        self.destination = destination
+        self._destinations: Destinations = (
+            {"*": (destination,)} if isinstance(destination, tuple) else destination
+        )
+        first = next(iter(self._destinations.values()), ())
+        if not first:
+            raise WorkerError("no destination to send to")
+        primary = next(iter(first))
+        self.destination: Address = (str(primary[0]), int(primary[1]))  # the first of the first transport
+        self._peers = {tuple(a) for addrs in self._destinations.values() for a in addrs}
         self.shard = shard
         self.sink = sink
         seed = seed if seed is not None else scenario.seed
+        self._seed = seed
         self.ids = IdSource(random.Random(None if seed is None else seed * 7919 + shard.worker))
         self.recorder = Recorder(0.0)
         self.tally = Tally()
         self.report = WorkerReport()
         self.endpoints: list[Endpoint] = []
         self._by_call_id: dict[str, Endpoint] = {}
+        self._by_index: dict[int, Endpoint] = {}
         self._heap: list[tuple[float, int]] = []
         self._scope: trio.CancelScope | None = None
         self._sockets: list[UdpSocket] = []
         self._streams: list[MessageChannel] = []
-        self._channel_endpoints: dict[int, list[Endpoint]] = {}
-        self.transport = scenario.target.transport.value.upper()
+        self._udp_pool: dict[tuple[str, ...], list[UdpSocket]] = {}
+        self._stream_pool: dict[tuple[str, tuple[str, ...]], list[list[Channel]]] = {}
+        self.plan: FleetPlan = plan_fleet(scenario.fleet, scenario.endpoints.count, scenario.seed)
+        self.transport = scenario.target.transport.value.upper()  # the default group's
         self._stop_requested = False
         self._max_in_flight = scenario.load.max_in_flight
+        # [issue 8] behaviours: (due, seq, act, endpoint or group index); re-registrations (intended, seq, index)
+        self._acts: list[tuple[float, int, int, int]] = []
+        self._rearrivals: list[tuple[float, int, int]] = []
+        self._seq = 0
+        self._rngs: dict[int, random.Random] = {}
         # called once at the end of the hold, before unregistering; the schedule keeps running meanwhile
         self.hold_hook: Callable[[list[EndpointState]], Awaitable[None]] | None = None
         self._hook_done = False
 
     # --- set-up --------------------------------------------------------------------------------
-    def _source_hosts(self) -> list[str]:
-        ep = self.scenario.endpoints
-        if ep.source_addresses is not None:
-            return [ep.source_addresses[i] for i in range(len(ep.source_addresses))]
-        return ["::1" if ":" in self.destination[0] else "127.0.0.1"]
+    def destinations_for(self, transport: str) -> tuple[Address, ...]:
+        """The destinations of a transport (upper case), in failover order."""
+        found = self._destinations.get(transport) or self._destinations.get("*")
+        if not found:
+            raise WorkerError(f"no destination for {transport} (the registrar does not serve it)")
+        return tuple(found)
 
-    def _open_udp(self, count: int) -> list[Channel]:
-        hosts = self._source_hosts()
-        if self.scenario.endpoints.socket is SocketMode.PER_ENDPOINT:
+    def _source_hosts(self, sources: AddressRange | None = None, destination: Address | None = None) -> list[str]:
+        if sources is None:
+            sources = self.scenario.endpoints.source_addresses
+        if sources is not None:
+            return [sources[i] for i in range(len(sources))]
+        return ["::1" if ":" in (destination or self.destination)[0] else "127.0.0.1"]
+
+    def _group_sources(self, group: Group) -> AddressRange | None:
+        # a group's own source_addresses, else [endpoints]' (which a cluster shard may have sliced)
+        return group.endpoints.source_addresses if group.own_sources else self.scenario.endpoints.source_addresses
+
+    def _open_udp(self, count: int, group: Group | None = None) -> list[list[Channel]]:
+        """Slots (socket) x destinations: ``slots[s][d]`` sends from socket s to destination d."""
+        dests = self.destinations_for("UDP")
+        sources = self._group_sources(group) if group is not None else None
+        hosts = self._source_hosts(sources, dests[0])
+        per_endpoint = (group.endpoints if group is not None else self.scenario.endpoints).socket
+        if per_endpoint is SocketMode.PER_ENDPOINT:
             small = 256 * 1024
-            self._sockets = [UdpSocket(hosts[i % len(hosts)], 0, buffer_bytes=small) for i in range(count)]
+            socks = [UdpSocket(hosts[i % len(hosts)], 0, buffer_bytes=small) for i in range(count)]
+            self._sockets.extend(socks)
         else:
-            self._sockets = [UdpSocket(h, 0) for h in hosts[: max(1, min(len(hosts), count))]]
-        dest = self.destination
-        return [Channel(sock.local, _udp_sender(sock, dest)) for sock in self._sockets]
+            key = tuple(hosts)
+            socks = self._udp_pool.get(key, [])
+            if not socks:
+                socks = [UdpSocket(h, 0) for h in hosts[: max(1, min(len(hosts), count))]]
+                self._udp_pool[key] = socks
+                self._sockets.extend(socks)
+        return [[Channel(sock.local, _udp_sender(sock, d)) for d in dests] for sock in socks]
 
-
-    async def _open_streams(self, count: int) -> list[Channel]:
+    async def _open_streams(self, count: int, group: Group | None = None,
+                            transport: str | None = None) -> list[list[Channel]]:
+        """Slots x destinations of connections; a destination that refuses is left out of the slot's routes."""
         target = self.scenario.target
+        transport = transport or self.transport
+        dests = self.destinations_for(transport)
         tls: TlsOptions | None = None
-        if self.transport == "TLS":
+        if transport in ("TLS", "WSS"):
             uri = target.outbound_proxy or target.uri
             tls = TlsOptions(verify=target.tls_verify, ca_file=target.tls_ca, cert_file=target.tls_cert,
                              key_file=target.tls_key, server_name=uri.host if uri is not None else None)
-        hosts = self._source_hosts()
-        n = count if self.scenario.endpoints.socket is SocketMode.PER_ENDPOINT else min(len(hosts), count)
-        channels: list[Channel] = []
+        ep = group.endpoints if group is not None else self.scenario.endpoints
+        hosts = self._source_hosts(self._group_sources(group) if group is not None else None, dests[0])
+        shared = ep.socket is not SocketMode.PER_ENDPOINT
+        pool_key = (transport, tuple(hosts))
+        if shared and pool_key in self._stream_pool:
+            return self._stream_pool[pool_key]
+        n = count if not shared else min(len(hosts), count)
+        slots: list[list[Channel]] = []
         for k in range(max(1, n)):
-            stream = open_stream_channel(
-                self.transport, self.destination[0], self.destination[1], self._on_message,
-                self._on_stream_failure_for(k), tls=tls, local_host=hosts[k % len(hosts)],
-            )
-            try:
-                await stream.connect()
-            except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+            routes: list[Channel] = []
+            problem = ""
+            for dest in dests:
+                key = len(self._streams)
+                stream = open_stream_channel(
+                    transport, dest[0], dest[1], self._on_message,
+                    self._on_stream_failure_for(key), tls=tls, local_host=hosts[k % len(hosts)],
+                )
+                try:
+                    await stream.connect()
+                except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+                    problem = problem or f"{dest[0]}:{dest[1]}: {describe_error(exc)}"
+                    continue
+                self._streams.append(stream)
+                routes.append(Channel(stream.local, stream.send, key))
+            if not routes:
                 for s in self._streams:
                     await s.aclose()
-                raise WorkerError(
-                    f"cannot connect over {self.transport} to {self.destination[0]}:{self.destination[1]}: "
-                    f"{describe_error(exc)}"
-                ) from None
-            self._streams.append(stream)
-            channels.append(Channel(stream.local, stream.send))
-        return channels
+                where = problem if len(dests) == 1 else f"any of {len(dests)} destinations ({problem})"
+                raise WorkerError(f"cannot connect over {transport} to {where}")
+            slots.append(routes)
+        if shared:
+            self._stream_pool[pool_key] = slots
+        return slots
 
-    def _on_stream_failure_for(self, k: int) -> Callable[[str], None]:
+    def _on_stream_failure_for(self, key: int) -> Callable[[str], None]:
         def failed(reason: str) -> None:
             self.report.transport_failures += 1
             self.report.last_transport_error = reason
             now = trio.current_time()
-            for endpoint in self._channel_endpoints.get(k, ()):
-                endpoint.reg.transport_error(now)
-                self._after_input(endpoint)
+            for endpoint in self.endpoints:
+                if endpoint.routes[endpoint.route].key == key:
+                    endpoint.reg.transport_error(now)
+                    self._after_input(endpoint)
 
         return failed
 
-    def _create_endpoints(self, channels: list[Channel]) -> None:
+    async def _open_all(self, mine: Sequence[int]) -> dict[int, list[list[Channel]]]:
+        """The channel slots of every group with endpoints in this shard."""
+        if self.network is not None:
+            net = [[Channel(self.network.client, self.network.send)]]
+            return dict.fromkeys(range(len(self.plan.groups)), net)
+        counts = [0] * len(self.plan.groups)
+        for i in mine:
+            counts[self.plan.group[i]] += 1
+        slots: dict[int, list[list[Channel]]] = {}
+        for g, group in enumerate(self.plan.groups):
+            if not counts[g]:
+                continue
+            transport = group.transport.value.upper()
+            if transport == "UDP":
+                slots[g] = self._open_udp(counts[g], group)
+            else:
+                slots[g] = await self._open_streams(counts[g], group, transport)
+        return slots
+
+    def _create_endpoints(self, slots: dict[int, list[list[Channel]]]) -> None:
         sc = self.scenario
-        profile = build_profile(sc, self.transport)
-        preference = _preference(sc.endpoints.digest_preference)
-        param = self.transport.lower()
-        for k, i in enumerate(self.shard.indices(sc.endpoints.count)):
-            cred = sc.endpoints.credentials(i)
-            which = k % len(channels)
-            channel = channels[which]
-            host, port = channel.local
+        plan = self.plan
+        profiles = {g: build_profile(sc, grp.transport.value.upper(), grp) for g, grp in enumerate(plan.groups)}
+        preferences = {g: _preference(grp.endpoints.digest_preference) for g, grp in enumerate(plan.groups)}
+        placed = [0] * len(plan.groups)
+        for i in self.shard.indices(sc.endpoints.count):
+            g = plan.group[i]
+            group = plan.groups[g]
+            cred = group.endpoints.credentials(i)
+            password = cred.password
+            if plan.role[i] == Role.WRONG_PASSWORD:
+                password = f"{password}-wrong"  # [issue 8] deterministic: the plan chose this device
+            group_slots = slots[g]
+            routes = group_slots[placed[g] % len(group_slots)]
+            placed[g] += 1
+            host, port = routes[0].local
             sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            auth = DigestClient(cred.auth_user, cred.password, cnonce=self.ids.cnonce, preference=preference)
+            auth = DigestClient(cred.auth_user, password, cnonce=self.ids.cnonce, preference=preferences[g])
             reg = Registration(
-                profile,
+                profiles[g],
                 user=cred.username,
-                contact=f"sip:{cred.username}@{sent_by};transport={param}",
+                contact=f"sip:{cred.username}@{sent_by};transport={group.transport.value}",
                 sent_by=sent_by,
                 auth=auth,
                 ids=self.ids,
             )
-            endpoint = Endpoint(i, cred.username, reg, channel.send)
+            endpoint = Endpoint(i, cred.username, reg, routes[0].send)
+            endpoint.group = g
+            endpoint.auth = auth
+            endpoint.routes = routes
             self.endpoints.append(endpoint)
+            self._by_index[i] = endpoint
             self._by_call_id[reg.call_id] = endpoint
-            self._channel_endpoints.setdefault(which, []).append(endpoint)
 
     # --- the hot path: responses -------------------------------------------------------------------
     def _on_datagram(self, data: bytes, addr: Address) -> None:
-        if addr != self.destination:  # [issue 9] RFC 3581: a registrar answers from where it was asked
+        if addr not in self._peers:  # [issue 9] RFC 3581: a registrar answers from where it was asked
             self.report.foreign += 1
             return
         try:
@@ -295,16 +403,9 @@ class Worker:
     # --- the scheduler -------------------------------------------------------------------------
     async def run(self, ready: Callable[[], None] | None = None, go: trio.Event | None = None) -> WorkerReport:
         """Build the endpoints, report `ready`, wait for `go`, then run the schedule to its end."""
-        count = len(self.shard.indices(self.scenario.endpoints.count))
         try:
-            if self.network is not None:
-                channels = [Channel(self.network.client, self.network.send)]
-            elif self.transport == "UDP":
-                channels = self._open_udp(count)
-            else:
-                channels = await self._open_streams(count)
-            self._create_endpoints(channels)
-            by_index = {e.index: e for e in self.endpoints}
+            self._create_endpoints(await self._open_all(self.shard.indices(self.scenario.endpoints.count)))
+            by_index = self._by_index
             async with trio.open_nursery() as nursery:
                 for sock in self._sockets:
                     nursery.start_soon(sock.serve, self._on_datagram)
@@ -330,7 +431,7 @@ class Worker:
             self.report.left_bound = sum(1 for e in self.endpoints if e.bound(now))
             if self.report.first_arrival is not None and self.report.last_arrival is not None:
                 self.report.arrival_period = self.report.last_arrival - self.report.first_arrival
-            self.report.endpoints = [_record(e) for e in self.endpoints]
+            self.report.endpoints = [_record(e, self.plan.groups[e.group].name) for e in self.endpoints]
         return self.report
 
     def _arrivals(self, start: float) -> Iterator[tuple[float, Endpoint]]:
@@ -348,7 +449,7 @@ class Worker:
         """Run the hold hook (e.g. a cross-check while every endpoint is still registered)."""
         assert self.hold_hook is not None
         try:
-            await self.hold_hook([_record(e) for e in self.endpoints])
+            await self.hold_hook([_record(e, self.plan.groups[e.group].name) for e in self.endpoints])
         finally:
             self._hook_done = True
             self._wake_at(-math.inf)
@@ -362,6 +463,12 @@ class Worker:
         arrivals = self._arrivals(start)
         pending = next(arrivals, None)
         heap = self._heap
+        acts = self._acts
+        rearrivals = self._rearrivals
+        for g, group in enumerate(self.plan.groups):
+            for at in group.avalanche:
+                if at < load.duration:
+                    self._act(start + at, _Act.AVALANCHE, g)
         stopping = False
         stop_queue: deque[Endpoint] = deque()
         stop_started = stop_deadline = next_check = math.inf
@@ -376,11 +483,13 @@ class Worker:
             if not stopping and (hold_over or self._stop_requested):
                 stopping = True
                 pending = None
+                acts.clear()
+                rearrivals.clear()
                 if not load.unregister:
                     break
                 for endpoint in self.endpoints:
                     if endpoint.reg.state is RegState.IDLE:
-                        endpoint.reg.stop(now)  # never started: nothing to undo
+                        endpoint.reg.stop(now)  # never started (or away): nothing to undo
                     else:
                         stop_queue.append(endpoint)
                 stop_started = next_check = now
@@ -388,17 +497,37 @@ class Worker:
                 # pace the unregister burst over at most half the timeout, never slower than arrivals
                 spread = max(0.5 * load.unregister_timeout, 1e-3)
                 stop_rate = max(load.rate_at(load.duration), len(stop_queue) / spread)
-            # arrivals (open loop; max_in_flight holds them back, and the lag is measured)
-            while pending is not None and pending[0] <= now and self.tally.in_flight < load.max_in_flight:
-                intended, endpoint = pending
-                endpoint.intended = intended
-                if self.report.first_arrival is None:
-                    self.report.first_arrival = now
-                self.report.last_arrival = now
-                self.report.arrivals_started += 1
-                endpoint.reg.start(now)
-                self._after_input(endpoint)
-                pending = next(arrivals, None)
+            # [issue 8] behaviours due (churn, flap, avalanche), in virtual time
+            while acts and acts[0][0] <= now:
+                _, _, act, which = heapq.heappop(acts)
+                self._behave(_Act(act), which, now)
+            # arrivals (open loop; max_in_flight holds them back, and the lag is measured), then
+            # re-registrations of behaviours, in order of their intended times
+            while self.tally.in_flight < load.max_in_flight:
+                due_arrival = pending[0] if pending is not None else math.inf
+                due_again = rearrivals[0][0] if rearrivals else math.inf
+                if min(due_arrival, due_again) > now:
+                    break
+                if due_arrival <= due_again:
+                    assert pending is not None
+                    intended, endpoint = pending
+                    endpoint.intended = intended
+                    if self.report.first_arrival is None:
+                        self.report.first_arrival = now
+                    self.report.last_arrival = now
+                    self.report.arrivals_started += 1
+                    endpoint.reg.start(now)
+                    self._after_input(endpoint)
+                    self._arrived(endpoint, intended)
+                    pending = next(arrivals, None)
+                else:
+                    intended, _, index = heapq.heappop(rearrivals)
+                    endpoint = by_index[index]
+                    if endpoint.away or endpoint.reg.state is not RegState.IDLE:
+                        continue  # vanished again (or already going) meanwhile
+                    endpoint.intended = intended
+                    endpoint.reg.start(now)
+                    self._after_input(endpoint)
             while stop_queue and stop_started + stop_sent / stop_rate <= now:
                 endpoint = stop_queue.popleft()
                 endpoint.reg.stop(now)
@@ -429,8 +558,13 @@ class Worker:
                 wake = min(wake, run_until)
             if heap:
                 wake = min(wake, heap[0][0])
-            if pending is not None and self.tally.in_flight < load.max_in_flight:
-                wake = min(wake, pending[0])
+            if acts:
+                wake = min(wake, acts[0][0])
+            if self.tally.in_flight < load.max_in_flight:
+                if pending is not None:
+                    wake = min(wake, pending[0])
+                if rearrivals:
+                    wake = min(wake, rearrivals[0][0])
             if stop_queue:
                 wake = min(wake, stop_started + stop_sent / stop_rate)
             if self._stop_requested and not stopping:
@@ -439,6 +573,86 @@ class Worker:
                 self._scope = scope
                 await trio.sleep_forever()
             self._scope = None
+
+    # --- behaviours [issue 8] ------------------------------------------------------------------
+    def _act(self, when: float, act: _Act, which: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._acts, (when, self._seq, int(act), which))
+        self._wake_at(when)
+
+    def _again(self, endpoint: Endpoint, intended: float) -> None:
+        """Queue a fresh registration of the endpoint (it already has a new, idle Registration)."""
+        self._seq += 1
+        heapq.heappush(self._rearrivals, (intended, self._seq, endpoint.index))
+        self._wake_at(intended)
+
+    def _rng(self, index: int) -> random.Random:
+        rng = self._rngs.get(index)
+        if rng is None:  # per device, from the scenario's seed: the same draws whatever the sharding
+            rng = self._rngs[index] = random.Random(f"{0 if self._seed is None else self._seed}:behaviour:{index}")
+        return rng
+
+    def _arrived(self, endpoint: Endpoint, intended: float) -> None:
+        """An endpoint made its first registration: schedule its behaviour."""
+        role = self.plan.role[endpoint.index]
+        group = self.plan.groups[endpoint.group]
+        if role == Role.CHURN and group.churn is not None:
+            self._act(intended + group.churn.every * self._rng(endpoint.index).uniform(0.5, 1.5),
+                      _Act.VANISH, endpoint.index)
+        elif role == Role.FLAP and group.flap is not None:
+            self._act(intended + group.flap.period, _Act.FLAP_DOWN, endpoint.index)
+
+    def _renew(self, endpoint: Endpoint, *, first_route: bool = False) -> None:
+        """Drop what the endpoint had (no request, no unregistration) and give it a fresh, idle
+        Registration: a new Call-ID and From tag, CSeq from 1, like a rebooted device."""
+        old = endpoint.reg
+        if endpoint.registering:
+            endpoint.registering = False
+            self.tally.in_flight -= 1
+        self._by_call_id.pop(old.call_id, None)
+        if first_route and endpoint.route:
+            endpoint.move_to(0)
+        reg = Registration(old.profile, user=old.user, contact=endpoint.contact_for(endpoint.route, old),
+                           sent_by=endpoint.sent_by_for(endpoint.route), auth=endpoint.auth, ids=self.ids)
+        endpoint.reg = reg
+        endpoint.deadline = None
+        self._by_call_id[reg.call_id] = endpoint
+
+    def _behave(self, act: _Act, which: int, now: float) -> None:
+        if act is _Act.AVALANCHE:
+            for endpoint in self.endpoints:
+                if endpoint.group != which or endpoint.away or endpoint.reg.state is RegState.IDLE:
+                    continue  # not arrived yet, or off the network
+                endpoint.avalanches += 1
+                self._renew(endpoint)
+                self._again(endpoint, now)
+            return
+        endpoint = self._by_index[which]
+        group = self.plan.groups[endpoint.group]
+        if act is _Act.VANISH and group.churn is not None:
+            if endpoint.reg.state not in (RegState.IDLE, RegState.UNREGISTERED) and not endpoint.away:
+                endpoint.vanished += 1
+                endpoint.away = True
+                self._renew(endpoint, first_route=True)
+                self._act(now + group.churn.away, _Act.RETURN, which)
+            else:
+                self._act(now + group.churn.every * self._rng(which).uniform(0.5, 1.5), _Act.VANISH, which)
+        elif act is _Act.RETURN and group.churn is not None:
+            endpoint.away = False
+            endpoint.returned += 1
+            self._again(endpoint, now)
+            self._act(now + group.churn.every * self._rng(which).uniform(0.5, 1.5), _Act.VANISH, which)
+        elif act is _Act.FLAP_DOWN and group.flap is not None:
+            if endpoint.reg.state is RegState.REGISTERED:
+                endpoint.flaps += 1
+                endpoint.reg.stop(now)
+                self._after_input(endpoint)
+                self._act(now + group.flap.period / 2, _Act.FLAP_UP, which)
+            self._act(now + group.flap.period, _Act.FLAP_DOWN, which)
+        elif act is _Act.FLAP_UP:
+            if endpoint.reg.state is RegState.UNREGISTERED:  # the unregistration was answered
+                self._renew(endpoint)
+                self._again(endpoint, now)
 
     def _abandon(self, now: float) -> None:
         """The unregister timeout passed: count what did not finish."""
@@ -471,7 +685,7 @@ def _udp_sender(sock: UdpSocket, dest: Address) -> Callable[[bytes], object]:
     return send
 
 
-def _record(e: Endpoint) -> EndpointState:
+def _record(e: Endpoint, group: str = "default") -> EndpointState:
     return EndpointState(
         index=e.index,
         username=e.username,
@@ -482,4 +696,10 @@ def _record(e: Endpoint) -> EndpointState:
         refreshes=e.refreshes,
         contact=e.reg.contact,
         call_id=e.reg.call_id,
+        group=group,
+        vanished=e.vanished,
+        returned=e.returned,
+        flaps=e.flaps,
+        avalanches=e.avalanches,
+        failovers=e.failovers,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 from collections.abc import Sequence
 from functools import partial
@@ -14,7 +15,7 @@ from sipload.api.app import serve_api
 from sipload.api.knobs import NO_FAULTS, ApiKnobs, parse_api_address, parse_knobs
 from sipload.durations import DURATION_HINT, DurationError, parse_duration
 from sipload.registrar.core import RegistrarCore
-from sipload.registrar.listen import Listen
+from sipload.registrar.listen import TLS_TRANSPORTS, Listen
 from sipload.registrar.ratelimit import default_challenge_rate
 from sipload.registrar.server import serve_registrar
 from sipload.registrar.settings import DelaySpec, RegistrarSettings, load_users, parse_delay
@@ -61,9 +62,11 @@ class _DelayType(click.ParamType):  # type: ignore[type-arg]  # generic since cl
 
 @click.command("registrar")
 @click.option("--listen", "listens", multiple=True, type=_ListenType(), default=DEFAULT_LISTENS,
-              show_default=True, help="Where to listen (repeatable): udp|tcp|tls:HOST:PORT (port 0: any).")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate for tls listens.")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key for tls listens.")
+              show_default=True, help="Where to listen (repeatable): udp|tcp|tls|ws|wss:HOST:PORT (port 0: any).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate for tls/wss listens.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key for tls/wss listens.")
+@click.option("--tls-client-ca", type=click.Path(exists=True, dir_okay=False),
+              help="PEM CA file: tls/wss clients must present a certificate it signed.")
 @click.option("--password", default=None, metavar="TEMPLATE",
               help="Password template, {user} = the digest username  [default: pw-{user}].")
 @click.option("--users", type=click.Path(exists=True, dir_okay=False), help="File of 'user;password' lines.")
@@ -94,7 +97,8 @@ class _DelayType(click.ParamType):  # type: ignore[type-arg]  # generic since cl
                    "[default: no limit when every --listen is loopback, else 100].")
 @click.option("--quiet", is_flag=True, help="No per-second line.")
 def registrar(
-    listens: Sequence[Listen], tls_cert: str | None, tls_key: str | None, password: str | None,
+    listens: Sequence[Listen], tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None,
+    password: str | None,
     users: str | None, realm: str, algorithms: Sequence[str], default_expires: int, min_expires: int,
     max_expires: int, nonce_lifetime: float, allow_user_mismatch: bool, drop: float, delay: DelaySpec,
     error_503: float, retry_after: int, seed: int | None, duration: float | None, api: str | None,
@@ -114,8 +118,11 @@ def registrar(
     if not min_expires <= default_expires <= max_expires:
         raise click.UsageError(f"need --min-expires ({min_expires}) <= --default-expires ({default_expires})"
                                f" <= --max-expires ({max_expires})")
-    if any(listen.transport == "tls" for listen in listens) and not (tls_cert and tls_key):
-        raise click.UsageError("a tls --listen needs --tls-cert and --tls-key")
+    tls_listens = [listen for listen in listens if listen.transport in TLS_TRANSPORTS]
+    if tls_listens and not (tls_cert and tls_key):
+        raise click.UsageError(f"--listen {tls_listens[0]} needs --tls-cert and --tls-key")
+    if tls_client_ca and not tls_listens:
+        raise click.UsageError("--tls-client-ca needs a tls or wss --listen")
     chosen = tuple(Algorithm(next(a for a in ALGORITHMS if a.lower() == name.lower()))
                    for name in algorithms) or (Algorithm.MD5,)
     try:
@@ -143,14 +150,16 @@ def registrar(
             knobs = parse_knobs(api_faults)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--api'" if api_address is None else "'--api-faults'") from None
-    failure = trio.run(partial(_run, settings, list(listens), tls_cert, tls_key, duration, quiet, api_address, knobs))
+    failure = trio.run(partial(_run, settings, list(listens), tls_cert, tls_key, duration, quiet, api_address, knobs,
+                               tls_client_ca))
     if failure is not None:
         raise click.ClickException(failure)
 
 
 async def _run(settings: RegistrarSettings, listens: list[Listen], tls_cert: str | None,
                tls_key: str | None, duration: float | None, quiet: bool,
-               api: tuple[str, int] | None = None, knobs: ApiKnobs = NO_FAULTS) -> str | None:
+               api: tuple[str, int] | None = None, knobs: ApiKnobs = NO_FAULTS,
+               tls_client_ca: str | None = None) -> str | None:
     """Serve until a signal or the duration; the error message when an address cannot be bound."""
     core = RegistrarCore(settings, now=trio.current_time())
     start = trio.current_time()
@@ -162,9 +171,10 @@ async def _run(settings: RegistrarSettings, listens: list[Listen], tls_cert: str
                     nursery.cancel_scope.deadline = start + duration
                 bound = await nursery.start(partial(
                     serve_registrar, settings, listens, stats_interval=None if quiet else 1.0,
-                    out=click.echo, core=core, tls_cert=tls_cert, tls_key=tls_key))
+                    out=click.echo, core=core, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca))
                 for listen in bound:
                     click.echo(f"listening on {listen}")
+                gc.freeze()  # [issue 6] start-up objects (modules, click, trio) out of every later GC pass
                 if api is not None:
                     port = await nursery.start(partial(
                         serve_api, core.store, api[0], api[1], knobs=knobs, registrar_settings=settings))

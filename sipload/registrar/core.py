@@ -20,7 +20,13 @@ In order, for every request:
    the minimum, clamped to the maximum, `*` only with Expires: 0), then the binding store (500
    when a binding with the same Call-ID has a CSeq not lower: RFC 3261 §10.3 step 7's failed
    update). The 200 lists every live contact of the AoR with `;expires=`, and echoes Path.
-   OPTIONS -> 200; CANCEL -> 481; any other method -> 405 with Allow;
+   [issue 8] With `Supported: gruu` (and `settings.gruu`), every listed contact that has a
+   `+sip.instance` carries `pub-gruu` (the AoR with `;gr=` the instance URN) and `temp-gruu` (an
+   opaque `sip:tgruu.<hash>@domain;gr`, new for each Call-ID), RFC 5627 §5. With `Supported:
+   outbound` (and `settings.outbound`) and a Contact with `+sip.instance` and `reg-id`, the 200 has
+   `Require: outbound` (RFC 5626 §6); bindings are keyed by instance and reg-id in any case
+   (`bindings.binding_key`), so an unregister with them removes only that flow.
+   OPTIONS -> 200 (counted: keep-alive pings); CANCEL -> 481; any other method -> 405 with Allow;
 6. the delay is drawn from `settings.delay` for every new response.
 
 A challenge over `settings.challenge_rate` per source IP (`ratelimit.py`) is not sent at all.
@@ -31,6 +37,7 @@ The core never raises on a request it can parse: parse problems inside header va
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from dataclasses import dataclass
@@ -55,7 +62,7 @@ from sipload.sip.message import Headers, Request, Response, response_to
 from sipload.sip.parser import parse_message
 
 ALLOW = "REGISTER, OPTIONS"
-SUPPORTED = ("path",)
+SUPPORTED = ("path", "outbound", "gruu")  # what the registrar can do; settings may turn outbound / gruu off
 SERVER = "sipload-registrar"
 _REJECTING = (Verdict.WRONG_RESPONSE, Verdict.UNKNOWN_USER)
 _KNOWN_METHODS = frozenset({"REGISTER", "OPTIONS", "ACK", "CANCEL", "INVITE", "BYE", "SUBSCRIBE", "NOTIFY",
@@ -103,14 +110,18 @@ class RegistrarCore:
         self._rng = rng if rng is not None else random.Random(settings.seed)
         self.store = BindingStore(max_contacts=settings.max_contacts, max_history=settings.max_history)
         self.counters = RegistrarCounters()
+        secret = self._rng.randbytes(32)
         self.digest = DigestServer(
-            settings.realm, self._rng.randbytes(32), nonce_lifetime=settings.nonce_lifetime,
+            settings.realm, secret, nonce_lifetime=settings.nonce_lifetime,
             algorithms=settings.algorithms, qop=("auth",), allow_no_qop=settings.allow_no_qop,
             random=self._rng.randbytes,
         )
         self._cache = ResponseCache(settings.transaction_linger, settings.max_transactions)
         self._limiter = (ChallengeLimiter(settings.challenge_rate, settings.challenge_burst)  # [issue 9]
                          if settings.challenge_rate > 0 else None)
+        self.supported = ("path", *(("outbound",) if settings.outbound else ()), *(("gruu",) if settings.gruu else ()))
+        # [issue 8] temp-gruu: a keyed hash, nothing stored (the key derived: the seeded sequence is unchanged)
+        self._gruu_key = hashlib.blake2s(secret, person=b"tgruu").digest()[:16]
 
     # --- entry points -------------------------------------------------------------------------
     def handle_bytes(self, data: bytes, source: Address, transport: str, now: float) -> Outcome:
@@ -194,9 +205,10 @@ class RegistrarCore:
             except ParseError as exc:
                 return self._reply(request, 400, _bad(str(exc)), source)
         if method == "OPTIONS":
+            self.counters.options_answered += 1  # [issue 8] UDP keep-alive pings are OPTIONS
             response = self._reply(request, 200, None, source)
             response.headers.add("Allow", ALLOW)
-            response.headers.add("Supported", ", ".join(SUPPORTED))
+            response.headers.add("Supported", ", ".join(self.supported))
             return response
         if method == "CANCEL":
             return self._reply(request, 481, None, source)
@@ -216,7 +228,7 @@ class RegistrarCore:
         auth = self._authenticate(request, user, source, now)
         if isinstance(auth, Response):
             return auth
-        unsupported = [t for t in request.headers.get_list("require") if t.lower() not in SUPPORTED]
+        unsupported = [t for t in request.headers.get_list("require") if t.lower() not in self.supported]
         if unsupported:
             response = self._reply(request, 420, None, source)
             response.headers.add("Unsupported", ", ".join(unsupported))
@@ -264,11 +276,37 @@ class RegistrarCore:
             return self._reply(request, 403, f"Forbidden (more than {self.settings.max_contacts} contacts)",
                                source)
         response = self._reply(request, 200, None, source)
+        supported = request.headers.get("supported")
+        gruu = outbound = False
+        if supported is not None:  # [issue 8] the UA's options, read only when it names any
+            tags = {t.lower() for t in request.headers.get_list("supported")}
+            gruu = "gruu" in tags and "gruu" in self.supported
+            outbound = ("outbound" in tags and "outbound" in self.supported and contacts is not None
+                        and any(c.params.get("reg-id") is not None and c.params.get("+sip.instance") is not None
+                                for c in contacts))
+        gruus = 0
         for binding in result.bindings:
-            response.headers.add("Contact", _contact_value(binding, now))
+            value = _contact_value(binding, now)
+            if gruu and binding.instance is not None:
+                value += self._gruu_params(aor, to_uri.hostport.lower(), binding)
+                gruus += 1
+            response.headers.add("Contact", value)
         for path in info.path:
             response.headers.add("Path", path)
+        if outbound:
+            response.headers.add("Require", "outbound")
+            self.counters.outbound_registers += 1
+        if gruus:
+            self.counters.gruu_registers += 1
         return response
+
+    def _gruu_params(self, aor: str, host: str, binding: Binding) -> str:
+        """;pub-gruu and ;temp-gruu of a binding with an instance (RFC 5627 §5)."""
+        instance = binding.instance or ""
+        urn = instance[1:-1] if instance.startswith("<") and instance.endswith(">") else instance
+        digest = hashlib.blake2s(f"{aor}|{instance}|{binding.call_id}".encode(), key=self._gruu_key,
+                                 digest_size=10).hexdigest()
+        return f';pub-gruu="{aor};gr={urn}";temp-gruu="sip:tgruu.{digest}@{host};gr"'
 
     def _authenticate(self, request: Request, user: str, source: Address,
                       now: float) -> Credentials | Response:

@@ -1,17 +1,19 @@
-"""Where the registrar listens: `udp:127.0.0.1:5062`, `tcp:[::1]:5062`, `tls:127.0.0.1:5063`."""
+"""Where the registrar listens: `udp:127.0.0.1:5062`, `tcp:[::1]:5062`, `tls:127.0.0.1:5063`,
+`ws:127.0.0.1:8080`, `wss:127.0.0.1:8443` (SIP over WebSocket, RFC 7118)."""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
 
-TRANSPORTS = ("udp", "tcp", "tls")
-LISTEN_HINT = "expected TRANSPORT:HOST:PORT with TRANSPORT udp, tcp or tls, e.g. udp:127.0.0.1:5062"
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+TLS_TRANSPORTS = ("tls", "wss")   # need a certificate
+LISTEN_HINT = "expected TRANSPORT:HOST:PORT with TRANSPORT udp, tcp, tls, ws or wss, e.g. udp:127.0.0.1:5062"
 
 
 @dataclass(frozen=True, slots=True)
 class Listen:
-    transport: str   # "udp" | "tcp" | "tls"
+    transport: str   # "udp" | "tcp" | "tls" | "ws" | "wss"
     host: str        # an IP address (IPv6 without brackets)
     port: int        # 0: any free port (the server reports the real one)
 

@@ -11,6 +11,12 @@ socket and connection.
 * TCP and TLS: `trio.serve_tcp` / `trio.serve_ssl_over_tcp`; per connection a `StreamFramer`
   reader and a writer task fed by a bounded channel, so that a slow peer never blocks anyone
   else. A CRLFCRLF keep-alive ping is answered with CRLF (RFC 5626 §4.4.1).
+* WS and WSS (RFC 7118): trio-websocket's server on the same TCP (TLS) listeners; a handshake
+  that does not offer the subprotocol `sip` is refused (HTTP 400); each WebSocket message is one
+  SIP request, handled with transport "ws" / "wss" and answered on the same connection by a
+  writer task fed by a bounded channel.
+* TLS (tls, wss): the server's certificate; with `tls_client_ca`, a client certificate signed
+  by that CA is required. `on_sni` is told the server name (SNI) each TLS client asked for.
 * Delays (fault injection) go to one `DelayQueue`: a heap of (send time, response) served by one
   task, never a task per request, so delayed responses do not hold up other requests.
 * Upkeep: `core.tick(now)` every second; with `stats_interval`, a line per interval to `out`.
@@ -28,25 +34,30 @@ from contextlib import AsyncExitStack
 from functools import partial
 
 import trio
+from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_stream
 
 from sipload.registrar.core import Outcome, RegistrarCore
-from sipload.registrar.listen import Listen
+from sipload.registrar.listen import TLS_TRANSPORTS, Listen
 from sipload.registrar.settings import RegistrarSettings
 from sipload.registrar.stats import interval_line
 from sipload.sip.errors import ParseError
 from sipload.sip.message import Request
 from sipload.sip.parser import StreamFramer
 from sipload.transport.udp import Address, UdpSocket
+from sipload.transport.websocket import SUBPROTOCOL
 
 __all__ = ["DelayQueue", "Listen", "serve_registrar"]
 
 Sender = Callable[[bytes], None]
 Output = Callable[[str], object]
+SniHandler = Callable[[str | None], object]
 
 _STREAM_QUEUE = 1024         # responses waiting for a slow TCP/TLS peer before they are dropped
 _RECEIVE_BYTES = 65536
 _SEND_BATCH = 10_000         # due responses sent before the delay task yields
 _TICK = 1.0
+_WS_HANDSHAKE = 10.0         # seconds a ws/wss client has for its TLS and WebSocket handshakes
+_WS_MAX_MESSAGE = 1 << 20
 
 
 class DelayQueue:
@@ -95,6 +106,7 @@ class _Registrar:
         self.core = core
         self.out = out
         self.delays = DelayQueue()
+        self.ws_refused = 0          # WebSocket handshakes without the `sip` subprotocol
         self._reported_errors = 0
 
     def deliver(self, outcome: Outcome, send: Sender, now: float) -> None:
@@ -166,6 +178,7 @@ class _Registrar:
                 return  # a stream cannot resynchronize: close it
             while pings < framer.pings:
                 pings += 1
+                self.core.counters.crlf_pings += 1  # [issue 8] answered keep-alives, in the stats
                 send(b"\r\n")
             now = trio.current_time()
             for message in messages:
@@ -178,6 +191,54 @@ class _Registrar:
                     self.internal_error(exc)
                     continue
                 self.deliver(outcome, send, now)
+
+    # --- WS / WSS (RFC 7118) -----------------------------------------------------------------------
+    async def serve_websocket(self, transport: str, request: WebSocketRequest) -> None:
+        if SUBPROTOCOL not in request.proposed_subprotocols:
+            self.ws_refused += 1
+            await request.reject(400, body=b"SIP over WebSocket needs the subprotocol 'sip' (RFC 7118)\n")
+            return
+        connection = await request.accept(subprotocol=SUBPROTOCOL)
+        remote = request.remote
+        peer = (str(remote.address), int(remote.port)) if not isinstance(remote, str) else ("0.0.0.0", 0)
+        send_channel, receive_channel = trio.open_memory_channel[bytes](_STREAM_QUEUE)
+
+        def send(data: bytes) -> None:
+            try:
+                send_channel.send_nowait(data)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                self.core.counters.send_failures += 1
+
+        async def write() -> None:
+            async with receive_channel:
+                async for data in receive_channel:
+                    try:
+                        await connection.send_message(_ws_message(data))
+                    except ConnectionClosed:
+                        return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            try:
+                while True:
+                    try:
+                        message = await connection.get_message()
+                    except ConnectionClosed:
+                        break
+                    data = message.encode() if isinstance(message, str) else message
+                    if not data.strip(b"\r\n"):
+                        continue   # an empty keep-alive message
+                    now = trio.current_time()
+                    try:
+                        outcome = self.core.handle_bytes(data, peer, transport, now)
+                    except Exception as exc:  # a bug in the core must not stop the server
+                        self.internal_error(exc)
+                        continue
+                    self.deliver(outcome, send, now)
+            finally:
+                send_channel.close()   # the writer sends what is queued, then ends
+        with trio.move_on_after(2):
+            await connection.aclose()
 
     # --- upkeep -----------------------------------------------------------------------------------
     async def upkeep(self, stats_interval: float | None) -> None:
@@ -199,6 +260,30 @@ class _Registrar:
                 next_stats += stats_interval * max(1, math.ceil((now - next_stats) / stats_interval))
 
 
+async def _serve_websocket_connection(handler: Callable[[WebSocketRequest], Awaitable[None]],
+                                      stream: trio.abc.Stream) -> None:
+    """One ws/wss connection: TLS handshake (a failure closes at once), WebSocket handshake, `handler`.
+
+    trio-websocket's `WebSocketServer` does the same but waits for its connect timeout when the
+    TLS handshake fails (a client without the required certificate would wait for it too).
+    """
+    try:
+        if isinstance(stream, trio.SSLStream):
+            with trio.fail_after(_WS_HANDSHAKE):
+                await stream.do_handshake()
+        async with trio.open_nursery() as nursery:   # runs the connection's reader task
+            request: WebSocketRequest | None = None
+            with trio.move_on_after(_WS_HANDSHAKE):
+                request = await wrap_server_stream(nursery, stream, max_message_size=_WS_MAX_MESSAGE)
+            if request is not None:
+                await handler(request)   # closes the connection it accepted
+            nursery.cancel_scope.cancel()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, ssl.SSLError, OSError):
+        pass  # the peer went away or failed the TLS handshake
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
 async def _write_stream(stream: trio.abc.Stream, channel: trio.MemoryReceiveChannel[bytes],
                         scope: trio.CancelScope) -> None:
     try:
@@ -207,6 +292,14 @@ async def _write_stream(stream: trio.abc.Stream, channel: trio.MemoryReceiveChan
                 await stream.send_all(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
         scope.cancel()  # cannot write any more: stop reading too
+
+
+def _ws_message(data: bytes) -> str | bytes:
+    """RFC 7118 §5: a text frame for UTF-8, else a binary frame."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
 
 
 def _peer_address(stream: trio.abc.Stream) -> Address:
@@ -220,9 +313,17 @@ def _peer_address(stream: trio.abc.Stream) -> Address:
     return ("0.0.0.0", 0)
 
 
-def _ssl_context(cert: str, key: str) -> ssl.SSLContext:
+def _ssl_context(cert: str, key: str, client_ca: str | None = None, on_sni: SniHandler | None = None) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    if on_sni is not None:
+        def sni(_socket: ssl.SSLObject | ssl.SSLSocket, name: str | None, _context: ssl.SSLContext) -> None:
+            on_sni(name)
+
+        context.sni_callback = sni
     return context
 
 
@@ -238,8 +339,10 @@ async def _bind(stack: AsyncExitStack, registrar: _Registrar, listen: Listen,
         stack.push_async_callback(tcp_listener.aclose)
     port = int(tcp_listeners[0].socket.getsockname()[1])
     handler = partial(registrar.serve_stream, listen.transport)
+    if listen.transport in ("ws", "wss"):
+        handler = partial(_serve_websocket_connection, partial(registrar.serve_websocket, listen.transport))
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp_listeners)
-    if listen.transport == "tls":
+    if listen.transport in TLS_TRANSPORTS:
         assert context is not None
         listeners = [trio.SSLListener(tcp, context, https_compatible=False) for tcp in tcp_listeners]
     return Listen(listen.transport, listen.host, port), partial(trio.serve_listeners, handler, listeners)
@@ -255,20 +358,24 @@ async def serve_registrar(
     core: RegistrarCore | None = None,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    tls_client_ca: str | None = None,
+    on_sni: SniHandler | None = None,
 ) -> None:
     """Serve until cancelled; `nursery.start()` returns the bound listen addresses.
 
     Pass `core` to share the binding store with others (provider emulators, tests); otherwise
-    one is made from `settings`. TLS listens need `tls_cert` and `tls_key` (PEM files).
+    one is made from `settings`. TLS listens (tls, wss) need `tls_cert` and `tls_key` (PEM files);
+    `tls_client_ca` (PEM) makes them require a client certificate signed by it; `on_sni` is called
+    with the server name each TLS client sent (None when it sent none).
     Raises OSError when an address cannot be bound, ValueError for TLS without files.
     """
     if not listens:
         raise ValueError("serve_registrar: no listen address")
     context: ssl.SSLContext | None = None
-    if any(listen.transport == "tls" for listen in listens):
+    if any(listen.transport in TLS_TRANSPORTS for listen in listens):
         if not (tls_cert and tls_key):
-            raise ValueError("a tls listen address needs tls_cert and tls_key")
-        context = _ssl_context(tls_cert, tls_key)
+            raise ValueError("a tls or wss listen address needs tls_cert and tls_key")
+        context = _ssl_context(tls_cert, tls_key, tls_client_ca, on_sni)
     registrar = _Registrar(core if core is not None else RegistrarCore(settings, now=trio.current_time()),
                            out)
     async with AsyncExitStack() as stack:  # closed after every task of the nursery has ended

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sipload.registrar.bindings import StoreCount
 
 LINE_CODES = (200, 401, 403, 423, 503)
+_FLEET_COUNTERS = ("outbound_registers", "gruu_registers", "options_answered", "crlf_pings")  # shown when used
 
 
 @dataclass
@@ -28,6 +29,10 @@ class RegistrarCounters:
     internal_errors: int = 0         # exceptions caught by the server around the core (bugs)
     send_failures: int = 0           # responses the transport could not send
     challenges_limited: int = 0      # challenges not sent: over the per-source rate limit
+    outbound_registers: int = 0      # [issue 8] REGISTERs answered 200 with Require: outbound (RFC 5626 §6)
+    gruu_registers: int = 0          # [issue 8] REGISTERs answered 200 with pub-gruu / temp-gruu (RFC 5627)
+    options_answered: int = 0        # [issue 8] OPTIONS answered (keep-alive pings on UDP)
+    crlf_pings: int = 0              # [issue 8] CRLFCRLF pings answered with a CRLF pong (TCP/TLS, RFC 5626 §4.4.1)
 
     @property
     def total_received(self) -> int:
@@ -38,7 +43,8 @@ class RegistrarCounters:
             Counter(self.received), Counter(self.responses), self.challenges, self.stale_challenges,
             self.auth_ok, Counter(self.auth_failures), self.drops, self.injected_503,
             self.retransmissions, self.parse_errors, self.stray_responses, self.internal_errors,
-            self.send_failures, self.challenges_limited,
+            self.send_failures, self.challenges_limited, self.outbound_registers, self.gruu_registers,
+            self.options_answered, self.crlf_pings,
         )
 
 
@@ -75,4 +81,5 @@ def totals_line(elapsed: float, counters: RegistrarCounters, live: StoreCount) -
         f" retransmissions={counters.retransmissions} parse_errors={counters.parse_errors}"
         f" live={live.bindings} aors={live.aors}"
         + (f" challenges_limited={counters.challenges_limited}" if counters.challenges_limited else "")
+        + "".join(f" {name}={getattr(counters, name)}" for name in _FLEET_COUNTERS if getattr(counters, name))
     )

@@ -33,6 +33,12 @@ class EndpointState:
     refreshes: int
     contact: str
     call_id: str
+    group: str = "default"  # [issue 8] the device group, and what its behaviours did to this endpoint
+    vanished: int = 0
+    returned: int = 0
+    flaps: int = 0
+    avalanches: int = 0
+    failovers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,8 @@ class RunResult:
     endpoint_states: list[EndpointState] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     crosscheck: dict[str, Any] | None = None  # the provider cross-check (CrossCheckResult.to_dict()), if any
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # [issue 8] per device group
+
 
     def passed(self) -> bool:
         """True when the run completed and every threshold passed (an interrupted run never passes)."""
@@ -77,6 +85,22 @@ class RunResult:
         del d["endpoint_states"]
         d["passed"] = self.passed()
         return d
+
+
+def group_counts(states: Sequence[EndpointState]) -> dict[str, dict[str, Any]]:
+    """Per device group: endpoints, final states and what the behaviours did [issue 8]."""
+    groups: dict[str, dict[str, Any]] = {}
+    for e in states:
+        g = groups.setdefault(e.group, {"endpoints": 0, "states": {}, "vanished": 0, "returned": 0, "flaps": 0,
+                                        "avalanche_registrations": 0, "failovers": 0})
+        g["endpoints"] += 1
+        g["states"][e.state] = g["states"].get(e.state, 0) + 1
+        g["vanished"] += e.vanished
+        g["returned"] += e.returned
+        g["flaps"] += e.flaps
+        g["avalanche_registrations"] += e.avalanches
+        g["failovers"] += e.failovers
+    return groups
 
 
 def iso_utc(unix: float) -> str:
@@ -138,4 +162,5 @@ def build_result(
         thresholds=list(thresholds),
         endpoint_states=list(endpoint_states),
         notes=all_notes,
+        groups=group_counts(endpoint_states),
     )

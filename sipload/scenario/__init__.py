@@ -10,8 +10,9 @@ edited copy of the document again, so command-line flags get the same validation
 the only files read are the CSV files it names (and the TLS files it names, checked for existence).
 
 Modules: ``reader`` (ScenarioError, Table, Ctx), ``target`` ([target], SIP URIs), ``endpoints``
-([endpoints], CSV users), ``schedule`` ([load] arrival schedule, [timers]), ``registrar`` ([registrar]:
-the embedded registrar's own RegistrarSettings), ``build`` (Scenario, [crosscheck], loading, overrides).
+([endpoints], CSV users), ``groups`` ([[groups]]: device groups, behaviours, the fleet plan), ``schedule``
+([load] arrival schedule, [timers]), ``registrar`` ([registrar]: the embedded registrar's own RegistrarSettings),
+``build`` (Scenario, [crosscheck], loading, overrides).
 """
 
 from sipload.scenario.build import CrossCheck, Scenario, load_scenario, parse_scenario

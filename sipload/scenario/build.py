@@ -21,6 +21,7 @@ from typing import Any
 from sipload.durations import format_duration
 from sipload.providers.settings import CrossCheckConfig, config_from_mapping
 from sipload.scenario.endpoints import Endpoints, read_endpoints
+from sipload.scenario.groups import Group, default_group, read_groups
 from sipload.scenario.reader import MISSING, TOP_KEYS, Ctx, ScenarioError, Table, show
 from sipload.scenario.registrar import RegistrarConfig, read_registrar
 from sipload.scenario.schedule import Load, TimerConfig, read_load, read_timers
@@ -50,6 +51,12 @@ class Scenario:
     thresholds: tuple[Threshold, ...]
     document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the TOML as read
     crosscheck: CrossCheck | None = None
+    groups: tuple[Group, ...] = ()  # [issue 8] the device groups; build() always gives at least "default"
+
+    @property
+    def fleet(self) -> tuple[Group, ...]:
+        """The device groups (one implicit "default" group for a scenario without [[groups]])."""
+        return self.groups or (default_group(self.endpoints, self.target),)
 
     def with_overrides(
         self,
@@ -146,6 +153,7 @@ def build(document: Mapping[str, Any], path: Path, ctx: Ctx) -> Scenario:
         thresholds=_thresholds(ctx, document.get("thresholds", [])),
         document=document,
         crosscheck=_crosscheck(ctx, document.get("crosscheck", MISSING)),
+        groups=read_groups(ctx, document.get("groups", MISSING), endpoints, target),
     )
 
 

@@ -140,7 +140,25 @@ def _csv_rows(t: Table, path: Path, fields: tuple[str, ...]) -> tuple[CsvMode, l
     return CsvMode(mode_text.strip().upper()), rows
 
 
-def _address_range(t: Table) -> AddressRange | None:
+def check_templates(t: Table, first: int, count: int, username: str, password: str, auth_user: str) -> None:
+    """Render the first and the last endpoint's credentials; errors name the template's field."""
+    for n, where in ((first, "the first endpoint "), (first + count - 1, "the last endpoint ")):
+        name = render(t, "username", username, n=n)
+        _check_user(t, "username", name, f"{where}(n={n}) ")
+        render(t, "password", password, n=n, username=name)
+        auth = render(t, "auth_user", auth_user, n=n, username=name)
+        if any(c in auth for c in '"\\'):
+            raise t.fail("auth_user", f"gives {auth!r}: a digest username cannot contain '\"' or '\\'")
+    if count > 1 and render(t, "username", username, n=first) == render(t, "username", username, n=first + 1):
+        raise t.fail("username", "must use {n} so that every endpoint has its own username")
+
+
+def check_refresh(t: Table, refresh_at: float, jitter: float) -> None:
+    if not (0 < refresh_at - jitter and refresh_at + jitter < 1):
+        raise t.fail("refresh_jitter", f"must keep refresh_at ({refresh_at:g}) +- jitter between 0 and 1", jitter)
+
+
+def address_range(t: Table) -> AddressRange | None:
     if not t.given("source_addresses"):
         return None
     text = t.text("source_addresses")
@@ -189,19 +207,10 @@ def read_endpoints(ctx: Ctx, data: object, seed: int | None) -> Endpoints:
         username = t.text("username", "user{n}", nonempty=True)
         password = t.text("password", "pw-{username}")
         auth_user = t.text("auth_user", "{username}", nonempty=True)
-        for n, where in ((first, "the first endpoint "), (first + count - 1, "the last endpoint ")):
-            name = render(t, "username", username, n=n)
-            _check_user(t, "username", name, f"{where}(n={n}) ")
-            render(t, "password", password, n=n, username=name)
-            auth = render(t, "auth_user", auth_user, n=n, username=name)
-            if any(c in auth for c in '"\\'):
-                raise t.fail("auth_user", f"gives {auth!r}: a digest username cannot contain '\"' or '\\'")
-        if count > 1 and render(t, "username", username, n=first) == render(t, "username", username, n=first + 1):
-            raise t.fail("username", "must use {n} so that every endpoint has its own username")
+        check_templates(t, first, count, username, password, auth_user)
     refresh_at = t.number("refresh_at", 0.5, gt=0, lt=1)
     jitter = t.number("refresh_jitter", 0.05, ge=0, lt=1)
-    if not (0 < refresh_at - jitter and refresh_at + jitter < 1):
-        raise t.fail("refresh_jitter", f"must keep refresh_at ({refresh_at:g}) +- jitter between 0 and 1", jitter)
+    check_refresh(t, refresh_at, jitter)
     prefs = t.algorithms("digest_preference", DIGEST_ALGORITHMS) if t.given("digest_preference") else None
     return Endpoints(
         count=count,
@@ -219,6 +228,6 @@ def read_endpoints(ctx: Ctx, data: object, seed: int | None) -> Endpoints:
         refresh_margin=t.duration("refresh_margin", 2.0),
         user_agent=t.text("user_agent", "sipload/0.1"),
         socket=SocketMode(t.choice("socket", "shared", [m.value for m in SocketMode])),
-        source_addresses=_address_range(t),
+        source_addresses=address_range(t),
         digest_preference=prefs,
     )

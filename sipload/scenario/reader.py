@@ -20,7 +20,7 @@ from sipload.sip.digest import Algorithm
 
 DIGEST_ALGORITHMS = (Algorithm.MD5, Algorithm.SHA256)  # what endpoints and the embedded registrar may use
 SECRET_KEYS = ("password", "api_key")  # values no error message quotes
-TOP_KEYS = tuple("name description seed target endpoints load timers registrar thresholds crosscheck".split())
+TOP_KEYS = tuple("name description seed target endpoints groups load timers registrar thresholds crosscheck".split())
 
 
 class ScenarioError(Exception):

@@ -23,6 +23,8 @@ class Transport(enum.StrEnum):
     UDP = "udp"
     TCP = "tcp"
     TLS = "tls"
+    WS = "ws"     # [issue 8] SIP over WebSocket (RFC 7118)
+    WSS = "wss"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +38,10 @@ class SipUri:
 
     @property
     def transport(self) -> Transport:
-        """From ``;transport=`` and the scheme (sips -> tls), else udp."""
-        if self.scheme == "sips":
-            return Transport.TLS
+        """From ``;transport=`` and the scheme (sips -> tls, or wss with transport=ws|wss), else udp."""
         value = dict(self.params).get("transport")
+        if self.scheme == "sips":
+            return Transport.WSS if value in ("ws", "wss") else Transport.TLS
         return Transport(value) if value else Transport.UDP
 
     @property
@@ -51,7 +53,8 @@ class SipUri:
     def effective_port(self) -> int:
         if self.port is not None:
             return self.port
-        return 5061 if self.transport is Transport.TLS else 5060
+        # WS and WSS: the HTTP ports of RFC 6455 §3 (RFC 7118 names no SIP default port for them)
+        return {Transport.TLS: 5061, Transport.WS: 80, Transport.WSS: 443}.get(self.transport, 5060)
 
     def __str__(self) -> str:
         port = f":{self.port}" if self.port is not None else ""
@@ -120,8 +123,8 @@ def parse_sip_uri(text: str) -> SipUri:
         params.append((name, (value.lower() if name == "transport" else value) if eq else None))
     uri = SipUri(scheme.lower(), check_host(host), None if port is None else check_port(port), tuple(params))
     transport = dict(uri.params).get("transport", "")
-    if "transport" in dict(uri.params) and transport not in ("udp", "tcp", "tls"):
-        raise ValueError(f"transport {transport!r} is not supported (udp, tcp, tls)")
+    if "transport" in dict(uri.params) and transport not in ("udp", "tcp", "tls", "ws", "wss"):
+        raise ValueError(f"transport {transport!r} is not supported (udp, tcp, tls, ws, wss)")
     if uri.scheme == "sips" and transport == "udp":
         raise ValueError("sips: needs TLS, not transport=udp")
     return uri
@@ -138,14 +141,23 @@ class Target:
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    uris: tuple[SipUri, ...] = ()  # [issue 8] every registrar URI in order (failover); uris[0] is uri
+    dns: tuple[str, int] | None = None  # [issue 8] nameserver (IP, port) for RFC 3263 lookups; None: the system's
+    ws_path: str = "/"  # [issue 8] ws/wss: the resource of the WebSocket handshake (e.g. "/ws")
+
+    @property
+    def registrars(self) -> tuple[SipUri, ...]:
+        """The registrar URIs in failover order (empty for the embedded registrar)."""
+        return self.uris or ((self.uri,) if self.uri is not None else ())
 
     @property
     def embedded(self) -> bool:
         return self.uri is None
 
 
-TARGET_KEYS = tuple("registrar domain transport outbound_proxy tls_verify tls_ca tls_cert tls_key".split())
+TARGET_KEYS = tuple("registrar domain transport outbound_proxy tls_verify tls_ca tls_cert tls_key dns ws_path".split())
 _DOMAIN_HINT = "must be a host name or IP address, optionally with :port"
+EMBEDDED_TRANSPORTS = ("udp", "tcp", "ws")  # [issue 8] what the embedded registrar serves (tls needs a certificate)
 
 
 def _domain(t: Table, default: str) -> str:
@@ -162,17 +174,39 @@ def _domain(t: Table, default: str) -> str:
 
 def read_target(ctx: Ctx, data: object) -> Target:
     t = Table(ctx, "target", data, TARGET_KEYS)
-    registrar = t.text("registrar", "embedded", nonempty=True)
-    uri: SipUri | None = None
-    if registrar != "embedded":
+    uris: list[SipUri] = []
+    if isinstance(t.data.get("registrar"), list):  # [issue 8] several registrars, tried in order
+        listed = t.data["registrar"]
+        if not listed:
+            raise t.fail("registrar", "must be 'embedded', a SIP URI or a non-empty list of SIP URIs")
+        for k, item in enumerate(listed):
+            try:
+                if not isinstance(item, str):
+                    raise ValueError("not a string")
+                uris.append(parse_sip_uri(item))
+            except ValueError as exc:
+                raise ctx.error(f"target.registrar[{k}]", f"must be a SIP URI such as 'sip:127.0.0.1:5070' "
+                                f"({exc}), got {item!r}") from None
+        registrar = ", ".join(str(u) for u in listed)
+    else:
+        registrar = t.text("registrar", "embedded", nonempty=True)
+    uri: SipUri | None = uris[0] if uris else None
+    if registrar != "embedded" and not uris:
         try:
             uri = parse_sip_uri(registrar)
         except ValueError as exc:
             raise t.fail("registrar", f"must be 'embedded' or a SIP URI such as 'sip:127.0.0.1:5070' ({exc})") from None
     domain = _domain(t, "sipload.test" if uri is None else uri.host_text)
     transport = Transport(t.choice("transport", uri.transport if uri else "udp", [m.value for m in Transport]))
-    if uri is None and transport is not Transport.UDP:
-        raise t.fail("transport", "the embedded registrar listens on udp only")
+    if uri is None and transport.value not in EMBEDDED_TRANSPORTS:
+        served = ", ".join(x for x in EMBEDDED_TRANSPORTS if x in [m.value for m in Transport])
+        raise t.fail("transport", f"the embedded registrar serves {served} (tls needs a certificate: run "
+                                  f"'sipload registrar' with one and name it as target.registrar)")
+    for k, other in enumerate(uris[1:], start=1):
+        said = other.scheme == "sips" or "transport" in dict(other.params)
+        if said and other.transport is not transport:
+            raise ctx.error(f"target.registrar[{k}]", f"its transport ({other.transport}) differs from the "
+                            f"target's ({transport.value}), got {str(other)!r}")
     uri_says = uri is not None and (uri.scheme == "sips" or "transport" in dict(uri.params))
     if uri is not None and uri_says and transport is not uri.transport:
         raise t.fail("transport", f"contradicts the registrar URI {registrar!r} ({uri.transport})")
@@ -183,8 +217,13 @@ def read_target(ctx: Ctx, data: object) -> Target:
         except ValueError as exc:
             raise t.fail("outbound_proxy", f"must be a SIP URI such as 'sip:127.0.0.1:5070' ({exc})") from None
     for key in ("tls_verify", "tls_ca", "tls_cert", "tls_key"):
-        if t.given(key) and transport is not Transport.TLS:
-            raise t.fail(key, f"only allowed with transport 'tls' (the transport is {transport.value!r})")
+        if t.given(key) and transport not in (Transport.TLS, Transport.WSS):
+            raise t.fail(key, f"only allowed with transport 'tls' or 'wss' (the transport is {transport.value!r})")
+    ws_path = t.text("ws_path", "/", nonempty=True)
+    if t.given("ws_path") and transport not in (Transport.WS, Transport.WSS):
+        raise t.fail("ws_path", f"only allowed with transport 'ws' or 'wss' (the transport is {transport.value!r})")
+    if not ws_path.startswith("/") or not ws_path.isascii() or not ws_path.isprintable() or " " in ws_path:
+        raise t.fail("ws_path", "must be a URL path starting with '/', such as '/ws'")
     if t.given("tls_key") and not t.given("tls_cert"):
         raise t.fail("tls_key", "needs target.tls_cert too")
     return Target(
@@ -197,4 +236,34 @@ def read_target(ctx: Ctx, data: object) -> Target:
         t.path("tls_ca"),
         t.path("tls_cert"),
         t.path("tls_key"),
+        tuple(uris),
+        dns=_nameserver(t, uri is None),
+        ws_path=ws_path,
     )
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """'IP[:port]' or '[IPv6][:port]' -> (IP, port), port 53 by default; raises ValueError."""
+    if text.count(":") > 1 and not text.startswith("["):
+        raise ValueError("an IPv6 nameserver goes in brackets, such as '[::1]:5353'")
+    host, port = split_hostport(text)
+    ip = check_host(host)
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    return ip, 53 if port is None else check_port(port)
+
+
+def _nameserver(t: Table, embedded: bool) -> tuple[str, int] | None:
+    """[issue 8] `target.dns`: the nameserver asked for the registrar's NAPTR/SRV/A/AAAA records."""
+    if not t.given("dns"):
+        return None
+    text = t.text("dns", nonempty=True)
+    if embedded:
+        raise t.fail("dns", "only used with a registrar URI (the embedded registrar is not looked up)")
+    try:
+        return parse_nameserver(text)
+    except ValueError as exc:
+        raise t.fail("dns", f"must be a nameserver IP address with an optional port, such as '127.0.0.1:5353' "
+                            f"({exc})") from None

@@ -256,6 +256,19 @@ class StreamFramer:
             self._failed = True
             raise
 
+    def take_lone_pong(self) -> bool:
+        """[issue 8] Count a lone CRLF held at a message boundary as a pong, and consume it.
+
+        feed() holds a lone CRLF (or LF): the next bytes decide between a pong and the first half
+        of a ping. A client that sent a ping (RFC 5626 §4.4.1) knows it is the pong.
+        """
+        buf = self._buf
+        if self._pending is None and len(buf) <= 2 and bytes(buf) in (b"\r\n", b"\n"):
+            self._buf.clear()
+            self.pongs += 1
+            return True
+        return False
+
     def _skip_keepalives(self) -> bool:
         """Consume leading CRLFs; False when what is buffered may still become a ping."""
         buf = self._buf

@@ -34,18 +34,27 @@ most twice per operation; a stop while waiting to retry counts the operation as 
 The refresh is scheduled at a fraction of the granted expiry (from our Contact's expires
 parameter, else the Expires header, else what we asked for), with jitter, and at least a margin
 before the binding would expire.
+
+RFC 5626 outbound and RFC 5627 GRUU [issue 8] are Profile options. With either, the endpoint has an
+`instance` (`urn:uuid:...`, passed in or drawn from the IdSource) and its Contact carries
+`;+sip.instance="<urn:uuid:...>"` (with outbound also `;reg-id=N`); `Supported:` lists `path, outbound`
+and/or `gruu`. The 200 is then read for our binding (matched by instance and reg-id, else by URI):
+`pub_gruu` / `temp_gruu` (RFC 5627 §5) and `outbound_required` (`Require: outbound`, RFC 5626 §6). The
+unregister names the same instance and reg-id, so the registrar removes only this flow's binding.
+Without the options the request bytes and the 200 fast path are exactly those of plain RFC 3261.
 """
 
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sipload.sip.digest import Challenge, DigestClient, choose_challenge, parse_challenges
 from sipload.sip.errors import ParseError, ProtocolError
 from sipload.sip.failures import FailureReason
-from sipload.sip.headers import parse_delta, parse_uri
+from sipload.sip.headers import parse_delta, parse_uri, quote, unquote
 from sipload.sip.ids import IdSource
 from sipload.sip.message import Response
 from sipload.sip.transaction import NonInviteClientTransaction, Timers, TxAction, TxState
@@ -109,6 +118,8 @@ class Profile:
     unregister_all: bool = False         # unregister with Contact: *
     reuse_nonce: bool = True             # refresh with the last challenge (nc+1) instead of waiting for a 401
     max_retry_after: float = 3600.0      # Retry-After values above this are capped
+    outbound: bool = False               # [issue 8] RFC 5626: +sip.instance + reg-id, Supported: path, outbound
+    gruu: bool = False                   # [issue 8] RFC 5627: +sip.instance, Supported: gruu
 
     @property
     def reliable(self) -> bool:
@@ -242,6 +253,7 @@ class Registration:
         "_cseq",
         "_events",
         "_expires_requested",
+        "_flow",
         "_ids",
         "_op",
         "_op_started",
@@ -278,6 +290,8 @@ class Registration:
         sent_by: str,
         auth: DigestClient | None,
         ids: IdSource,
+        instance: str | None = None,
+        reg_id: int = 1,
     ) -> None:
         self.profile = profile
         self.user = user
@@ -293,6 +307,10 @@ class Registration:
         self.bound_until: float | None = None  # until when the registrar may hold our binding
         self.service_route: list[str] = []
         self.path: list[str] = []
+        # [issue 8] RFC 5626 / 5627 state, only with the options (one slot: a plain endpoint stays as small)
+        self._flow: _Flow | None = None
+        if profile.outbound or profile.gruu:
+            self._flow = _Flow(profile, instance if instance is not None else instance_urn(ids), reg_id)
         self._cseq = 0
         self._expires_requested = profile.expires
         self._op = Op.REGISTER
@@ -318,6 +336,32 @@ class Registration:
         self._stop_requested = False
         self._outgoing: list[bytes] = []
         self._events: list[RegEvent] = []
+
+    # --- RFC 5626 / 5627 [issue 8] -------------------------------------------------------------------
+    @property
+    def instance(self) -> str | None:
+        """Our +sip.instance ("urn:uuid:..."), with outbound or GRUU."""
+        return None if self._flow is None else self._flow.instance
+
+    @property
+    def reg_id(self) -> int | None:
+        """Our reg-id, with outbound."""
+        return None if self._flow is None else self._flow.reg_id
+
+    @property
+    def pub_gruu(self) -> str | None:
+        """The public GRUU the last 200 gave our binding (RFC 5627 §5)."""
+        return None if self._flow is None else self._flow.pub_gruu
+
+    @property
+    def temp_gruu(self) -> str | None:
+        """The temporary GRUU the last 200 gave our binding."""
+        return None if self._flow is None else self._flow.temp_gruu
+
+    @property
+    def outbound_required(self) -> bool:
+        """The last 200 had `Require: outbound`: the registrar applied RFC 5626 to our flow (§6)."""
+        return self._flow is not None and self._flow.outbound_required
 
     # --- public inputs ----------------------------------------------------------------------
     def start(self, now: float) -> None:
@@ -412,6 +456,17 @@ class Registration:
             self._tx = None
             self._fail_or_retry(FailureReason.TRANSPORT_ERROR, None, now)
 
+    def flow_failed(self, now: float) -> None:
+        """[issue 8] The flow (connection) under this binding failed, e.g. a keep-alive pong never came.
+
+        A request in flight fails as a transport error; a binding at rest is refreshed at once, so that
+        the endpoint registers again on a new flow (RFC 5626 §4.4.1). Call `next_timer()` after it.
+        """
+        if self._tx is not None or self._tx_at is not None:
+            self.transport_error(now)
+        elif self.state is RegState.REGISTERED and self._refresh_due is not None:
+            self._refresh_due = min(self._refresh_due, now)
+
     def take_outgoing(self) -> list[bytes]:
         out, self._outgoing = self._outgoing, []
         return out
@@ -485,10 +540,13 @@ class Registration:
         if self._op is Op.UNREGISTER:
             self.bound_until = None
             self.granted_expires = None
+            if self._flow is not None:
+                self._flow.pub_gruu = self._flow.temp_gruu = None
             self.state = RegState.UNREGISTERED
             self._events.append(_unregistered(self._op_started, self._attempt_sent_at, now))
             return
-        granted = self._granted_expiry(response)
+        flow = self._flow
+        granted = self._granted_expiry(response) if flow is None else self._read_flow(flow, response)
         if granted <= 0:
             self._give_up(FailureReason.UNEXPECTED_STATUS, response.status, now,
                           "200 OK granted no expiry to our contact")
@@ -605,7 +663,9 @@ class Registration:
         p = self.profile
         unregister = self._op is Op.UNREGISTER
         expires = 0 if unregister else self._expires_requested
-        contact = "*" if unregister and p.unregister_all else f"<{self.contact}>"
+        flow = self._flow
+        contact = "*" if unregister and p.unregister_all else (
+            f"<{self.contact}>" if flow is None else f"<{self.contact}>{flow.contact_params}")
         route = "" if p.route is None else f"Route: {p.route}\r\n"
         auth = "" if credentials is None else f"{credentials[0]}: {credentials[1]}\r\n"
         aor = self.aor
@@ -618,7 +678,7 @@ class Registration:
             f"To: <{aor}>\r\n"
             f"Call-ID: {self.call_id}\r\n"
             f"CSeq: {self._cseq} REGISTER\r\n"
-            f"Contact: {contact}\r\n"
+            f"Contact: {contact}\r\n{'' if flow is None else flow.supported}"
             f"Expires: {expires}\r\n{auth}"
             f"User-Agent: {p.user_agent}\r\nContent-Length: 0\r\n\r\n"
         ).encode("utf-8", "surrogateescape")  # [issue 9] a challenge's non-UTF-8 bytes go back as they came
@@ -648,6 +708,47 @@ class Registration:
                 if param is not None and param.isascii() and param.isdigit():  # [issue 9] bounded, no overflow
                     return min(int(param), _MAX_DELTA) if len(param) <= 10 else _MAX_DELTA
                 break
+            header = response.expires()
+        except ParseError:
+            header = None
+        return header if header is not None else self._expires_requested
+
+    def _read_flow(self, flow: _Flow, response: Response) -> int:
+        """[issue 8] The 200 of an outbound / GRUU registration: our binding's expiry, GRUUs, Require.
+
+        Our binding is the Contact with our instance (and reg-id, with outbound), else one with our URI.
+        """
+        flow.outbound_required = any(t.lower() == "outbound" for t in response.headers.get_list("require"))
+        flow.pub_gruu = flow.temp_gruu = None
+        try:
+            contacts = response.contacts() or []
+        except ParseError:
+            contacts = []
+        ours = None
+        mine = _contact_key(self.contact)
+        for addr in contacts:
+            params = addr.params
+            raw = params.get("+sip.instance")
+            try:
+                instance = unquote(raw) if raw is not None and raw.startswith('"') else raw
+            except ParseError:
+                instance = None
+            if instance is not None:
+                if instance.strip("<>") != flow.instance:
+                    continue
+                if flow.reg_id is not None and params.get("reg-id") not in (None, str(flow.reg_id)):
+                    continue
+                ours = addr
+                break
+            if ours is None and (addr.uri == self.contact or _contact_key(addr.uri) == mine):
+                ours = addr
+        if ours is not None:
+            flow.pub_gruu = _gruu(ours.params.get("pub-gruu"))
+            flow.temp_gruu = _gruu(ours.params.get("temp-gruu"))
+            param = ours.params.get("expires")
+            if param is not None and param.isascii() and param.isdigit():
+                return min(int(param), _MAX_DELTA) if len(param) <= 10 else _MAX_DELTA
+        try:
             header = response.expires()
         except ParseError:
             header = None
@@ -744,6 +845,45 @@ def _unregistered(started_at: float, last_sent_at: float, now: float) -> Unregis
     set_last(event, last_sent_at)
     set_now(event, now)
     return event
+
+
+class _Flow:
+    """[issue 8] What outbound / GRUU add to one registration: its identity on the wire, what the 200 said."""
+
+    __slots__ = ("contact_params", "instance", "outbound_required", "pub_gruu", "reg_id", "supported", "temp_gruu")
+
+    def __init__(self, profile: Profile, instance: str, reg_id: int) -> None:
+        if not instance.startswith("urn:") or any(ch in instance for ch in '<>" \t\r\n'):
+            raise ValueError(f"instance: expected a URN such as urn:uuid:..., got {instance!r}")
+        if reg_id < 1:
+            raise ValueError(f"reg_id: must be >= 1, got {reg_id}")
+        self.instance = instance
+        self.reg_id: int | None = reg_id if profile.outbound else None
+        params = f";+sip.instance={quote(f'<{instance}>')}"
+        if self.reg_id is not None:
+            params += f";reg-id={reg_id}"
+        self.contact_params = params
+        tags = (["path", "outbound"] if profile.outbound else []) + (["gruu"] if profile.gruu else [])
+        self.supported = f"Supported: {', '.join(tags)}\r\n"
+        self.pub_gruu: str | None = None
+        self.temp_gruu: str | None = None
+        self.outbound_required = False
+
+
+def instance_urn(ids: IdSource) -> str:
+    """A version-4 UUID URN drawn from `ids` (deterministic for a seeded source), RFC 5626 §4.1."""
+    return uuid.UUID(int=int(ids.token(128), 16), version=4).urn
+
+
+def _gruu(value: str | None) -> str | None:
+    """A pub-gruu / temp-gruu parameter value (a quoted URI), unquoted; None when absent or malformed."""
+    if value is None:
+        return None
+    try:
+        text = unquote(value) if value.startswith('"') else value
+    except ParseError:
+        return None
+    return text or None
 
 
 def _contact_key(uri: str) -> tuple[str | None, str, int | None]:

@@ -6,6 +6,12 @@ which connects on first use (and again after a failure), writes whole batches, a
 failed connection to its owner so the endpoints' transactions fail fast with a transport error
 instead of waiting for Timer F. Received bytes are cut into messages by the framer and handed to
 the owner; CRLFCRLF keep-alive pings from the server are answered with a CRLF pong.
+
+[issue 8] With `keepalive=SECONDS` the channel pings the registrar itself (RFC 5626 §4.4.1): every
+interval of a connection's life it sends CRLFCRLF and expects a CRLF pong within `pong_timeout`
+(10 s). `keepalive_pings`, `keepalive_pongs` and `keepalive_missed` count them. A missed pong is a
+flow failure: the connection is closed and reported through `on_failure`, like any transport
+failure, so that the endpoints on it register again (on a new connection).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ MessageHandler = Callable[[Request | Response], None]
 FailureHandler = Callable[[str], None]
 
 READ_CHUNK = 65536
+KEEPALIVE_PONG_TIMEOUT = 10.0   # RFC 5626 §4.4.1: a pong not received within 10 s is a flow failure
+PING = b"\r\n\r\n"
 _ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, ParseError)
 
 
@@ -58,7 +66,11 @@ class StreamChannel:
         *,
         tls: TlsOptions | None = None,
         local_host: str | None = None,
+        keepalive: float | None = None,
+        pong_timeout: float = KEEPALIVE_PONG_TIMEOUT,
     ) -> None:
+        if keepalive is not None and not (keepalive > 0 and pong_timeout > 0):
+            raise ValueError(f"keepalive: interval and pong timeout must be > 0, got {keepalive}, {pong_timeout}")
         self.host = host
         self.port = port
         self.on_message = on_message
@@ -68,7 +80,13 @@ class StreamChannel:
         self.local: tuple[str, int] = (local_host or "127.0.0.1", 0)
         self.connects = 0
         self.failures = 0
-        self.pings_answered = 0
+        self.pings_answered = 0           # the registrar's pings we answered
+        self.keepalive = keepalive
+        self.pong_timeout = pong_timeout
+        self.keepalive_pings = 0          # [issue 8] our pings, their pongs, and pongs that never came
+        self.keepalive_pongs = 0
+        self.keepalive_missed = 0
+        self._pong: trio.Event | None = None  # set when a pong arrives for the ping in flight
         self._ssl_context = tls.context() if tls is not None else None
         self._out: list[bytes] = []
         self._wake = trio.Event()
@@ -106,7 +124,7 @@ class StreamChannel:
     async def run(self) -> None:
         """Writer and reader for the life of the channel (reconnecting after failures)."""
         while not self._closed:
-            if not self._out:
+            if not self._out and (self._stream is None or self.keepalive is None):  # keep-alives: read at once
                 await self._wake.wait()
                 self._wake = trio.Event()
                 continue
@@ -133,6 +151,16 @@ class StreamChannel:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(read)
+            if self.keepalive is not None:
+                interval = self.keepalive
+
+                async def ping() -> None:
+                    nonlocal failure
+                    missed = await self._keepalive(interval)
+                    failure = failure or missed
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(ping)
             try:
                 await self._writer(stream)
             except _ERRORS as exc:
@@ -155,12 +183,30 @@ class StreamChannel:
             data = await stream.receive_some(READ_CHUNK)
             if not data:
                 raise trio.BrokenResourceError("connection closed by the registrar")
-            pings = framer.pings
+            pings, pongs = framer.pings, framer.pongs
             for msg in framer.feed(bytes(data)):
                 self.on_message(msg)
+            if self._pong is not None and (framer.pongs > pongs or framer.take_lone_pong()):
+                self.keepalive_pongs += 1
+                self._pong.set()
+                self._pong = None
             if framer.pings > pings:
                 self.pings_answered += framer.pings - pings
                 self.send(b"\r\n" * (framer.pings - pings))
+
+    async def _keepalive(self, interval: float) -> str:
+        """Ping every `interval`; return the failure when a pong does not come in time."""
+        while True:
+            await trio.sleep(interval)
+            pong = self._pong = trio.Event()
+            self.keepalive_pings += 1
+            self.send(PING)
+            with trio.move_on_after(self.pong_timeout):
+                await pong.wait()
+                continue
+            self._pong = None
+            self.keepalive_missed += 1
+            return f"no keep-alive pong within {self.pong_timeout:g} s (RFC 5626 flow failure)"
 
     async def _fail(self, reason: str) -> None:
         self.failures += 1
