@@ -60,9 +60,9 @@ async def serve(nursery: trio.Nursery, core: RegistrarCore, settings: RegistrarS
     return int(listens[0].port)
 
 
-def test_destinations_keep_the_order_written() -> None:
+async def test_destinations_keep_the_order_written() -> None:
     sc = parse_scenario(FAILOVER.format(first=5071, second=5072, duration="2s"), Path("f.toml"))
-    assert resolve_destinations(sc) == {"UDP": (("127.0.0.1", 5071), ("127.0.0.1", 5072))}
+    assert await resolve_destinations(sc) == {"UDP": (("127.0.0.1", 5071), ("127.0.0.1", 5072))}
     assert [str(u) for u in sc.target.registrars] == ["sip:127.0.0.1:5071", "sip:127.0.0.1:5072"]
 
 

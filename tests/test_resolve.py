@@ -25,8 +25,8 @@ from sipload.engine.resolve import (
     order_naptr,
     order_srv,
     resolve_target,
-    target_destinations,
 )
+from sipload.engine.run import RunError, resolve_destinations
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
 from sipload.registrar.server import serve_registrar
@@ -355,23 +355,28 @@ def test_target_dns_is_read_and_checked() -> None:
         scenario('registrar = "embedded"\ndns = "127.0.0.1:5353"')
 
 
-async def test_target_destinations_of_a_scenario(dns: tuple[DnsServer, tuple[str, int]]) -> None:
+async def test_run_destinations_of_a_scenario(dns: tuple[DnsServer, tuple[str, int]]) -> None:
     _, (host, port) = dns
     sc = scenario(f'registrar = "sip:registrar.test"\ndns = "{host}:{port}"')
-    assert [str(x) for x in await target_destinations(sc)] == [  # the run's transport (udp) only
-        "udp 127.0.0.11:5070", "udp 127.0.0.12:5072", "udp [::1]:5072",
-    ]
+    assert await resolve_destinations(sc) == {  # the transport the (implicit) group uses: udp only
+        "UDP": (("127.0.0.11", 5070), ("127.0.0.12", 5072), ("::1", 5072)),
+    }
     sc = scenario(f'registrar = "sip:registrar.test"\ntransport = "tcp"\ndns = "{host}:{port}"')
-    assert [str(x) for x in await target_destinations(sc)] == ["tcp 127.0.0.21:5080"]
+    assert await resolve_destinations(sc) == {"TCP": (("127.0.0.21", 5080),)}
     sc = scenario(f'registrar = ["sip:plain.test:5070", "sip:127.0.0.3:5071"]\ndns = "{host}:{port}"')
-    assert [x.address for x in await target_destinations(sc)] == [
-        ("127.0.0.7", 5070), ("127.0.0.6", 5070), ("127.0.0.3", 5071),
-    ]
+    assert await resolve_destinations(sc) == {"UDP": (("127.0.0.7", 5070), ("127.0.0.6", 5070), ("127.0.0.3", 5071))}
     sc = scenario(f'registrar = "sip:registrar.test"\noutbound_proxy = "sip:plain.test:5090"\ndns = "{host}:{port}"')
-    assert [x.address for x in await target_destinations(sc)] == [("127.0.0.7", 5090), ("127.0.0.6", 5090)]
+    assert await resolve_destinations(sc) == {"UDP": (("127.0.0.7", 5090), ("127.0.0.6", 5090))}
+    # a list naming another transport: a group of that transport uses that item, the others the rest
+    sc = scenario(f'registrar = ["sip:127.0.0.3:5071", "sip:127.0.0.3:5072;transport=tcp"]\ndns = "{host}:{port}"')
+    assert await resolve_destinations(sc, ["udp", "tcp"]) == {
+        "UDP": (("127.0.0.3", 5071),), "TCP": (("127.0.0.3", 5072),),
+    }
+    with pytest.raises(RunError, match=r"no URI for the ws transport"):
+        await resolve_destinations(scenario('registrar = "sip:127.0.0.3:5071;transport=udp"'), ["ws"])
     sc = scenario(f'registrar = "sip:nosuch.test"\ndns = "{host}:{port}"')
-    with pytest.raises(ResolveError, match=r"^target\.registrar: cannot resolve 'nosuch.test': NXDOMAIN$"):
-        await target_destinations(sc)
+    with pytest.raises(RunError, match=r"^target\.registrar: cannot resolve 'nosuch.test': NXDOMAIN$"):
+        await resolve_destinations(sc)
 
 
 async def test_same_seed_same_srv_order_through_dns() -> None:
@@ -396,9 +401,6 @@ async def test_same_seed_same_srv_order_through_dns() -> None:
 
 # --- end to end: a scenario whose registrar is a name, two embedded registrars behind SRV -----------------
 
-SEAM_WIRED = "target_destinations" in Path(sipload.engine.run.__file__).read_text()
-
-
 async def test_registrar_name_resolves_to_two_embedded_registrars_by_srv_priority(tmp_path: Path) -> None:
     settings = RegistrarSettings(realm="registrar.test", min_expires=1)
     primary = RegistrarCore(settings, now=trio.current_time())
@@ -418,14 +420,7 @@ async def test_registrar_name_resolves_to_two_embedded_registrars_by_srv_priorit
         })
         dns_port = await nursery.start(server.serve)
         sc = scenario(f'registrar = "sip:registrar.test"\ndns = "127.0.0.1:{dns_port}"', name="srv")
-        assert await target_destinations(sc) == [
-            d(UDP, "127.0.0.1", ports[0], "primary.registrar.test"),
-            d(UDP, "127.0.0.1", ports[1], "backup.registrar.test"),
-        ]
-        if not SEAM_WIRED:
-            nursery.cancel_scope.cancel()
-            pytest.skip("engine seam not wired yet: engine/run.py must call sipload.engine.resolve.target_destinations "
-                        "(the lead enables this part by wiring it; see the issue 8 DNS report)")
+        assert await resolve_destinations(sc) == {"UDP": (("127.0.0.1", ports[0]), ("127.0.0.1", ports[1]))}
         with trio.fail_after(30):
             outcome = await sipload.engine.run.run_scenario(sc, tmp_path / "out", progress=lambda _: None,
                                                             handle_signals=False)

@@ -46,7 +46,7 @@ import dns.rdtypes.IN.SRV
 import dns.resolver
 import trio
 
-from sipload.scenario import Scenario, SipUri, Transport
+from sipload.scenario import SipUri, Transport
 
 DEFAULT_TIMEOUT = 2.0  # seconds for one DNS query
 
@@ -355,24 +355,3 @@ async def resolve_target(
         for destination in await _resolve_one(uri, transports, lookup, rng):
             result.setdefault(destination)
     return list(result)
-
-
-async def target_destinations(scenario: Scenario, *, timeout: float = DEFAULT_TIMEOUT) -> list[Destination]:
-    """The engine seam: where the scenario's requests go, in failover order, resolved once at run start.
-
-    The outbound proxy if the target has one, else every registrar URI in its order (`target.registrars`),
-    each one's destinations in RFC 3263 order; the run's transport (`target.transport`) is the only one
-    used, so NAPTR/SRV records of other transports are ignored; `target.dns` is the nameserver (None: the
-    system's); the scenario's seed orders equal-priority SRV records. Raises ResolveError with the scenario
-    field first (``target.registrar: cannot resolve 'x.test': NXDOMAIN``).
-    """
-    target = scenario.target
-    uris = (target.outbound_proxy,) if target.outbound_proxy is not None else target.registrars
-    field = "target.outbound_proxy" if target.outbound_proxy is not None else "target.registrar"
-    if not uris:
-        raise ResolveError("target.registrar: the embedded registrar has no address to resolve")
-    try:
-        return await resolve_target(uris, (target.transport,), nameserver=target.dns, seed=scenario.seed,
-                                    timeout=timeout)
-    except ResolveError as exc:
-        raise ResolveError(f"{field}: {exc}") from None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,12 +25,13 @@ from sipload.engine.limits import check_resources  # [issue 9]
 from sipload.engine.live import LiveOutputs, open_live_outputs  # [issue 7]
 from sipload.engine.pool import WorkerPool, default_workers
 from sipload.engine.probe import probe_udp
+from sipload.engine.resolve import ResolveError, resolve_target
 from sipload.engine.worker import Destinations, WorkerError, WorkerReport
 from sipload.metrics.aggregate import Aggregate
 from sipload.report.prometheus import MetricsExporter  # [issue 7]
 from sipload.report.result import EndpointState, RunResult, build_result
 from sipload.report.writers import write_results
-from sipload.scenario import Scenario
+from sipload.scenario import Scenario, SipUri, Transport
 from sipload.thresholds import evaluate
 from sipload.transport.udp import Address
 
@@ -54,34 +54,40 @@ class RunOutcome:
     exit_code: ExitCode
 
 
-def resolve_destinations(scenario: Scenario, transports: Sequence[str] = ()) -> dict[str, tuple[Address, ...]]:
-    """Where requests go, per transport (upper case), in failover order [issue 8].
+async def resolve_destinations(scenario: Scenario, transports: Sequence[str] = ()) -> dict[str, tuple[Address, ...]]:
+    """Where requests go, per transport (upper case), in failover order [issue 8], resolved once.
 
-    The outbound proxy if any, else every URI of ``target.registrar`` in the order written, each to
-    its host and port (a group's transport reaches the same host and port). This is the seam for RFC
-    3263: a name would give its NAPTR/SRV/A records here, in priority order.
+    The outbound proxy if any, else the URIs of ``target.registrar`` in the order written. For each
+    transport a group uses: the URIs that name it (``;transport=ws``), else those that name none; each
+    resolved by RFC 3263 (engine/resolve.py: NAPTR -> SRV -> A/AAAA through ``target.dns`` or the
+    system's resolver; a numeric IP as it is), so a name's SRV records give the failover order.
     """
     target = scenario.target
     uris = (target.outbound_proxy,) if target.outbound_proxy is not None else target.registrars
     if not uris:
         raise RunError("the target has no address")
-    addresses: list[Address] = []
-    for uri in uris:
+    field = "target.outbound_proxy" if target.outbound_proxy is not None else "target.registrar"
+    out: dict[str, tuple[Address, ...]] = {}
+    for name in transports or scenario_transports(scenario):
+        transport = Transport(name.lower())
+        named = [u for u in uris if _names_transport(u) and u.transport is transport]
+        chosen = named or [u for u in uris if not _names_transport(u)]
+        if not chosen:
+            raise RunError(f"{field}: no URI for the {transport.value} transport a group uses "
+                           f"(add one such as 'sip:HOST:PORT;transport={transport.value}')")
         try:
-            infos = socket.getaddrinfo(uri.host, uri.effective_port, type=socket.SOCK_DGRAM)
-        except OSError as exc:
-            raise RunError(f"target.registrar: cannot resolve {uri.host!r}: {exc}") from None
-        addr = infos[0][4]
-        address = (str(addr[0]), int(addr[1]))
-        if address not in addresses:
-            addresses.append(address)
-    wanted = [t.upper() for t in (transports or scenario_transports(scenario))]
-    return {t: tuple(addresses) for t in wanted}
+            found = await resolve_target(chosen, (transport,), nameserver=target.dns, seed=scenario.seed)
+        except ResolveError as exc:
+            raise RunError(f"{field}: {exc}") from None
+        addresses = tuple(dict.fromkeys(d.address for d in found if d.transport is transport))
+        if not addresses:
+            raise RunError(f"{field}: no {transport.value} destination found for {', '.join(map(str, chosen))}")
+        out[transport.value.upper()] = addresses
+    return out
 
 
-def resolve_destination(scenario: Scenario) -> Address:
-    """The first destination (the outbound proxy, else the first registrar URI)."""
-    return next(iter(resolve_destinations(scenario).values()))[0]
+def _names_transport(uri: SipUri) -> bool:
+    return uri.scheme == "sips" or "transport" in dict(uri.params)
 
 
 def default_out_dir(scenario: Scenario, started_unix: float) -> Path:
@@ -176,7 +182,7 @@ class _RunState:
             listening = ", ".join(f"{t.lower()} {a[0]}:{a[1]}" for t, a in bound.items())
             self.target_text = f"embedded registrar ({listening})"
         else:
-            destinations = resolve_destinations(scenario)
+            destinations = await resolve_destinations(scenario)
             udp = destinations.get("UDP", ())
             if probe and len(udp) == 1:  # with several, the failover is what the run is about
                 answer = await probe_udp(udp[0], scenario.target.domain)

@@ -202,11 +202,8 @@ def read_target(ctx: Ctx, data: object) -> Target:
         served = ", ".join(x for x in EMBEDDED_TRANSPORTS if x in [m.value for m in Transport])
         raise t.fail("transport", f"the embedded registrar serves {served} (tls needs a certificate: run "
                                   f"'sipload registrar' with one and name it as target.registrar)")
-    for k, other in enumerate(uris[1:], start=1):
-        said = other.scheme == "sips" or "transport" in dict(other.params)
-        if said and other.transport is not transport:
-            raise ctx.error(f"target.registrar[{k}]", f"its transport ({other.transport}) differs from the "
-                            f"target's ({transport.value}), got {str(other)!r}")
+    # Items of a list may name other transports (';transport=ws'): a group of that transport uses them
+    # (engine/run.resolve_destinations), the others use the items that name none.
     uri_says = uri is not None and (uri.scheme == "sips" or "transport" in dict(uri.params))
     if uri is not None and uri_says and transport is not uri.transport:
         raise t.fail("transport", f"contradicts the registrar URI {registrar!r} ({uri.transport})")
