@@ -32,7 +32,9 @@ main.add_command(compare)
 
 @main.command()
 @click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--target", help="'embedded' or a registrar URI such as sip:127.0.0.1:5070;transport=udp.")
+@click.option("--target", multiple=True,
+              help="'embedded' or a registrar URI such as sip:127.0.0.1:5070;transport=udp. Repeat it for "
+                   "failover (tried in order) or for a group's transport (sip:127.0.0.1:5072;transport=ws).")
 @click.option("--endpoints", type=int, help="Number of endpoints (overrides endpoints.count).")
 @click.option("--rate", type=float, help="New registrations per second (overrides load.rate).")
 @click.option("--duration", type=float, help="Seconds from the first arrival until unregistering starts.")
@@ -44,7 +46,7 @@ main.add_command(compare)
 @click.option("--quiet", is_flag=True, help="No progress lines, only the final summary.")
 def run(
     scenario: Path,
-    target: str | None,
+    target: tuple[str, ...],
     endpoints: int | None,
     rate: float | None,
     duration: float | None,
@@ -60,7 +62,8 @@ def run(
     130 interrupted (results so far are written, endpoints unregistered).
     """
     try:
-        sc = load_scenario(scenario).with_overrides(target=target, endpoints=endpoints, rate=rate, duration=duration)
+        sc = load_scenario(scenario).with_overrides(target=list(target) or None, endpoints=endpoints, rate=rate,
+                                                    duration=duration)
     except ScenarioError as exc:
         click.echo(f"sipload: {exc}", err=True)
         sys.exit(ExitCode.USAGE)

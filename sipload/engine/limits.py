@@ -4,8 +4,9 @@ A run that runs out of descriptors half-way (EMFILE on the 1,019th socket) or of
 (EADDRINUSE) fails in the middle with a confusing error. `check_resources` says so before anything
 starts, with the numbers and the command that fixes it:
 
-* descriptors: each worker process opens one socket (UDP) or connection (TCP/TLS) per endpoint of
-  its shard with `endpoints.socket = "per-endpoint"`, else one per source address; plus a fixed
+* descriptors: each worker process opens, per device group, one socket (UDP) or connection (TCP, TLS,
+  WS, WSS: to each registrar of a failover list) per endpoint of its shard with `socket =
+  "per-endpoint"`, else one per source address; plus a fixed
   allowance for trio, the interval logs, pipes to the workers and the embedded registrar. When
   the soft RLIMIT_NOFILE is too low but the hard limit is enough, the soft limit is raised (what
   `ulimit -n` does; worker processes inherit it); otherwise the message says `ulimit -n N`.
@@ -23,6 +24,7 @@ import resource
 from pathlib import Path
 
 from sipload.scenario import Scenario, SocketMode
+from sipload.scenario.groups import Group
 
 BASE_FDS = 64                 # trio, stdio, .hlog and intervals files, the embedded registrar, the probe
 PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -30,14 +32,29 @@ DEFAULT_PORT_RANGE = (32768, 60999)
 STOP_MARGIN_S = 15.0          # probe (4 s), worker start and join (10 s), writing results
 
 
-def sockets_per_worker(scenario: Scenario, workers: int) -> int:
-    """The most sockets / connections one worker process opens."""
-    ep = scenario.endpoints
-    shard = math.ceil(ep.count / max(1, workers))
+def _group_sockets(group: Group, workers: int) -> int:
+    """The most sockets / connections one worker opens for one device group (to one destination)."""
+    ep = group.endpoints
+    shard = math.ceil(group.count / max(1, workers))
     if ep.socket is SocketMode.PER_ENDPOINT:
         return shard
     hosts = len(ep.source_addresses) if ep.source_addresses is not None else 1
     return max(1, min(hosts, shard))
+
+
+def _destinations(scenario: Scenario) -> int:
+    """Connection-oriented channels are opened to each registrar of a failover list [issue 8]."""
+    return 1 if scenario.target.outbound_proxy is not None else max(1, len(scenario.target.registrars))
+
+
+def sockets_per_worker(scenario: Scenario, workers: int) -> int:
+    """The most sockets / connections one worker process opens, every group together."""
+    total = 0
+    for group in scenario.fleet:
+        if group.count:
+            streams = group.transport.value not in ("udp",)
+            total += _group_sockets(group, workers) * (_destinations(scenario) if streams else 1)
+    return max(1, total)
 
 
 def fds_needed(scenario: Scenario, workers: int) -> int:
@@ -45,12 +62,18 @@ def fds_needed(scenario: Scenario, workers: int) -> int:
 
 
 def ports_needed_per_address(scenario: Scenario, workers: int) -> int:
-    """Local ports bound on the busiest source address, all workers together."""
-    ep = scenario.endpoints
-    hosts = len(ep.source_addresses) if ep.source_addresses is not None else 1
-    if ep.socket is SocketMode.PER_ENDPOINT:
-        return math.ceil(ep.count / hosts)
-    return max(1, workers) * math.ceil(min(hosts, ep.count) / hosts)
+    """Local ports bound on the busiest source address, all workers and groups together (an upper bound)."""
+    total = 0
+    for group in scenario.fleet:
+        if not group.count:
+            continue
+        ep = group.endpoints
+        hosts = len(ep.source_addresses) if ep.source_addresses is not None else 1
+        if ep.socket is SocketMode.PER_ENDPOINT:
+            total += math.ceil(group.count / hosts)
+        else:
+            total += max(1, workers) * math.ceil(min(hosts, group.count) / hosts)
+    return max(1, total)
 
 
 def read_port_range(path: Path = PORT_RANGE_FILE) -> tuple[int, int]:
@@ -76,8 +99,10 @@ def check_resources(
     """
     problems: list[str] = []
     ep = scenario.endpoints
-    transport = scenario.target.transport.value
-    what = "connections" if transport in ("tcp", "tls") else "sockets"
+    transports = {g.transport.value for g in scenario.fleet if g.count}
+    what, one = ("sockets", "socket") if transports == {"udp"} else ("connections", "connection")
+    if len(transports) > 1 and "udp" in transports:
+        what, one = "sockets and connections", "socket or connection"
     per_endpoint = ep.socket is SocketMode.PER_ENDPOINT
     need = fds_needed(scenario, workers)
     soft, hard = nofile if nofile is not None else resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -91,7 +116,7 @@ def check_resources(
                 pass
         if soft < need:
             sockets = sockets_per_worker(scenario, workers)
-            kind = f"{'per-endpoint ' if per_endpoint else ''}{transport.upper()} {what}"
+            kind = f"{'per-endpoint ' if per_endpoint else ''}{'/'.join(sorted(t.upper() for t in transports))} {what}"
             hard_text = "unlimited" if hard == unlimited else str(hard)
             fixes = [f"raise the limit: `ulimit -n {need}` in the shell that runs sipload"]
             if hard != unlimited and hard < need:
@@ -111,7 +136,7 @@ def check_resources(
         hosts = len(ep.source_addresses) if ep.source_addresses is not None else 1
         spread = math.ceil(ep.count / available) + 1
         problems.append(
-            f"this run binds {ports} local ports on one source address (one per endpoint {what[:-1]}, "
+            f"this run binds {ports} local ports on one source address (one per endpoint {one}, "
             f"{hosts} source address{'es' if hosts > 1 else ''}) but the ephemeral port range {low}-{high} "
             f"has {available}: spread the endpoints over more addresses "
             f"(endpoints.source_addresses = \"127.0.0.2-127.0.0.{min(254, 1 + spread)}\") or widen the range: "

@@ -13,7 +13,7 @@ import copy
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,15 +61,16 @@ class Scenario:
     def with_overrides(
         self,
         *,
-        target: str | None = None,
+        target: str | Sequence[str] | None = None,
         endpoints: int | None = None,
         rate: float | None = None,
         duration: float | None = None,
     ) -> Scenario:
         """The scenario with command-line overrides applied and validated again.
 
-        ``target`` replaces the registrar ("embedded" or a URI; the transport then comes from the URI,
-        target.domain and outbound_proxy are kept); ``rate`` replaces the load shape with a constant rate.
+        ``target`` replaces the registrar ("embedded", a URI or a list of URIs: failover order, or a URI
+        per transport; the transport then comes from the first URI; target.domain, outbound_proxy, dns, and
+        the TLS files / WebSocket path for such URIs are kept); ``rate`` replaces the load shape with a constant rate.
         """
         doc: dict[str, Any] = copy.deepcopy(dict(self.document))
         flags: dict[str, str] = {}
@@ -80,22 +81,31 @@ class Scenario:
             return value if isinstance(value, dict) else {}
 
         if target is not None:
-            if not isinstance(target, str):
+            targets = [target] if isinstance(target, str) else target
+            if not targets or not all(isinstance(t, str) for t in targets):
                 raise ScenarioError(f"--target: must be 'embedded' or a SIP URI, got {show(target)}")
+            if "embedded" in targets and len(targets) > 1:
+                raise ScenarioError("--target: 'embedded' cannot be given with other targets")
             old = section("target")
-            new: dict[str, Any] = {"registrar": target}
+            new: dict[str, Any] = {"registrar": targets[0] if len(targets) == 1 else list(targets)}
             new.update({k: old[k] for k in ("domain", "outbound_proxy") if k in old})
-            if target != "embedded":
-                try:
-                    uri = parse_sip_uri(target)
-                except ValueError as exc:
-                    raise ScenarioError(f"--target: {exc}, got {target!r}") from None
+            if targets != ["embedded"]:
+                uris = []
+                for text in targets:
+                    try:
+                        uris.append(parse_sip_uri(text))
+                    except ValueError as exc:
+                        raise ScenarioError(f"--target: {exc}, got {text!r}") from None
                 doc.pop("registrar", None)
-                if uri.transport is Transport.TLS:
-                    new.update({k: v for k, v in old.items() if k.startswith("tls_")})
+                carried = {"dns"}  # [issue 8] the nameserver, TLS files and WebSocket path still apply
+                if any(u.transport in (Transport.TLS, Transport.WSS) for u in uris):
+                    carried |= {k for k in old if k.startswith("tls_")}
+                if any(u.transport in (Transport.WS, Transport.WSS) for u in uris):
+                    carried.add("ws_path")
+                new.update({k: old[k] for k in sorted(carried) if k in old})
             doc["target"] = new
             flags["target.registrar"] = "--target"
-            notes.append(f"--target {target}")
+            notes.append(" ".join(f"--target {t}" for t in targets))
         if endpoints is not None:
             if isinstance(endpoints, bool) or not isinstance(endpoints, int) or endpoints < 1:
                 raise ScenarioError(f"--endpoints: must be a positive integer, got {show(endpoints)}")
