@@ -55,6 +55,16 @@ def have(program: str) -> bool:
     return shutil.which(program) is not None
 
 
+def distinct_free_ports(n: int) -> list[int]:
+    """`n` different ports, each free for TCP and UDP right now."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free for both TCP and UDP on `host` right now (SIP listens on both)."""
     for _ in range(50):
@@ -89,7 +99,7 @@ def _tail(text: str, lines: int = 25) -> str:
 
 _START_LINE = re.compile(
     r"kamailio: pid (?P<pid>\d+) sip udp\+tcp (?P<host>[\d.]+):(?P<sip>\d+) rpc (?P<url>\S+) "
-    r"rundir (?P<rundir>.+) \(up in (?P<ms>\d+) ms\)"
+    r"rundir (?P<rundir>.+) \(up in (?P<ms>\d+) ms\)(?:; ws [\d.]+:(?P<ws>\d+))?"
 )
 
 
@@ -103,6 +113,7 @@ class KamailioPeer:
     rundir: Path
     pid: int
     startup_ms: int  # from launch to the first JSON-RPC answer
+    ws_port: int | None = None  # SIP over WebSocket, when the websocket module is installed
 
     @property
     def target(self) -> str:
@@ -110,8 +121,11 @@ class KamailioPeer:
         return f"{self.host}:{self.port}"
 
 
-def _kamailio_env(rundir: Path | None, sip_port: int | None, rpc_port: int | None) -> dict[str, str]:
+def _kamailio_env(rundir: Path | None, sip_port: int | None, rpc_port: int | None,
+                  ws_port: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if ws_port is not None:
+        env["SIPLOAD_KAMAILIO_WS_PORT"] = str(ws_port)
     if rundir is not None:
         env["SIPLOAD_KAMAILIO_RUNDIR"] = str(rundir)
     if sip_port is not None:
@@ -126,9 +140,10 @@ def start_kamailio(
     sip_port: int | None = None,
     rpc_port: int | None = None,
     timeout: float = 60.0,
+    ws_port: int | None = None,
 ) -> KamailioPeer:
     """Run peers/kamailio/start (defaults: peers/run/kamailio, 5070, 5071 or the SIPLOAD_KAMAILIO_* env)."""
-    env = _kamailio_env(rundir, sip_port, rpc_port)
+    env = _kamailio_env(rundir, sip_port, rpc_port, ws_port)
     try:
         proc = subprocess.run(
             [str(KAMAILIO_START)], env=env, capture_output=True, text=True, timeout=timeout, check=False
@@ -147,6 +162,7 @@ def start_kamailio(
         rundir=Path(m["rundir"]),
         pid=int(m["pid"]),
         startup_ms=int(m["ms"]),
+        ws_port=int(m["ws"]) if m["ws"] else None,
     )
 
 

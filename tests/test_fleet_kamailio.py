@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 import trio
 
-from peers import HOW_TO_INSTALL_KAMAILIO, KamailioPeer, free_port, have, require_peer, start_kamailio, stop_kamailio
+from peers import (
+    HOW_TO_INSTALL_KAMAILIO,
+    KamailioPeer,
+    distinct_free_ports,
+    have,
+    require_peer,
+    start_kamailio,
+    stop_kamailio,
+)
 from sipload.engine.run import ExitCode, run_scenario
 from sipload.providers.kamailio import KamailioRpc
 from sipload.scenario import load_scenario, parse_scenario
@@ -63,11 +71,8 @@ churn = {{ share = 1, every = "3s", away = "1s" }}
 def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KamailioPeer]:
     require_peer("kamailio", have("kamailio"), HOW_TO_INSTALL_KAMAILIO)
     rundir = tmp_path_factory.mktemp("kamailio-fleet")
-    sip_port = free_port()
-    rpc_port = free_port()
-    while rpc_port == sip_port:
-        rpc_port = free_port()
-    peer = start_kamailio(rundir, sip_port, rpc_port)
+    sip_port, rpc_port, ws_port = distinct_free_ports(3)
+    peer = start_kamailio(rundir, sip_port, rpc_port, ws_port=ws_port)
     try:
         yield peer
     finally:
@@ -113,8 +118,11 @@ async def test_mixed_fleet_as_kamailio_holds_it(kamailio: KamailioPeer, tmp_path
 @pytest.mark.parametrize("name", ["soak", "storm", "churn", "mixed-fleet"])
 async def test_bundled_scenarios_against_kamailio(name: str, kamailio: KamailioPeer, tmp_path: Path) -> None:
     sc = load_scenario(ROOT / "scenarios" / f"{name}.toml")
-    target = f"sip:127.0.0.1:{kamailio.port}"
-    sc = sc.with_overrides(target=target, endpoints=30, rate=30, duration=15 if name == "soak" else 6)
+    targets = [f"sip:127.0.0.1:{kamailio.port}"]
+    if name == "mixed-fleet":  # its WebRTC-like group registers over WebSocket, on Kamailio's WS listener
+        assert kamailio.ws_port is not None, "Kamailio without the websocket module (peers/install)"
+        targets.append(f"sip:127.0.0.1:{kamailio.ws_port};transport=ws")
+    sc = sc.with_overrides(target=targets, endpoints=30, rate=30, duration=15 if name == "soak" else 6)
     with trio.fail_after(90):
         outcome = await run_scenario(sc, tmp_path / name, progress=lambda _: None, handle_signals=False, workers=1)
     failed = [t for t in outcome.result.thresholds if not t.passed]

@@ -18,7 +18,15 @@ import trio
 from interop_helpers import kamailio_scenario, lookup_all
 from trio_websocket import ConnectionRejected, open_websocket
 
-from peers import HOW_TO_INSTALL_KAMAILIO, KamailioPeer, free_port, have, require_peer, start_kamailio, stop_kamailio
+from peers import (
+    HOW_TO_INSTALL_KAMAILIO,
+    KamailioPeer,
+    distinct_free_ports,
+    have,
+    require_peer,
+    start_kamailio,
+    stop_kamailio,
+)
 from sipload.engine.run import ExitCode, RunOutcome, run_scenario
 from sipload.providers.kamailio import KamailioRpc
 from sipload.providers.status import ProviderState
@@ -44,15 +52,6 @@ def values(tree: object, key: str) -> Iterator[object]:
 class WsKamailio:
     peer: KamailioPeer
     ws_port: int
-
-
-def distinct_free_ports(n: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < n:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def websocket_module_installed() -> bool:
