@@ -127,7 +127,9 @@ class Profile:
 
 
 # --- events ---------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+# Plain slotted dataclasses: one is built per request and response, and a frozen dataclass's __init__
+# (object.__setattr__ per field) costs ~4x more. Treat them as values all the same.
+@dataclass(slots=True)
 class OpStarted:
     """An operation sent its first request. `scheduled` is when it was due (a refresh's deadline)."""
 
@@ -136,7 +138,7 @@ class OpStarted:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Challenged:
     """The first request of an operation was challenged: the challenge phase (REGISTER -> 401)."""
 
@@ -145,7 +147,7 @@ class Challenged:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Registered:
     op: Op                    # REGISTER or REFRESH
     expires: int              # granted
@@ -154,14 +156,14 @@ class Registered:
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Unregistered:
     started_at: float
     last_sent_at: float
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failed:
     op: Op
     reason: FailureReason
@@ -172,7 +174,7 @@ class Failed:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Retransmitted:
     op: Op
 
@@ -543,7 +545,7 @@ class Registration:
             if self._flow is not None:
                 self._flow.pub_gruu = self._flow.temp_gruu = None
             self.state = RegState.UNREGISTERED
-            self._events.append(_unregistered(self._op_started, self._attempt_sent_at, now))
+            self._events.append(Unregistered(self._op_started, self._attempt_sent_at, now))
             return
         flow = self._flow
         granted = self._granted_expiry(response) if flow is None else self._read_flow(flow, response)
@@ -556,7 +558,7 @@ class Registration:
         self.service_route = response.headers.get_list("service-route")
         self.path = response.headers.get_list("path")
         self.state = RegState.REGISTERED
-        self._events.append(_registered(self._op, granted, self._op_started, self._attempt_sent_at, now))
+        self._events.append(Registered(self._op, granted, self._op_started, self._attempt_sent_at, now))
         if self._stop_requested:
             self._stop_requested = False
             self._begin_unregister(RegInput.STOP, None, now)
@@ -577,7 +579,7 @@ class Registration:
             self._give_up(FailureReason.AUTH_REJECTED, response.status, now, "challenged, no credentials")
             return
         if not self._sent_credentials and not self._challenged_this_op:
-            self._events.append(_challenged(self._op, self._attempt_sent_at, now))
+            self._events.append(Challenged(self._op, self._attempt_sent_at, now))
         if self._sent_credentials:
             # Credentials we sent were challenged again. That is normal when they came from a
             # cached nonce (it expired) or when the server says stale=true; otherwise rejected.
@@ -630,7 +632,7 @@ class Registration:
 
     # --- helpers ----------------------------------------------------------------------------
     def _begin_op(self, op: Op, state: RegState, now: float, scheduled: float | None = None) -> None:
-        self._events.append(_op_started(op, now if scheduled is None else scheduled, now))
+        self._events.append(OpStarted(op, now if scheduled is None else scheduled, now))
         self._op = op
         self._op_started = now
         self._retries = 0
@@ -794,57 +796,6 @@ class Registration:
 _HANDLERS: dict[tuple[RegState, RegInput], Handler] = {
     key: getattr(Registration, name) for key, name in _TRANSITIONS.items()
 }
-
-
-def _event_setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
-    return tuple(getattr(cls, name).__set__ for name in names)
-
-
-# Events are built on every request: without the frozen dataclass __init__ (one object.__setattr__
-# per field), through the slot descriptors, as headers._new_via does.
-_OP_STARTED = _event_setters(OpStarted, "op", "scheduled", "now")
-_CHALLENGED = _event_setters(Challenged, "op", "sent_at", "now")
-_REGISTERED = _event_setters(Registered, "op", "expires", "started_at", "last_sent_at", "now")
-_UNREGISTERED = _event_setters(Unregistered, "started_at", "last_sent_at", "now")
-_new = object.__new__
-
-
-def _op_started(op: Op, scheduled: float, now: float) -> OpStarted:
-    event = _new(OpStarted)
-    set_op, set_scheduled, set_now = _OP_STARTED
-    set_op(event, op)
-    set_scheduled(event, scheduled)
-    set_now(event, now)
-    return event
-
-
-def _challenged(op: Op, sent_at: float, now: float) -> Challenged:
-    event = _new(Challenged)
-    set_op, set_sent_at, set_now = _CHALLENGED
-    set_op(event, op)
-    set_sent_at(event, sent_at)
-    set_now(event, now)
-    return event
-
-
-def _registered(op: Op, expires: int, started_at: float, last_sent_at: float, now: float) -> Registered:
-    event = _new(Registered)
-    set_op, set_expires, set_started, set_last, set_now = _REGISTERED
-    set_op(event, op)
-    set_expires(event, expires)
-    set_started(event, started_at)
-    set_last(event, last_sent_at)
-    set_now(event, now)
-    return event
-
-
-def _unregistered(started_at: float, last_sent_at: float, now: float) -> Unregistered:
-    event = _new(Unregistered)
-    set_started, set_last, set_now = _UNREGISTERED
-    set_started(event, started_at)
-    set_last(event, last_sent_at)
-    set_now(event, now)
-    return event
 
 
 class _Flow:
