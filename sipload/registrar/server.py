@@ -140,9 +140,9 @@ class _Registrar:
         if not sock.send(data, addr):
             self.core.counters.send_failures += 1
 
-    # --- TCP / TLS ------------------------------------------------------------------------------
-    async def serve_stream(self, transport: str, stream: trio.abc.Stream) -> None:
-        peer = _peer_address(stream)
+    def _queued_sender(self) -> tuple[Sender, trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]:
+        """A connection's non-blocking send into a bounded queue (its writer task drains the receiving end);
+        a full or closed queue counts a send failure instead of blocking the reader."""
         send_channel, receive_channel = trio.open_memory_channel[bytes](_STREAM_QUEUE)
 
         def send(data: bytes) -> None:
@@ -151,6 +151,12 @@ class _Registrar:
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 self.core.counters.send_failures += 1
 
+        return send, send_channel, receive_channel
+
+    # --- TCP / TLS ------------------------------------------------------------------------------
+    async def serve_stream(self, transport: str, stream: trio.abc.Stream) -> None:
+        peer = _peer_address(stream)
+        send, send_channel, receive_channel = self._queued_sender()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_write_stream, stream, receive_channel, nursery.cancel_scope)
@@ -201,13 +207,7 @@ class _Registrar:
         connection = await request.accept(subprotocol=SUBPROTOCOL)
         remote = request.remote
         peer = (str(remote.address), int(remote.port)) if not isinstance(remote, str) else ("0.0.0.0", 0)
-        send_channel, receive_channel = trio.open_memory_channel[bytes](_STREAM_QUEUE)
-
-        def send(data: bytes) -> None:
-            try:
-                send_channel.send_nowait(data)
-            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                self.core.counters.send_failures += 1
+        send, send_channel, receive_channel = self._queued_sender()
 
         async def write() -> None:
             async with receive_channel:
