@@ -278,3 +278,23 @@ def test_chromium_reports_a_broken_page(tmp_path: Path, devtools: DevTools) -> N
     _, events = load_page(devtools, bad)
     found = " | ".join(problems(events))
     assert "boom" in found and "undefinedFunction is not defined" in found and "ERR_FILE_NOT_FOUND" in found
+
+
+def test_device_groups_get_a_table_with_their_states_and_behaviours(smoke_dir: Path, tmp_path: Path) -> None:
+    # [issue 8] the smoke run has one group and no behaviour: no section
+    assert 'id="groups"' not in (smoke_dir / REPORT).read_text(encoding="utf-8")
+    out = tmp_path / "fleet"
+    shutil.copytree(smoke_dir, out)
+    summary = json.loads((out / "summary.json").read_text())
+    summary["groups"] = {
+        "desk-phones": {"endpoints": 28, "states": {"unregistered": 28}, "vanished": 0, "flaps": 0},
+        "mobiles": {"endpoints": 12, "states": {"unregistered": 10, "failed:auth_rejected": 2},
+                    "vanished": 5, "flaps": 0},
+    }
+    (out / "summary.json").write_text(json.dumps(summary))
+    page = write_report(out).read_text(encoding="utf-8")
+    section = page[page.index('<section id="groups">'):]
+    section = section[:section.index("</section>")]
+    assert "<th>vanished</th>" in section and "flaps" not in section.split("<tbody>")[0]  # zero everywhere: no column
+    assert '<td class="text">mobiles</td><td>12</td><td class="text">unregistered 10, failed:auth_rejected 2</td>' \
+           '<td>5</td>' in section

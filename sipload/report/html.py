@@ -397,6 +397,23 @@ def _crosscheck_section(cc: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _groups_section(groups: dict[str, Any]) -> str:
+    """[issue 8] One row per device group: size, final states, and every behaviour / keep-alive count that is
+    not zero in some group (the counters come from summary.json as they are)."""
+    counters = sorted({k for g in groups.values() for k, v in g.items()
+                       if k not in ("endpoints", "states") and isinstance(v, int | float) and v})
+    rows = []
+    for name, g in groups.items():
+        states = g.get("states", {})
+        text = ", ".join(f"{state} {n}" for state, n in sorted(states.items(), key=lambda kv: (-kv[1], kv[0])))
+        rows.append([name, g.get("endpoints", 0), text, *(g.get(k, 0) for k in counters)])
+    headers = ["group", "endpoints", "final states", *(k.replace("_", " ") for k in counters)]
+    return ('<section id="groups"><h2>Device groups</h2>' + _table(headers, rows, text_cols=(0, 2))
+            + '<p class="note">Final states as each endpoint knew them at the end; behaviour counts are actions '
+              "taken (vanished / returned: churn, flaps, avalanche re-registrations, failovers to the next "
+              "registrar).</p></section>")
+
+
 def _files_section(run: SavedRun) -> str:
     names = sorted(p.name for p in run.out_dir.iterdir() if p.is_file() and not p.name.startswith(".")
                    and p.name != REPORT)
@@ -416,6 +433,10 @@ def render(run: SavedRun) -> str:
         sections.append(_capacity_section(cap))
     if run.crosscheck is not None:
         sections.append(_crosscheck_section(run.crosscheck))
+    groups = s.get("groups")
+    if isinstance(groups, dict) and (len(groups) > 1 or any(
+            v for g in groups.values() for k, v in g.items() if k not in ("endpoints", "states"))):
+        sections.append(_groups_section(groups))  # a plain one-group run without behaviours needs none
     sections.append(_files_section(run))
     sections.append("</main>")
     title = f"sipload: {s.get('scenario', '?')} ({'PASS' if s.get('passed') else 'FAIL'})"
