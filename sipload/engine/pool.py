@@ -62,6 +62,11 @@ def merge_reports(reports: list[WorkerReport]) -> WorkerReport:
         merged.internal_errors += r.internal_errors
         merged.last_internal_error = r.last_internal_error or merged.last_internal_error
         merged.arrival_period = max(merged.arrival_period, r.arrival_period)
+        for name, counts in r.stream_keepalives.items():  # [issue 8]
+            have = merged.stream_keepalives.get(name, [0, 0, 0])
+            merged.stream_keepalives[name] = [a + b for a, b in zip(have, counts, strict=True)]
+        merged.stream_keepalive_total = [a + b for a, b in zip(merged.stream_keepalive_total,
+                                                               r.stream_keepalive_total, strict=True)]
     merged.endpoints.sort(key=lambda e: e.index)
     return merged
 

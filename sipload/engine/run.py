@@ -347,6 +347,9 @@ def _result(
                      f"{report.last_internal_error}")
     if report.send_errors:
         notes.append(f"{report.send_errors} sends failed (is the registrar listening?)")
+    if report.transport_failures or report.last_transport_error:  # [issue 8] e.g. a refused client certificate
+        notes.append(f"{report.transport_failures} connection failures (lost, refused or a missed keep-alive pong); "
+                     f"the last: {report.last_transport_error or 'unknown'}")
     result = build_result(
         agg,
         scenario=scenario.name,
@@ -360,6 +363,8 @@ def _result(
         endpoint_states=report.endpoints,
         interrupted_by=interrupted_by,
         notes=notes,
+        stream_keepalives=report.stream_keepalives,  # [issue 8]
+        stream_keepalive_total=report.stream_keepalive_total,
     )
     result.crosscheck = crosscheck
     return result

@@ -21,6 +21,18 @@ fails in a way that may pass, RFC 3263 §4.3). Behaviours run on the same schedu
 when the clock is mocked: a second heap holds the behaviour events (churn: vanish / return; flap:
 unregister / register again; avalanche: a whole group registers again), and re-registrations queue
 like arrivals (max_in_flight applies and their lag is measured from their intended time).
+
+NAT keep-alives, outbound and GRUU [issue 8]: a group's Profile carries `outbound` / `gruu`, and each
+device a `+sip.instance` that is a pure function of the scenario's name and the device's index
+(`instance_for`), so a device that churns, flaps or avalanches comes back as the same instance. A
+stream group with `keepalive` gets channels that send CRLF pings at that interval (the smallest one
+of the groups sharing a channel; over WS a WebSocket ping frame); a missed pong is a flow failure
+and the endpoints on that channel register again (`Registration.flow_failed`). A UDP group with
+`keepalive` gives each device an `OptionsKeepalive` (sans-IO): it starts at the device's first 200,
+stops when the device unregisters, fails or vanishes, and starts again when it is registered again.
+Its answers are found by their Call-ID in a second map, looked up only when the registration map
+misses, and its timers live on a third heap: endpoints of the other groups do no new work per
+message (their Endpoint class is the plain one; FlowEndpoint is the subclass with these parts).
 """
 
 from __future__ import annotations
@@ -30,13 +42,14 @@ import heapq
 import math
 import random
 import ssl
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import trio
 
-from sipload.engine.endpoint import Endpoint, Tally
+from sipload.engine.endpoint import Endpoint, FlowEndpoint, Tally
 from sipload.metrics.phases import Phase
 from sipload.metrics.recorder import IntervalSnapshot, Recorder
 from sipload.report.result import EndpointState
@@ -47,6 +60,7 @@ from sipload.sip.digest import Algorithm, DigestClient
 from sipload.sip.errors import ParseError
 from sipload.sip.failures import FailureReason
 from sipload.sip.ids import IdSource
+from sipload.sip.keepalive import OptionsKeepalive, ReflexiveChanged
 from sipload.sip.message import Request, Response
 from sipload.sip.parser import parse_message
 from sipload.sip.registration import Profile, Registration, RegState
@@ -102,6 +116,10 @@ class WorkerReport:
     foreign: int = 0             # [issue 9] datagrams from another address than the registrar's (dropped)
     internal_errors: int = 0     # [issue 9] responses whose handling raised (a bug): counted, the run goes on
     last_internal_error: str = ""
+    # [issue 8] CRLF keep-alives of the stream channels: [pings, pongs, missed] per group name (a channel
+    # shared by several groups counts in each of them) and over all channels (each counted once)
+    stream_keepalives: dict[str, list[int]] = field(default_factory=dict)
+    stream_keepalive_total: list[int] = field(default_factory=lambda: [0, 0, 0])
 
 
 def build_profile(scenario: Scenario, transport: str = "UDP", group: Group | None = None) -> Profile:
@@ -123,7 +141,18 @@ def build_profile(scenario: Scenario, transport: str = "UDP", group: Group | Non
         retry_backoff=t.retry_backoff,
         retry_backoff_max=t.retry_backoff_max,
         route=route,
+        outbound=group is not None and group.outbound,
+        gruu=group is not None and group.gruu,
     )
+
+
+# [issue 8] the namespace of the devices' +sip.instance URNs (uuid5 of "scenario name/endpoint index")
+INSTANCE_NAMESPACE = uuid.UUID("5b7d0c3e-2f4a-5d61-9c1e-8a0b7f3d2e14")
+
+
+def instance_for(scenario_name: str, index: int) -> str:
+    """The +sip.instance of device `index`: the same on every run of the scenario and every re-creation."""
+    return f"urn:uuid:{uuid.uuid5(INSTANCE_NAMESPACE, f'{scenario_name}/{index}')}"
 
 
 def _preference(names: tuple[str, ...] | None) -> list[Algorithm] | None:
@@ -131,6 +160,9 @@ def _preference(names: tuple[str, ...] | None) -> list[Algorithm] | None:
         return None
     out = [a for a in (Algorithm.parse(n) for n in names) if a is not None]
     return out or None
+
+
+_NOT_BOUND = (RegState.IDLE, RegState.UNREGISTERING, RegState.UNREGISTERED, RegState.FAILED)
 
 
 class _Act(enum.IntEnum):
@@ -175,6 +207,10 @@ class Worker:
         self.report = WorkerReport()
         self.endpoints: list[Endpoint] = []
         self._by_call_id: dict[str, Endpoint] = {}
+        self._by_ka_call_id: dict[str, FlowEndpoint] = {}   # [issue 8] OPTIONS keep-alives' Call-IDs
+        self._flows: dict[int, FlowEndpoint] = {}
+        self._ka_heap: list[tuple[float, int]] = []          # keep-alive deadlines (deadline, endpoint index)
+        self._channel_groups: dict[int, set[int]] = {}       # stream channel key -> groups on it
         self._by_index: dict[int, Endpoint] = {}
         self._heap: list[tuple[float, int]] = []
         self._scope: trio.CancelScope | None = None
@@ -233,8 +269,14 @@ class Worker:
                 self._sockets.extend(socks)
         return [[Channel(sock.local, _udp_sender(sock, d)) for d in dests] for sock in socks]
 
+    def _stream_pool_key(self, group: Group, transport: str) -> tuple[str, tuple[str, ...]] | None:
+        """The key under which a group's connections are shared (None: one per endpoint)."""
+        if group.endpoints.socket is SocketMode.PER_ENDPOINT:
+            return None
+        return (transport, tuple(self._source_hosts(self._group_sources(group), self.destinations_for(transport)[0])))
+
     async def _open_streams(self, count: int, group: Group | None = None,
-                            transport: str | None = None) -> list[list[Channel]]:
+                            transport: str | None = None, keepalive: float | None = None) -> list[list[Channel]]:
         """Slots x destinations of connections; a destination that refuses is left out of the slot's routes."""
         target = self.scenario.target
         transport = transport or self.transport
@@ -260,6 +302,7 @@ class Worker:
                 stream = open_stream_channel(
                     transport, dest[0], dest[1], self._on_message,
                     self._on_stream_failure_for(key), tls=tls, local_host=hosts[k % len(hosts)],
+                    ws_path=target.ws_path, keepalive=keepalive,
                 )
                 try:
                     await stream.connect()
@@ -285,7 +328,8 @@ class Worker:
             now = trio.current_time()
             for endpoint in self.endpoints:
                 if endpoint.routes[endpoint.route].key == key:
-                    endpoint.reg.transport_error(now)
+                    # [issue 8] RFC 5626 §4.4.1: a request in flight fails; an idle binding registers again
+                    endpoint.reg.flow_failed(now)
                     self._after_input(endpoint)
 
         return failed
@@ -298,6 +342,13 @@ class Worker:
         counts = [0] * len(self.plan.groups)
         for i in mine:
             counts[self.plan.group[i]] += 1
+        # [issue 8] a shared connection pings at the smallest keep-alive interval of the groups on it
+        intervals: dict[object, float] = {}
+        for g, group in enumerate(self.plan.groups):
+            transport = group.transport.value.upper()
+            if counts[g] and transport != "UDP" and group.keepalive > 0:
+                where = self._stream_pool_key(group, transport) or g
+                intervals[where] = min(intervals.get(where, math.inf), group.keepalive)
         slots: dict[int, list[list[Channel]]] = {}
         for g, group in enumerate(self.plan.groups):
             if not counts[g]:
@@ -306,7 +357,11 @@ class Worker:
             if transport == "UDP":
                 slots[g] = self._open_udp(counts[g], group)
             else:
-                slots[g] = await self._open_streams(counts[g], group, transport)
+                keepalive = intervals.get(self._stream_pool_key(group, transport) or g)
+                slots[g] = await self._open_streams(counts[g], group, transport, keepalive)
+                for routes in slots[g]:
+                    for channel in routes:
+                        self._channel_groups.setdefault(channel.key, set()).add(g)
         return slots
 
     def _create_endpoints(self, slots: dict[int, list[list[Channel]]]) -> None:
@@ -328,15 +383,29 @@ class Worker:
             host, port = routes[0].local
             sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             auth = DigestClient(cred.auth_user, password, cnonce=self.ids.cnonce, preference=preferences[g])
+            profile = profiles[g]
             reg = Registration(
-                profiles[g],
+                profile,
                 user=cred.username,
                 contact=f"sip:{cred.username}@{sent_by};transport={group.transport.value}",
                 sent_by=sent_by,
                 auth=auth,
                 ids=self.ids,
+                instance=instance_for(sc.name, i) if profile.outbound or profile.gruu else None,
             )
-            endpoint = Endpoint(i, cred.username, reg, routes[0].send)
+            endpoint: Endpoint
+            pings = group.keepalive > 0 and group.transport.value.upper() == "UDP"  # (streams: the channel's)
+            if pings or profile.outbound or profile.gruu:  # [issue 8]
+                ka = OptionsKeepalive(target_uri=profile.registrar_uri, aor=reg.aor, sent_by=reg.sent_by,
+                                      ids=self.ids, interval=group.keepalive,
+                                      timeout=min(group.keepalive, 64 * profile.timers.t1),  # Timer F at most
+                                      user_agent=profile.user_agent, timers=profile.timers) if pings else None
+                flow = FlowEndpoint(i, cred.username, reg, routes[0].send, self._after_flow, ka)
+                if ka is not None:
+                    self._by_ka_call_id[ka.call_id] = flow
+                self._flows[i] = endpoint = flow
+            else:
+                endpoint = Endpoint(i, cred.username, reg, routes[0].send)
             endpoint.group = g
             endpoint.auth = auth
             endpoint.routes = routes
@@ -368,7 +437,8 @@ class Worker:
             return
         endpoint = self._by_call_id.get(call_id.strip())
         if endpoint is None or not endpoint.reg.receive(msg, now):
-            self.report.stray += 1
+            if not (self._by_ka_call_id and self._on_keepalive_answer(msg, call_id.strip(), now)):
+                self.report.stray += 1
             return
         self.recorder.response(msg.status)
         if msg.status >= 200:
@@ -389,6 +459,74 @@ class Worker:
             # already sleeps until the next arrival: waking it on every answer cost a cancel-scope
             # expiry (a raised Cancelled, ~20 µs) per registration.
             self._wake_at(-math.inf)
+
+    # --- keep-alives, outbound, GRUU [issue 8] -------------------------------------------------------
+    def _on_keepalive_answer(self, msg: Response, call_id: str, now: float) -> bool:
+        """A response that no registration took: an answer to a device's OPTIONS ping? (Counted in the
+        keep-alive counters, not in the responses by status code, which are the REGISTERs'.)"""
+        endpoint = self._by_ka_call_id.get(call_id)
+        if endpoint is None or endpoint.ka is None or not endpoint.ka.receive(msg, now):
+            return False
+        self._ka_flush(endpoint, now)
+        return True
+
+    def _after_flow(self, endpoint: FlowEndpoint) -> None:
+        """After a FlowEndpoint's flush: its OPTIONS pings run while it is registered (and present)."""
+        ka = endpoint.ka
+        if ka is None:
+            return
+        state = endpoint.reg.state
+        now = trio.current_time()
+        if endpoint.ka_on:
+            if state in _NOT_BOUND or endpoint.away:
+                endpoint.ka_on = False
+                ka.stop(now)
+                self._ka_flush(endpoint, now)
+        elif state is RegState.REGISTERED and not endpoint.away:  # its first 200 (again, after a renewal)
+            endpoint.ka_on = True
+            ka.sent_by = endpoint.reg.sent_by
+            ka.start(now)
+            self._ka_flush(endpoint, now)
+
+    def _ka_flush(self, endpoint: FlowEndpoint, now: float) -> None:
+        ka = endpoint.ka
+        assert ka is not None
+        for data in ka.take_outgoing():
+            endpoint.send(data)   # the endpoint's current route: a failover moves the pings too
+        for event in ka.take_events():
+            if isinstance(event, ReflexiveChanged) and endpoint.reg.profile.outbound:
+                endpoint.reg.flow_failed(now)   # RFC 5626 §4.4.2: the NAT rebound us; register the new flow
+                self._after_input(endpoint)
+        deadline = ka.next_timer()
+        if deadline != endpoint.ka_deadline:
+            endpoint.ka_deadline = deadline
+            if deadline is not None:
+                heapq.heappush(self._ka_heap, (deadline, endpoint.index))
+                self._wake_at(deadline)
+
+    def _ka_timers(self, now: float) -> None:
+        heap = self._ka_heap
+        while heap and heap[0][0] <= now:
+            deadline, index = heapq.heappop(heap)
+            endpoint = self._flows[index]
+            if endpoint.ka_deadline != deadline or endpoint.ka is None:
+                continue  # superseded
+            endpoint.ka_deadline = None
+            endpoint.ka.handle_timer(now)
+            self._ka_flush(endpoint, now)
+
+    def _stream_keepalive_counts(self) -> None:
+        """The stream channels' CRLF keep-alive counters into the report, per group and in total."""
+        total = [0, 0, 0]
+        per_group: dict[str, list[int]] = {}
+        for key, stream in enumerate(self._streams):
+            counts = (stream.keepalive_pings, stream.keepalive_pongs, stream.keepalive_missed)
+            total = [a + b for a, b in zip(total, counts, strict=True)]
+            for g in sorted(self._channel_groups.get(key, ())):
+                name = self.plan.groups[g].name
+                per_group[name] = [a + b for a, b in zip(per_group.get(name, [0, 0, 0]), counts, strict=True)]
+        self.report.stream_keepalives = per_group
+        self.report.stream_keepalive_total = total
 
     def _wake_at(self, when: float) -> None:
         scope = self._scope
@@ -428,6 +566,7 @@ class Worker:
             self._emit(now)
             for sock in self._sockets:
                 sock.close()
+            self._stream_keepalive_counts()
             self.report.left_bound = sum(1 for e in self.endpoints if e.bound(now))
             if self.report.first_arrival is not None and self.report.last_arrival is not None:
                 self.report.arrival_period = self.report.last_arrival - self.report.first_arrival
@@ -463,6 +602,7 @@ class Worker:
         arrivals = self._arrivals(start)
         pending = next(arrivals, None)
         heap = self._heap
+        ka_heap = self._ka_heap
         acts = self._acts
         rearrivals = self._rearrivals
         for g, group in enumerate(self.plan.groups):
@@ -542,6 +682,8 @@ class Worker:
                 endpoint.deadline = None
                 endpoint.reg.handle_timer(now)
                 self._after_input(endpoint)
+            if ka_heap and ka_heap[0][0] <= now:  # [issue 8] OPTIONS keep-alives
+                self._ka_timers(now)
             if now >= next_interval:
                 self._emit(now)
                 next_interval = now + load.interval
@@ -558,6 +700,8 @@ class Worker:
                 wake = min(wake, run_until)
             if heap:
                 wake = min(wake, heap[0][0])
+            if ka_heap:
+                wake = min(wake, ka_heap[0][0])
             if acts:
                 wake = min(wake, acts[0][0])
             if self.tally.in_flight < load.max_in_flight:
@@ -613,10 +757,15 @@ class Worker:
         if first_route and endpoint.route:
             endpoint.move_to(0)
         reg = Registration(old.profile, user=old.user, contact=endpoint.contact_for(endpoint.route, old),
-                           sent_by=endpoint.sent_by_for(endpoint.route), auth=endpoint.auth, ids=self.ids)
+                           sent_by=endpoint.sent_by_for(endpoint.route), auth=endpoint.auth, ids=self.ids,
+                           instance=old.instance)  # [issue 8] the same device: the same +sip.instance
         endpoint.reg = reg
         endpoint.deadline = None
         self._by_call_id[reg.call_id] = endpoint
+        if isinstance(endpoint, FlowEndpoint) and endpoint.ka is not None and endpoint.ka_on:
+            endpoint.ka_on = False   # off the network (or rebooting): no pings until it is registered again
+            endpoint.ka.stop(trio.current_time())
+            endpoint.ka_deadline = None
 
     def _behave(self, act: _Act, which: int, now: float) -> None:
         if act is _Act.AVALANCHE:
@@ -686,6 +835,8 @@ def _udp_sender(sock: UdpSocket, dest: Address) -> Callable[[bytes], object]:
 
 
 def _record(e: Endpoint, group: str = "default") -> EndpointState:
+    flow = e if isinstance(e, FlowEndpoint) else None
+    ka = flow.ka if flow is not None else None
     return EndpointState(
         index=e.index,
         username=e.username,
@@ -702,4 +853,9 @@ def _record(e: Endpoint, group: str = "default") -> EndpointState:
         flaps=e.flaps,
         avalanches=e.avalanches,
         failovers=e.failovers,
+        keepalive_pings=ka.sent if ka is not None else 0,
+        keepalive_answered=ka.answered if ka is not None else 0,
+        keepalive_unanswered=ka.unanswered if ka is not None else 0,
+        outbound_required=flow.outbound_required if flow is not None else 0,
+        pub_gruu=flow is not None and flow.pub_gruu,
     )

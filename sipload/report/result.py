@@ -7,7 +7,7 @@ No writer computes a number of its own; everything is decided here. `build_resul
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +39,11 @@ class EndpointState:
     flaps: int = 0
     avalanches: int = 0
     failovers: int = 0
+    keepalive_pings: int = 0          # [issue 8] OPTIONS keep-alives (UDP): sent, answered, unanswered
+    keepalive_answered: int = 0
+    keepalive_unanswered: int = 0
+    outbound_required: int = 0        # initial registrations whose 200 had Require: outbound (RFC 5626)
+    pub_gruu: bool = False            # a 200 gave the binding a pub-gruu (RFC 5627)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     crosscheck: dict[str, Any] | None = None  # the provider cross-check (CrossCheckResult.to_dict()), if any
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # [issue 8] per device group
+    keepalive: dict[str, int] = field(default_factory=dict)  # [issue 8] keep-alive/outbound/GRUU totals of the run
 
 
     def passed(self) -> bool:
@@ -87,12 +93,27 @@ class RunResult:
         return d
 
 
-def group_counts(states: Sequence[EndpointState]) -> dict[str, dict[str, Any]]:
-    """Per device group: endpoints, final states and what the behaviours did [issue 8]."""
+STREAM_KEEPALIVE_KEYS = ("crlf_pings", "crlf_pongs", "crlf_missed")
+
+
+def group_counts(states: Sequence[EndpointState],
+                 stream_keepalives: Mapping[str, Sequence[int]] | None = None) -> dict[str, dict[str, Any]]:
+    """Per device group: endpoints, final states and what the behaviours did [issue 8].
+
+    Keep-alives: `keepalive_pings` / `_answered` / `_unanswered` are the devices' OPTIONS pings (UDP);
+    `crlf_pings` / `_pongs` / `_missed` the pings of the stream channels the group's devices use
+    (`stream_keepalives`: [pings, pongs, missed] per group name; WebSocket ping frames on WS/WSS; a
+    channel shared by several groups counts in each). `outbound_required`: initial registrations the
+    registrar answered with Require: outbound; `pub_gruus`: devices that got a pub-gruu.
+    """
     groups: dict[str, dict[str, Any]] = {}
     for e in states:
-        g = groups.setdefault(e.group, {"endpoints": 0, "states": {}, "vanished": 0, "returned": 0, "flaps": 0,
-                                        "avalanche_registrations": 0, "failovers": 0})
+        g = groups.get(e.group)
+        if g is None:
+            g = groups[e.group] = {"endpoints": 0, "states": {}, "vanished": 0, "returned": 0, "flaps": 0,
+                                   "avalanche_registrations": 0, "failovers": 0, "keepalive_pings": 0,
+                                   "keepalive_answered": 0, "keepalive_unanswered": 0,
+                                   **dict.fromkeys(STREAM_KEEPALIVE_KEYS, 0), "outbound_required": 0, "pub_gruus": 0}
         g["endpoints"] += 1
         g["states"][e.state] = g["states"].get(e.state, 0) + 1
         g["vanished"] += e.vanished
@@ -100,7 +121,25 @@ def group_counts(states: Sequence[EndpointState]) -> dict[str, dict[str, Any]]:
         g["flaps"] += e.flaps
         g["avalanche_registrations"] += e.avalanches
         g["failovers"] += e.failovers
+        g["keepalive_pings"] += e.keepalive_pings
+        g["keepalive_answered"] += e.keepalive_answered
+        g["keepalive_unanswered"] += e.keepalive_unanswered
+        g["outbound_required"] += e.outbound_required
+        g["pub_gruus"] += int(e.pub_gruu)
+    for name, counts in (stream_keepalives or {}).items():
+        if name in groups:
+            for key, n in zip(STREAM_KEEPALIVE_KEYS, counts, strict=True):
+                groups[name][key] += n
     return groups
+
+
+def keepalive_totals(groups: Mapping[str, Mapping[str, Any]], stream_total: Sequence[int] = (0, 0, 0)) -> dict[
+        str, int]:
+    """The run's keep-alive, outbound and GRUU totals [issue 8]: the groups' sums, and each stream channel once."""
+    out = {key: sum(int(g[key]) for g in groups.values()) for key in (
+        "keepalive_pings", "keepalive_answered", "keepalive_unanswered", "outbound_required", "pub_gruus")}
+    out.update(zip(STREAM_KEEPALIVE_KEYS, (int(n) for n in stream_total), strict=True))
+    return out
 
 
 def iso_utc(unix: float) -> str:
@@ -121,6 +160,8 @@ def build_result(
     endpoint_states: Sequence[EndpointState] = (),
     interrupted_by: str | None = None,
     notes: Sequence[str] = (),
+    stream_keepalives: Mapping[str, Sequence[int]] | None = None,
+    stream_keepalive_total: Sequence[int] = (0, 0, 0),
 ) -> RunResult:
     """Everything the outputs show, from the merged metrics. `thresholds` are already evaluated on
     `agg.metric_values(arrival_period_s=..., offered_rate=...)` with the same two numbers."""
@@ -136,6 +177,7 @@ def build_result(
         all_notes.append(f"the kernel dropped {kernel_drops} datagrams on the generator's sockets")
     if agg.clamped:
         all_notes.append(f"{agg.clamped} latency values were outside 0 .. 1 h and were clamped")
+    groups = group_counts(endpoint_states, stream_keepalives)
     return RunResult(
         scenario=scenario,
         target=target,
@@ -162,5 +204,6 @@ def build_result(
         thresholds=list(thresholds),
         endpoint_states=list(endpoint_states),
         notes=all_notes,
-        groups=group_counts(endpoint_states),
+        groups=groups,
+        keepalive=keepalive_totals(groups, stream_keepalive_total),
     )

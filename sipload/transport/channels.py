@@ -19,6 +19,9 @@ class MessageChannel(Protocol):
     """What the worker needs of a connection to the registrar."""
 
     local: tuple[str, int]
+    keepalive_pings: int      # [issue 8] our keep-alive pings (CRLF, or WebSocket ping frames), their pongs,
+    keepalive_pongs: int      # and the pongs that never came
+    keepalive_missed: int
 
     def send(self, data: bytes) -> bool: ...
 
@@ -39,16 +42,20 @@ def open_stream_channel(
     tls: TlsOptions | None = None,
     local_host: str | None = None,
     ws_path: str = "/",
+    keepalive: float | None = None,
 ) -> MessageChannel:
     """A not yet connected channel for `transport` (upper case: TCP, TLS, WS, WSS) to `host:port`.
 
     `tls` is used for TLS and WSS (WSS without it: verification on, the system's CAs); `ws_path`
-    is the resource of the WebSocket handshake (RFC 7118: WS and WSS).
+    is the resource of the WebSocket handshake (RFC 7118: WS and WSS). [issue 8] `keepalive`
+    (seconds; None or 0: off): the channel pings the registrar at that interval (RFC 5626 §4.4.1:
+    CRLFCRLF on TCP/TLS, a WebSocket ping frame on WS/WSS) and a missed pong is a flow failure.
     """
     if transport not in STREAM_TRANSPORTS:
         raise ValueError(f"not a connection-oriented transport: {transport!r}")
+    interval = keepalive or None
     if transport in ("WS", "WSS"):
         return WebSocketChannel(host, port, on_message, on_failure, local_host=local_host, path=ws_path,
-                                tls=(tls or TlsOptions()) if transport == "WSS" else None)
+                                tls=(tls or TlsOptions()) if transport == "WSS" else None, keepalive=interval)
     return StreamChannel(host, port, on_message, on_failure, tls=tls if transport == "TLS" else None,
-                         local_host=local_host)
+                         local_host=local_host, keepalive=interval)

@@ -10,6 +10,15 @@ if it is not UTF-8); each received message is parsed whole (Content-Length is op
 Pings are answered with pongs; a Close frame from the server ends the session like a closed TCP
 connection.
 
+[issue 8] Keep-alives (`keepalive=SECONDS`): over WebSocket the channel sends a WebSocket ping frame
+(RFC 6455 §5.5.2, with a counter as its payload) instead of StreamChannel's CRLFCRLF, and its pong
+counts like a CRLF pong (`keepalive_pings` / `keepalive_pongs` / `keepalive_missed`; no pong within
+`pong_timeout` is a flow failure). CRLF is not used because RFC 7118 frames every SIP message as a
+WebSocket message and defines no CRLF keep-alive: a "\r\n\r\n" text message is only skipped as
+empty by our registrar (and is not a SIP message to Kamailio's websocket module), so no pong would
+come; every WebSocket server must answer a ping frame with a pong (RFC 6455 §5.5.2), Kamailio's and
+trio-websocket's (our registrar's) included.
+
 The WebSocket protocol itself is wsproto's sans-IO state machine (the engine under trio-websocket,
 which serves the registrar side): a client needs the handshake done inside `connect()` (before
 the worker's nursery runs the channel) and sends that never await, which trio-websocket's
@@ -35,6 +44,7 @@ from wsproto.events import (
     Event,
     Message,
     Ping,
+    Pong,
     RejectConnection,
     RejectData,
     Request,
@@ -45,6 +55,7 @@ from wsproto.utilities import ProtocolError
 from sipload.sip.errors import ParseError
 from sipload.sip.parser import parse_message
 from sipload.transport.stream import (
+    KEEPALIVE_PONG_TIMEOUT,
     READ_CHUNK,
     FailureHandler,
     MessageHandler,
@@ -76,14 +87,18 @@ class WebSocketChannel(StreamChannel):
         tls: TlsOptions | None = None,
         local_host: str | None = None,
         path: str = "/",
+        keepalive: float | None = None,
+        pong_timeout: float = KEEPALIVE_PONG_TIMEOUT,
     ) -> None:
-        super().__init__(host, port, on_message, on_failure, tls=tls, local_host=local_host)
+        super().__init__(host, port, on_message, on_failure, tls=tls, local_host=local_host, keepalive=keepalive,
+                         pong_timeout=pong_timeout)
         self.path = path or "/"
         self.unparseable = 0     # WebSocket messages that were not a SIP message (skipped: framing is intact)
         self._ws: WSConnection | None = None
         self._control: list[bytes] = []      # encoded control frames (pongs) waiting for the writer
         self._parts: list[bytes | str] = []
         self._size = 0
+        self._ping_payload = b""             # [issue 8] of our keep-alive ping in flight
 
     @property
     def transport(self) -> str:
@@ -205,9 +220,33 @@ class WebSocketChannel(StreamChannel):
         elif isinstance(event, Ping):
             self._control.append(ws.send(event.response()))
             self._wake.set()
+        elif isinstance(event, Pong):
+            if self._pong is not None and bytes(event.payload) == self._ping_payload:
+                self.keepalive_pongs += 1
+                self._pong.set()
+                self._pong = None
         elif isinstance(event, CloseConnection):
             reason = f" ({event.reason})" if event.reason else ""
             raise trio.BrokenResourceError(f"WebSocket closed by the registrar: code {event.code}{reason}")
+
+    async def _keepalive(self, interval: float) -> str:
+        """[issue 8] A WebSocket ping frame every `interval`; the failure when its pong does not come in time."""
+        while True:
+            await trio.sleep(interval)
+            ws = self._ws
+            if ws is None or ws.state is not ConnectionState.OPEN:
+                return "WebSocket connection not open for a keep-alive ping"
+            pong = self._pong = trio.Event()
+            self.keepalive_pings += 1
+            self._ping_payload = str(self.keepalive_pings).encode()
+            self._control.append(ws.send(Ping(payload=self._ping_payload)))
+            self._wake.set()
+            with trio.move_on_after(self.pong_timeout):
+                await pong.wait()
+                continue
+            self._pong = None
+            self.keepalive_missed += 1
+            return f"no WebSocket keep-alive pong within {self.pong_timeout:g} s (RFC 5626 flow failure)"
 
     async def _fail(self, reason: str) -> None:
         self._ws = None
