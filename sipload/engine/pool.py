@@ -170,7 +170,10 @@ class WorkerPool:
                     self.request_stop()
                 else:
                     for conn in self._conns:
-                        conn.send(("go", None))
+                        try:
+                            conn.send(("go", None))
+                        except (OSError, ValueError):
+                            pass  # that worker died after "ready" (e.g. a signal): its listener reports it lost
                     if self._stop_requested:
                         self.request_stop()
         finally:
