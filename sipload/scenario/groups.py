@@ -11,7 +11,8 @@ keys of `[endpoints]` overriding it for the group, and behaviour keys:
 * ``flap = { share = 0.1, period = "10s" }``: devices unregister every ``period`` and register again half a
   period later;
 * ``avalanche = ["30s"]``: at each time (from the run start) every device of the group re-registers at once;
-* ``keepalive`` (duration, 0 = off), ``outbound`` and ``gruu`` are carried for the engine (not used yet).
+* ``keepalive`` (duration, 0 = off: RFC 5626 OPTIONS pings per UDP device, CRLF pings per TCP/TLS connection,
+  ping frames per WS connection), ``outbound`` (RFC 5626 +sip.instance and reg-id) and ``gruu`` (RFC 5627).
 
 Shares are rounded by largest remainder, so the counts add up to ``endpoints.count`` exactly. `plan_fleet`
 is the one place that decides which endpoint belongs to which group and which behaviour a device has: a
@@ -79,9 +80,9 @@ class Group:
     churn: Churn | None = None
     flap: Flap | None = None
     avalanche: tuple[float, ...] = ()
-    keepalive: float = 0.0           # seconds, 0 = off (wired later, RFC 5626)
-    outbound: bool = False           # RFC 5626 (wired later)
-    gruu: bool = False               # RFC 5627 (wired later)
+    keepalive: float = 0.0           # seconds, 0 = off (RFC 5626 keep-alives)
+    outbound: bool = False           # RFC 5626: +sip.instance, reg-id, Supported: outbound
+    gruu: bool = False               # RFC 5627: +sip.instance, Supported: gruu
 
 
 def default_group(endpoints: Endpoints, target: Target) -> Group:
