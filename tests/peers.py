@@ -10,6 +10,7 @@ Only loopback addresses are ever targets.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import ipaddress
 import os
@@ -18,7 +19,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,6 +165,19 @@ def start_kamailio(
         startup_ms=int(m["ms"]),
         ws_port=int(m["ws"]) if m["ws"] else None,
     )
+
+
+@contextlib.contextmanager
+def private_kamailio(rundir: Path) -> Iterator[KamailioPeer]:
+    """A Kamailio of the caller's own (run dir, free SIP, RPC and WS ports), so that other suites'
+    registrations never mix in; stopped on exit. Skips (fails under CI=true) when Kamailio is missing."""
+    require_peer("kamailio", have("kamailio"), HOW_TO_INSTALL_KAMAILIO)
+    sip_port, rpc_port, ws_port = distinct_free_ports(3)
+    peer = start_kamailio(rundir, sip_port, rpc_port, ws_port=ws_port)
+    try:
+        yield peer
+    finally:
+        stop_kamailio(rundir)
 
 
 def stop_kamailio(rundir: Path | None = None, timeout: float = 30.0) -> str:

@@ -15,13 +15,8 @@ import pytest
 import trio
 
 from peers import (
-    HOW_TO_INSTALL_KAMAILIO,
     KamailioPeer,
-    distinct_free_ports,
-    have,
-    require_peer,
-    start_kamailio,
-    stop_kamailio,
+    private_kamailio,
 )
 from sipload.engine.run import ExitCode, run_scenario
 from sipload.providers.kamailio import KamailioRpc
@@ -69,14 +64,8 @@ churn = {{ share = 1, every = "3s", away = "1s" }}
 
 @pytest.fixture(scope="module")
 def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KamailioPeer]:
-    require_peer("kamailio", have("kamailio"), HOW_TO_INSTALL_KAMAILIO)
-    rundir = tmp_path_factory.mktemp("kamailio-fleet")
-    sip_port, rpc_port, ws_port = distinct_free_ports(3)
-    peer = start_kamailio(rundir, sip_port, rpc_port, ws_port=ws_port)
-    try:
+    with private_kamailio(tmp_path_factory.mktemp("kamailio-fleet")) as peer:
         yield peer
-    finally:
-        stop_kamailio(rundir)
 
 
 async def contacts_of(rpc: KamailioRpc, user: str) -> list[dict[str, Any]]:

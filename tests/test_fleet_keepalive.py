@@ -27,13 +27,8 @@ from wsproto.events import Request as WsRequest
 from wsproto.utilities import LocalProtocolError
 
 from peers import (
-    HOW_TO_INSTALL_KAMAILIO,
     KamailioPeer,
-    distinct_free_ports,
-    have,
-    require_peer,
-    start_kamailio,
-    stop_kamailio,
+    private_kamailio,
 )
 from sipload.engine.pool import merge_reports
 from sipload.engine.run import ExitCode, run_scenario
@@ -482,14 +477,8 @@ transport = "udp"
 
 @pytest.fixture(scope="module")
 def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KamailioPeer]:
-    require_peer("kamailio", have("kamailio"), HOW_TO_INSTALL_KAMAILIO)
-    rundir = tmp_path_factory.mktemp("kamailio-keepalive")
-    sip_port, rpc_port, ws_port = distinct_free_ports(3)
-    peer = start_kamailio(rundir, sip_port, rpc_port, ws_port=ws_port)
-    try:
+    with private_kamailio(tmp_path_factory.mktemp("kamailio-keepalive")) as peer:
         yield peer
-    finally:
-        stop_kamailio(rundir)
 
 
 def ul_dump(peer: KamailioPeer) -> dict[str, list[dict[str, Any]]]:

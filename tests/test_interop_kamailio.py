@@ -38,6 +38,7 @@ from peers import (
     KamailioPeer,
     free_port,
     have,
+    private_kamailio,
     require_peer,
     start_kamailio,
     stop_kamailio,
@@ -68,13 +69,8 @@ async def start_private_kamailio(rundir: Path) -> KamailioPeer:
 def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KamailioPeer]:
     """This module's own Kamailio: peers/kamailio/start with a private run dir and free ports (overrides
     the session fixture of conftest.py, which shares peers/run/kamailio and 5070 with every session)."""
-    require_peer("kamailio", have("kamailio"), HOW_TO_INSTALL_KAMAILIO)
-    rundir = tmp_path_factory.mktemp("kamailio-interop")
-    peer = start_kamailio(rundir, *two_free_ports())
-    try:
+    with private_kamailio(tmp_path_factory.mktemp("kamailio-interop")) as peer:
         yield peer
-    finally:
-        stop_kamailio(rundir)
 
 
 async def wait_until(what: str, check: Callable[[], Awaitable[bool]], timeout: float, every: float = 0.1) -> None:

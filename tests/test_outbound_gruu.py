@@ -16,13 +16,8 @@ from typing import Any
 import pytest
 
 from peers import (
-    HOW_TO_INSTALL_KAMAILIO,
     KamailioPeer,
-    free_port,
-    have,
-    require_peer,
-    start_kamailio,
-    stop_kamailio,
+    private_kamailio,
 )
 from sipload.registrar.bindings import StoreCount
 from sipload.registrar.core import RegistrarCore
@@ -370,19 +365,8 @@ def test_pub_gruu_parses_as_a_sip_uri_with_gr() -> None:
 @pytest.fixture(scope="module")
 def own_kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KamailioPeer]:
     """A Kamailio of this module's own (run dir and ports), so that other suites' registrations never mix in."""
-    require_peer("kamailio", have("kamailio"), HOW_TO_INSTALL_KAMAILIO)
-    rundir = tmp_path_factory.mktemp("kamailio-outbound")
-    ports: set[int] = set()
-    while len(ports) < 3:
-        ports.add(free_port())
-    sip, rpc, ws = sorted(ports)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SIPLOAD_KAMAILIO_WS_PORT", str(ws))
-        peer = start_kamailio(rundir, sip, rpc)
-    try:
+    with private_kamailio(tmp_path_factory.mktemp("kamailio-outbound")) as peer:
         yield peer
-    finally:
-        stop_kamailio(rundir)
 
 
 def _ul_dump(peer: KamailioPeer) -> dict[str, list[dict[str, Any]]]:

@@ -21,11 +21,9 @@ from trio_websocket import ConnectionRejected, open_websocket
 from peers import (
     HOW_TO_INSTALL_KAMAILIO,
     KamailioPeer,
-    distinct_free_ports,
     have,
+    private_kamailio,
     require_peer,
-    start_kamailio,
-    stop_kamailio,
 )
 from sipload.engine.run import ExitCode, RunOutcome, run_scenario
 from sipload.providers.kamailio import KamailioRpc
@@ -64,15 +62,9 @@ def kamailio_ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WsKamailio
     require_peer("kamailio", have("kamailio"), HOW_TO_INSTALL_KAMAILIO)
     require_peer("kamailio websocket module", websocket_module_installed(),
                  "run peers/install (installs the Debian package kamailio-websocket-modules)")
-    rundir = tmp_path_factory.mktemp("kamailio-ws")
-    sip_port, rpc_port, ws_port = distinct_free_ports(3)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SIPLOAD_KAMAILIO_WS_PORT", str(ws_port))
-        peer = start_kamailio(rundir, sip_port, rpc_port)
-    try:
-        yield WsKamailio(peer, ws_port)
-    finally:
-        stop_kamailio(rundir)
+    with private_kamailio(tmp_path_factory.mktemp("kamailio-ws")) as peer:
+        assert peer.ws_port is not None, "peers/kamailio/start did not open its WebSocket listener"
+        yield WsKamailio(peer, peer.ws_port)
 
 
 @pytest.mark.interop
