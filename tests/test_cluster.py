@@ -26,6 +26,7 @@ from sipload.engine.cluster import (
     shard_scenario,
 )
 from sipload.engine.pool import PoolOutcome, WorkerPool
+from sipload.engine.run import ExitCode, run_scenario
 from sipload.engine.worker import Shard, WorkerError
 from sipload.metrics.aggregate import Aggregate
 from sipload.metrics.phases import Phase
@@ -321,12 +322,14 @@ def test_the_target_must_be_reachable_from_every_worker() -> None:
     named = scenario("sip:127.0.0.1:5070")
     here = ["tcp://127.0.0.1:4001", "tcp://127.0.0.1:4002"]
     away = ["tcp://127.0.0.1:4001", "tcp://10.1.2.3:4002"]
-    check_reachable(embedded, ("127.0.0.1", 5060), here)
-    check_reachable(named, ("10.0.0.9", 5070), away)
+    check_reachable(embedded, {"UDP": (("127.0.0.1", 5060),)}, here)
+    check_reachable(named, {"UDP": (("10.0.0.9", 5070),), "TCP": (("10.0.0.9", 5070),)}, away)
     with pytest.raises(WorkerError, match=r"embedded registrar.*10\.1\.2\.3"):
-        check_reachable(embedded, ("127.0.0.1", 5060), away)
+        check_reachable(embedded, {"UDP": (("127.0.0.1", 5060),)}, away)
     with pytest.raises(WorkerError, match="loopback"):
-        check_reachable(named, ("127.0.0.1", 5070), away)
+        check_reachable(named, {"UDP": (("127.0.0.1", 5070),)}, away)
+    with pytest.raises(WorkerError, match=r"the target 127\.0\.0\.1:5072 is a loopback"):  # any failover item
+        check_reachable(named, {"UDP": (("10.0.0.9", 5070), ("127.0.0.1", 5072))}, away)
 
 
 def test_shards_are_spread_over_hosts_and_divide_the_source_addresses() -> None:
@@ -349,7 +352,7 @@ def test_snapshots_reach_the_sink_in_each_shards_order() -> None:
     from sipload.engine.cluster import _ShardState
     from sipload.engine.cluster_shard import ShardSpec
 
-    pool._shards = [_ShardState(ShardSpec("x", pool.scenario, pool.destination, Shard(k, 2), 1.0), f"w{k}")
+    pool._shards = [_ShardState(ShardSpec("x", pool.scenario, pool.destinations, Shard(k, 2), 1.0), f"w{k}")
                     for k in range(2)]
     rec = Recorder(0.0)
     snaps = [rec.take_interval(float(t)) for t in range(1, 4)]
@@ -359,3 +362,28 @@ def test_snapshots_reach_the_sink_in_each_shards_order() -> None:
     assert got == [(1, 1.0)]
     pool._on_snapshot(0, 0, snaps[0])
     assert got == [(1, 1.0), (0, 1.0), (0, 2.0), (0, 3.0)]
+
+
+async def test_a_mixed_transport_fleet_with_failover_runs_on_the_cluster(tmp_path: Path) -> None:
+    # [issue 8] shards get every transport's failover list, as local workers do: a UDP and a TCP group against
+    # the embedded registrar (its UDP and TCP ports differ), all registered and unregistered by 2 shards
+    text = BODY.replace("TARGET", "embedded").replace("DURATION", "3s").replace("EXPIRES", "4") + """
+[[groups]]
+name = "phones"
+share = 0.5
+transport = "udp"
+[[groups]]
+name = "softphones"
+share = 0.5
+transport = "tcp"
+"""
+    sc = parse_scenario(text, Path("fleet.toml"))
+    with trio.fail_after(120):
+        outcome = await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False,
+                                     cluster="local:2")
+    assert outcome.exit_code is ExitCode.OK, (outcome.result.notes, outcome.result.failures)
+    groups = outcome.result.groups
+    assert {name: g["endpoints"] for name, g in groups.items()} == {"phones": 20, "softphones": 20}
+    assert {name: g["states"] for name, g in groups.items()} == {
+        "phones": {"unregistered": 20}, "softphones": {"unregistered": 20}}
+    assert outcome.result.registrations.succeeded == 40

@@ -30,7 +30,7 @@ import pickle
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,7 +38,7 @@ import trio
 
 from sipload.engine.cluster_shard import POLL, ShardResult, ShardSpec, ignore_sigint, run_shard
 from sipload.engine.pool import PoolOutcome, SnapshotSink, merge_reports
-from sipload.engine.worker import Shard, WorkerError
+from sipload.engine.worker import Destinations, Shard, WorkerError
 from sipload.metrics.recorder import IntervalSnapshot
 from sipload.report.result import EndpointState
 from sipload.scenario import AddressRange, Scenario
@@ -134,7 +134,7 @@ def choose_workers(available: list[str], shards: int) -> list[str]:
     return order[:shards]
 
 
-def check_reachable(scenario: Scenario, destination: Address, workers: list[str]) -> None:
+def check_reachable(scenario: Scenario, destinations: Destinations, workers: list[str]) -> None:
     """The target must be reachable from every shard: refuse a loopback target with workers on other hosts."""
     remote = sorted({worker_host(w) for w in workers if not _is_loopback(worker_host(w))})
     if not remote:
@@ -145,11 +145,12 @@ def check_reachable(scenario: Scenario, destination: Address, workers: list[str]
             f"({', '.join(remote)}) cannot reach it: use a registrar the workers can reach "
             f"(--target sip:HOST:PORT) or --cluster local:N"
         )
-    if _is_loopback(destination[0]):
-        raise WorkerError(
-            f"the target {destination[0]}:{destination[1]} is a loopback address, which Dask workers on other "
-            f"hosts ({', '.join(remote)}) cannot reach: name the registrar by an address they can reach"
-        )
+    for destination in (a for addresses in destinations.values() for a in addresses):
+        if _is_loopback(destination[0]):
+            raise WorkerError(
+                f"the target {destination[0]}:{destination[1]} is a loopback address, which Dask workers on other "
+                f"hosts ({', '.join(remote)}) cannot reach: name the registrar by an address they can reach"
+            )
 
 
 @dataclass(slots=True)
@@ -212,14 +213,16 @@ class _Dask:
 class ClusterPool:
     """WorkerPool's interface (`run`, `request_stop`, `partial_report`), with shards on a Dask cluster."""
 
-    def __init__(self, scenario: Scenario, destination: Address, workers: int, sink: SnapshotSink, *,
+    def __init__(self, scenario: Scenario, destination: Address | Destinations, workers: int, sink: SnapshotSink, *,
                  address: str, ready_timeout: float = READY_TIMEOUT) -> None:
         try:
             self.where = parse_cluster(address)
         except ValueError as exc:
             raise WorkerError(str(exc)) from None
         self.scenario = scenario
-        self.destination = destination
+        # [issue 8] every transport's failover list, as the local pool gets it
+        single = {scenario.target.transport.value.upper(): (destination,)} if isinstance(destination, tuple) else {}
+        self.destinations: Destinations = destination if isinstance(destination, Mapping) else single
         self.workers = workers          # shards; 0: one per Dask worker process (local:N: N)
         self.sink = sink
         self.ready_timeout = ready_timeout
@@ -272,10 +275,10 @@ class ClusterPool:
             raise WorkerError(f"--workers {count}: the Dask cluster {self.where} has {len(available)} worker "
                               f"processes, and each shard needs its own")
         chosen = choose_workers(available, count)
-        check_reachable(self.scenario, self.destination, chosen)
+        check_reachable(self.scenario, self.destinations, chosen)
         for k, addr in enumerate(chosen):
             shard = Shard(k, count)
-            spec = ShardSpec(self.run_id, shard_scenario(self.scenario, shard), self.destination, shard,
+            spec = ShardSpec(self.run_id, shard_scenario(self.scenario, shard), self.destinations, shard,
                              self.ready_timeout + START_MARGIN + 10.0)
             self._shards.append(_ShardState(spec, addr))
             self.assignments[k] = addr

@@ -30,10 +30,9 @@ from typing import Any
 
 import trio
 
-from sipload.engine.worker import Shard, Worker, WorkerError, WorkerReport
+from sipload.engine.worker import Destinations, Shard, Worker, WorkerError, WorkerReport
 from sipload.metrics.recorder import IntervalSnapshot
 from sipload.scenario import Scenario
-from sipload.transport.udp import Address
 
 POLL = 0.5  # seconds: the longest a shard's thread blocks on Dask before it looks again
 
@@ -44,7 +43,7 @@ class ShardSpec:
 
     run_id: str
     scenario: Scenario
-    destination: Address
+    destination: Destinations   # per transport (upper case), in failover order [issue 8]
     shard: Shard
     ready_timeout: float  # how long to wait for the start time before giving up
 

@@ -188,7 +188,6 @@ class _RunState:
                 answer = await probe_udp(udp[0], scenario.target.domain)
                 if isinstance(answer, str):
                     raise RunError(f"target {scenario.target.registrar}: {answer}; is the registrar running?")
-        destination = next(iter(destinations.values()))[0]
         if self.interrupted_by is not None:
             raise RunError(f"interrupted by {self.interrupted_by} before the run started")
         workers = self.workers or default_workers(scenario)
@@ -198,7 +197,7 @@ class _RunState:
             workers = 1
         self.agg = Aggregate(time.time())
         if self.cluster is not None:  # one shard per Dask worker process unless --workers says
-            self.pool = ClusterPool(scenario, destination, self.workers or 0, self.agg.add, address=self.cluster)
+            self.pool = ClusterPool(scenario, destinations, self.workers or 0, self.agg.add, address=self.cluster)
         else:
             self.pool = WorkerPool(scenario, destinations, workers, self.agg.add)
         if holding:
