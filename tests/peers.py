@@ -144,6 +144,8 @@ def start_kamailio(
     ws_port: int | None = None,
 ) -> KamailioPeer:
     """Run peers/kamailio/start (defaults: peers/run/kamailio, 5070, 5071 or the SIPLOAD_KAMAILIO_* env)."""
+    if ws_port is None and sip_port is not None:  # on ports of its own: a WS port of its own too, never SIP+2
+        ws_port = next(p for p in iter(free_port, None) if p not in (sip_port, rpc_port))
     env = _kamailio_env(rundir, sip_port, rpc_port, ws_port)
     try:
         proc = subprocess.run(
