@@ -10,10 +10,9 @@ No awaits happen here: sends are raw and non-blocking.
 operation fails in a way that may pass (timeout, transport error, 5xx) it moves to the next one
 for the retry (RFC 3263 §4.3). It also carries its group and its behaviour counters.
 
-[issue 8] A `FlowEndpoint` is an endpoint of a group with NAT keep-alives, RFC 5626 outbound or
-RFC 5627 GRUU. It is a subclass so that a plain endpoint's `flush` (the hot path) does no new work:
-after the plain flush it counts what the 200s said (outbound required, a pub-gruu) and calls the
-worker back (`after`), which starts, stops and flushes its OPTIONS keep-alive.
+[issue 8] The endpoints of a group with NAT keep-alives, RFC 5626 outbound or RFC 5627 GRUU are
+`FlowEndpoint`s, a subclass (`sipload.engine.keepalives`): a plain endpoint's `flush` (the hot path)
+does no new work for them.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from sipload.metrics.phases import Phase
 from sipload.metrics.recorder import Recorder
 from sipload.sip.digest import DigestClient
 from sipload.sip.failures import FailureReason
-from sipload.sip.keepalive import OptionsKeepalive
 from sipload.sip.registration import (
     _RECOVERABLE,
     Challenged,
@@ -217,29 +215,3 @@ class Endpoint:
             return f"failed:{self.failure.value}"
         return self.reg.state.value
 
-
-class FlowEndpoint(Endpoint):
-    """[issue 8] An endpoint with a keep-alive, outbound or GRUU (see the module docstring)."""
-
-    __slots__ = ("after", "ka", "ka_deadline", "ka_on", "outbound_required", "pub_gruu")
-
-    def __init__(self, index: int, username: str, reg: Registration, send: Callable[[bytes], object],
-                 after: Callable[[FlowEndpoint], None], ka: OptionsKeepalive | None = None) -> None:
-        super().__init__(index, username, reg, send)
-        self.after = after               # the worker's: keep-alive start / stop / flush
-        self.ka = ka                     # OPTIONS pings (UDP groups with a keep-alive), same object across renewals
-        self.ka_deadline: float | None = None
-        self.ka_on = False               # pinging: registered since its last (re)start
-        self.outbound_required = 0       # initial registrations whose 200 had Require: outbound
-        self.pub_gruu = False            # a 200 gave our binding a pub-gruu
-
-    def flush(self, recorder: Recorder, tally: Tally) -> None:
-        registrations, refreshes = self.registrations, self.refreshes
-        Endpoint.flush(self, recorder, tally)
-        reg = self.reg
-        if self.registrations != registrations or self.refreshes != refreshes:  # a 200 came
-            if self.registrations != registrations and reg.outbound_required:
-                self.outbound_required += 1
-            if reg.pub_gruu is not None:
-                self.pub_gruu = True
-        self.after(self)
