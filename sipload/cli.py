@@ -10,7 +10,7 @@ import trio
 
 from sipload import __version__
 from sipload.engine.cluster import parse_cluster
-from sipload.engine.run import ExitCode, RunError, run_scenario
+from sipload.engine.run import ExitCode, RunError, RunInterrupted, run_scenario
 from sipload.providers.command import check
 from sipload.registrar.command import registrar
 from sipload.report.commands import compare, metrics_option, report
@@ -75,6 +75,9 @@ def run(
     try:
         outcome = trio.run(lambda: run_scenario(sc, out, progress=progress, workers=workers, metrics=metrics,
                                                 cluster=cluster))
+    except RunInterrupted as exc:
+        click.echo(f"sipload: {exc}", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
     except RunError as exc:
         click.echo(f"sipload: {exc}", err=True)
         sys.exit(ExitCode.USAGE)

@@ -19,7 +19,7 @@ from hdrh.log import HistogramLogReader
 
 from sipload.cli import main
 from sipload.engine.embedded import registrar_settings
-from sipload.engine.run import ExitCode, RunError, run_scenario
+from sipload.engine.run import ExitCode, RunError, RunInterrupted, run_scenario
 from sipload.engine.worker import Worker
 from sipload.metrics.aggregate import Aggregate
 from sipload.registrar.core import RegistrarCore
@@ -235,6 +235,27 @@ async def test_unreachable_target_is_a_clear_error_not_a_hang(tmp_path: Path) ->
             await run_scenario(sc, tmp_path, progress=lambda _: None, handle_signals=False)
 
 
+async def test_ctrl_c_while_starting_stops_at_once_as_an_interruption(tmp_path: Path) -> None:
+    # SIGINT during the start-up probe (a registrar that never answers): the run ends at once as interrupted
+    # (exit 130 on the command line), not after the 4 s probe as a configuration error; nothing is left on disk
+    out = tmp_path / "never"
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as s:
+        await s.bind(("127.0.0.1", 0))
+        sc = scenario(SMALL, target=f"sip:127.0.0.1:{s.getsockname()[1]}")
+
+        async def interrupt_on_the_probe() -> None:
+            await s.recv(65536)                  # the OPTIONS probe arrived: the run is starting
+            os.kill(os.getpid(), signal.SIGINT)
+
+        lines: list[str] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(interrupt_on_the_probe)
+            with trio.fail_after(20), pytest.raises(RunInterrupted, match="interrupted by SIGINT before the run"):
+                await run_scenario(sc, out, progress=lines.append, handle_signals=True)
+    assert any("stopping before the run started" in line for line in lines), lines
+    assert not out.exists()
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "s.toml"
     path.write_text(text)
@@ -291,3 +312,25 @@ def test_sigint_unregisters_and_writes_partial_results(tmp_path: Path) -> None:
     assert summary["unregistrations"]["succeeded"] == 30
     rows = (out / "endpoints.csv").read_text().splitlines()[1:]
     assert len(rows) == 30 and all(",unregistered," in row for row in rows)
+
+
+def test_cli_ctrl_c_while_starting_exits_130(tmp_path: Path) -> None:
+    """A real process interrupted during its start-up probe: exit 130 with one line, no traceback, no results."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(30)
+        path = write(tmp_path, 'name = "early"\n' + SMALL.replace("TARGET", f"sip:127.0.0.1:{s.getsockname()[1]}"))
+        out = tmp_path / "o"
+        proc = subprocess.Popen([sys.executable, "-m", "sipload", "run", str(path), "--out", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            s.recv(65536)                      # its OPTIONS probe: it is starting
+        finally:
+            proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, output
+    assert "interrupted by SIGINT before the run started" in output and "Traceback" not in output
+    assert not out.exists()

@@ -47,6 +47,10 @@ class RunError(Exception):
     """The run could not start (target unreachable, no free port...): a clear message, no traceback."""
 
 
+class RunInterrupted(RunError):
+    """Ctrl-C / SIGTERM before the endpoints started: nothing ran, nothing is written (exit 130)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
     result: RunResult
@@ -134,7 +138,9 @@ async def run_scenario(
             write_results(result, out)
             _write_report(out, progress)  # [issue 7]
         else:  # the run never started: leave no empty results behind
-            state.discard(remove_dir=created and state.error is not None)
+            state.discard(remove_dir=created and (state.error is not None or state.interrupted_by is not None))
+    if not state.worker_started and state.interrupted_by is not None:
+        raise RunInterrupted(f"interrupted by {state.interrupted_by} before the run started")
     if state.error is not None:
         raise RunError(state.error)
     code = ExitCode.INTERRUPTED if state.interrupted_by else (
@@ -189,7 +195,7 @@ class _RunState:
                 if isinstance(answer, str):
                     raise RunError(f"target {scenario.target.registrar}: {answer}; is the registrar running?")
         if self.interrupted_by is not None:
-            raise RunError(f"interrupted by {self.interrupted_by} before the run started")
+            raise RunInterrupted(f"interrupted by {self.interrupted_by} before the run started")
         workers = self.workers or default_workers(scenario)
         holding = scenario.crosscheck is not None and scenario.crosscheck.when == "holding"
         if holding and workers > 1:
@@ -251,10 +257,13 @@ class _RunState:
             async for signum in signals:
                 if self.interrupted_by is None:
                     self.interrupted_by = signal.Signals(signum).name
+                    if self.pool is None:  # still starting (probe, DNS, registrar): nothing to unregister
+                        self.progress(f"sipload: {self.interrupted_by}: stopping before the run started")
+                        scope.cancel()
+                        return
                     self.progress(f"sipload: {self.interrupted_by}: stopping; unregistering endpoints "
                                   f"(send it again to abandon the unregistration)")
-                    if self.pool is not None:
-                        self.pool.request_stop()
+                    self.pool.request_stop()
                 else:
                     self.progress("sipload: abandoning the unregistration")
                     scope.cancel()
