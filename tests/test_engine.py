@@ -235,6 +235,33 @@ async def test_unreachable_target_is_a_clear_error_not_a_hang(tmp_path: Path) ->
             await run_scenario(sc, tmp_path, progress=lambda _: None, handle_signals=False)
 
 
+async def test_a_bug_handling_a_stream_response_is_counted_and_the_run_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # [issue 9] over TCP as over UDP: an exception while handling one response must not end the run (nor the
+    # connection): it is counted and shown in the notes; that endpoint retries after its timeout
+    calls = 0
+    handle = Worker._on_message
+
+    def buggy(self: Worker, msg: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyError("simulated bug")
+        handle(self, msg)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Worker, "_on_message", buggy)
+    body = SMALL.replace("count = 30", "count = 5").replace('duration = "2500ms"', 'duration = "6s"')
+    sc = scenario(body.replace('domain = "sipload.test"', 'domain = "sipload.test"\ntransport = "tcp"')
+                  + '[timers]\nt1 = "50ms"\n[registrar]\nmin_expires = 1\n', name="bug")
+    with trio.fail_after(60):
+        outcome = await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False, workers=1)
+    assert calls > 1
+    assert any("1 responses could not be handled" in n and "KeyError" in n for n in outcome.result.notes), \
+        outcome.result.notes
+    assert outcome.result.registrations.succeeded == 5      # the one whose 401 was lost retried
+    assert outcome.result.unregistrations.succeeded == 5
+
+
 async def test_ctrl_c_while_starting_stops_at_once_as_an_interruption(tmp_path: Path) -> None:
     # SIGINT during the start-up probe (a registrar that never answers): the run ends at once as interrupted
     # (exit 130 on the command line), not after the 4 s probe as a configuration error; nothing is left on disk

@@ -111,7 +111,7 @@ class Worker:
     ) -> None:
         self.scenario = scenario
         self.network = network
-        self.routes = Routes(scenario, destination, self._on_message, self._on_stream_failure)
+        self.routes = Routes(scenario, destination, self._on_stream_message, self._on_stream_failure)
         self.destination: Address = self.routes.destination  # the first of the first transport
         self._peers = self.routes.peers
         self._sockets = self.routes.sockets
@@ -191,8 +191,18 @@ class Worker:
         try:
             self._on_message(msg)
         except Exception as exc:  # [issue 9] a bug must not end a run: counted, shown in the notes
-            self.report.internal_errors += 1
-            self.report.last_internal_error = f"{type(exc).__name__}: {exc}"[:300]
+            self._internal_error(exc)
+
+    def _on_stream_message(self, msg: Request | Response) -> None:
+        """A message a TCP/TLS/WS channel framed: the same guard as for datagrams."""
+        try:
+            self._on_message(msg)
+        except Exception as exc:
+            self._internal_error(exc)
+
+    def _internal_error(self, exc: Exception) -> None:
+        self.report.internal_errors += 1
+        self.report.last_internal_error = f"{type(exc).__name__}: {exc}"[:300]
 
     def _on_message(self, msg: Request | Response) -> None:
         now = trio.current_time()
