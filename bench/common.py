@@ -423,7 +423,7 @@ duration = "{duration}s"
 unregister = {unregister}
 unregister_timeout = "{unregister_timeout}s"
 interval = "1s"
-
+{tick}
 [timers]
 t1 = "500ms"
 max_retries = 0
@@ -434,14 +434,17 @@ _PROGRESS = re.compile(r"registered (\d+)")
 
 def sipload_scenario(path: Path, *, name: str, target: str, rate: float, total: int, duration: float,
                      expires: int = 3600, first: int = 1, unregister: bool = False, jitter: float = 0.0,
-                     unregister_timeout: float = 10.0, max_in_flight: int = 2000) -> Path:
+                     unregister_timeout: float = 10.0, max_in_flight: int = 2000,
+                     tick: float | None = None) -> Path:
     """A scenario for the benchmarks. max_in_flight (per worker) never binds while the generator keeps
     up (in flight ~ rate x latency: 20 at 20k/s and 1 ms); when it falls behind, it holds arrivals
-    back (measured as schedule lag) instead of letting answers overflow the socket buffers."""
+    back (measured as schedule lag) instead of letting answers overflow the socket buffers. tick: the
+    scheduler's load.tick in seconds (None: the default)."""
     path.write_text(SCENARIO.format(
         name=name, target=target, rate=f"{rate:g}", total=total, duration=f"{duration:g}", first=first,
         expires=expires, unregister="true" if unregister else "false", jitter=jitter,
-        max_in_flight=max_in_flight, unregister_timeout=f"{unregister_timeout:g}"))
+        max_in_flight=max_in_flight, unregister_timeout=f"{unregister_timeout:g}",
+        tick="" if tick is None else f'tick = "{tick * 1e3:g}ms"\n'))
     return path
 
 

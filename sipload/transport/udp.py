@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +21,16 @@ import trio
 
 Address = tuple[str, int]
 DatagramHandler = Callable[[bytes, Address], None]
+# [issue 6] with the time the datagram waited in the socket (the kernel's receive timestamp to now), seconds
+WaitedHandler = Callable[[bytes, Address, float], None]
+
+# Linux (asm-generic): SO_TIMESTAMPNS, and the control message it adds to every datagram: a struct timespec
+# of CLOCK_REALTIME when the datagram reached the socket
+_SO_TIMESTAMPNS = 35
+_SCM_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@qq")
+_CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+_MAX_WAITED = 1.0  # a longer wait is a clock step, not a wait: taken as none
 
 DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024
 MAX_DATAGRAM = 65535
@@ -44,6 +56,7 @@ class UdpSocket:
         self.received = 0
         self.last_error: OSError | None = None
         self._closed = False
+        self._timestamps = False
 
     @property
     def host(self) -> str:
@@ -83,14 +96,60 @@ class UdpSocket:
                 except BlockingIOError:
                     break
                 except OSError as exc:
-                    if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                        # ICMP error from an earlier send: the target is not listening
-                        self.last_error = exc
-                        self.send_errors += 1
-                        continue
-                    raise
+                    self._receive_error(exc)
+                    continue
                 self.received += 1
                 handler(data, addr[:2])
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _receive_error(self, exc: OSError) -> None:
+        """An ICMP error from an earlier send (the target is not listening) is counted; others raise."""
+        if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+            raise exc
+        self.last_error = exc
+        self.send_errors += 1
+
+    def enable_timestamps(self) -> bool:
+        """Ask the kernel to stamp each datagram as it arrives (Linux); False where it cannot."""
+        if sys.platform != "linux" or not _CMSG_SPACE:
+            return False
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        except OSError:
+            return False
+        self._timestamps = True
+        return True
+
+    async def serve_waited(self, handler: WaitedHandler) -> None:
+        """Like `serve`, with how long each datagram waited in the socket before this loop took it: a
+        latency then ends when the answer arrived, not when the worker got to it (after a batch of sends,
+        say). 0.0 without kernel timestamps (`enable_timestamps`)."""
+        if not self._timestamps:
+            await self.serve(lambda data, addr: handler(data, addr, 0.0))
+            return
+        sock = self._sock
+        recvmsg = sock.recvmsg
+        unpack = _TIMESPEC.unpack
+        clock = time.time
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            while True:
+                try:
+                    data, ancillary, _flags, addr = recvmsg(MAX_DATAGRAM, _CMSG_SPACE)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    self._receive_error(exc)
+                    continue
+                waited = 0.0
+                for level, kind, raw in ancillary:
+                    if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
+                        sec, nsec = unpack(raw[:_TIMESPEC.size])
+                        waited = clock() - (sec + nsec * 1e-9)
+                        if not 0.0 <= waited <= _MAX_WAITED:
+                            waited = 0.0
+                self.received += 1
+                handler(data, addr[:2], waited)
             await trio.lowlevel.checkpoint_if_cancelled()
 
     def kernel_drops(self) -> int:
