@@ -111,6 +111,26 @@ def test_challenge_then_registered_with_one_call_id_and_rising_cseq() -> None:
     assert reg.bound_until == pytest.approx(70.010)
 
 
+def test_latencies_end_when_the_answer_arrived_and_the_next_request_leaves_when_handled() -> None:
+    # [issue 6] the 401 reached the socket at 10.004 but was handled at 10.007 (the worker was busy): the
+    # challenge took 4 ms, the authenticated leg starts at 10.007; the 200 arrived at 10.010, handled at 10.012
+    reg = make()
+    reg.start(10.0)
+    first = sent(reg)
+    reg.receive(challenge(first, 10.0), 10.007, arrived=10.004)
+    second = sent(reg)
+    reg.receive(ok(second, contact_expires=60), 10.012, arrived=10.010)
+    events = reg.take_events()
+    assert events[1] == Challenged(Op.REGISTER, 10.0, 10.004)
+    assert events[2] == Registered(Op.REGISTER, 60, 10.0, 10.007, 10.010)
+    assert reg.bound_until == pytest.approx(70.012)   # the state takes the time it was handled
+    # an arrival time that cannot be (before the request left, or after now) is not believed
+    reg.stop(20.0)
+    third = sent(reg)
+    reg.receive(ok(third, contact_expires=0), 20.002, arrived=19.0)
+    assert reg.take_events()[-1] == Unregistered(20.0, 20.0, 20.002)
+
+
 def test_granted_expiry_contact_param_beats_expires_header_and_header_beats_request() -> None:
     reg = make()
     reg.start(0.0)

@@ -193,14 +193,16 @@ class Worker:
             self.report.unparseable += 1
             return
         try:
-            self._on_message(msg, trio.current_time() - waited)
+            now = trio.current_time()
+            self._on_message(msg, now, now - waited)
         except Exception as exc:  # [issue 9] a bug must not end a run: counted, shown in the notes
             self._internal_error(exc)
 
     def _on_stream_message(self, msg: Request | Response) -> None:
         """A message a TCP/TLS/WS channel framed: the same guard as for datagrams."""
         try:
-            self._on_message(msg, trio.current_time())
+            now = trio.current_time()
+            self._on_message(msg, now, now)
         except Exception as exc:
             self._internal_error(exc)
 
@@ -208,13 +210,13 @@ class Worker:
         self.report.internal_errors += 1
         self.report.last_internal_error = f"{type(exc).__name__}: {exc}"[:300]
 
-    def _on_message(self, msg: Request | Response, now: float) -> None:
+    def _on_message(self, msg: Request | Response, now: float, arrived: float) -> None:
         call_id = msg.headers.get("call-id")
         if not isinstance(msg, Response) or call_id is None:
             self.report.stray += 1
             return
         endpoint = self._by_call_id.get(call_id.strip())
-        if endpoint is None or not endpoint.reg.receive(msg, now):
+        if endpoint is None or not endpoint.reg.receive(msg, now, arrived):
             if not (self._by_ka_call_id and self.keepalives.answer(msg, call_id.strip(), now)):
                 self.report.stray += 1
             return

@@ -245,6 +245,7 @@ class Registration:
     """The binding of one endpoint; see the module docstring."""
 
     __slots__ = (
+        "_answered_at",
         "_attempt_sent_at",
         "_auth",
         "_backoff_until",
@@ -318,6 +319,7 @@ class Registration:
         self._op = Op.REGISTER
         self._op_started = 0.0
         self._attempt_sent_at = 0.0
+        self._answered_at = 0.0
         self._tx: NonInviteClientTransaction | None = None
         # The send time of a request whose transaction has had no input yet. The transaction object
         # is only built when something other than its final response happens (a timer, a 1xx, a
@@ -372,8 +374,12 @@ class Registration:
     def stop(self, now: float) -> None:
         self._dispatch(RegInput.STOP, None, now)
 
-    def receive(self, response: Response, now: float) -> bool:
-        """Feed a response; False when it does not belong to the current request (stray, late)."""
+    def receive(self, response: Response, now: float, arrived: float | None = None) -> bool:
+        """Feed a response; False when it does not belong to the current request (stray, late).
+
+        `arrived`: when it reached the socket, if known (a kernel timestamp; not after `now`). The latencies
+        in the events end then; the next request, its timers and the state take `now`, when it is handled.
+        """
         tx = self._tx
         if tx is None:
             if self._tx_at is None:
@@ -395,6 +401,7 @@ class Registration:
         else:
             action = self._transaction().receive_response(status, now)
         if action is TxAction.PASS_FINAL:
+            self._answered_at = arrived if arrived is not None and self._attempt_sent_at <= arrived <= now else now
             self._tx = None
             self._tx_at = None
             self._pending_request = b""  # answered: never retransmitted (~600 bytes less per bound endpoint)
@@ -545,7 +552,7 @@ class Registration:
             if self._flow is not None:
                 self._flow.pub_gruu = self._flow.temp_gruu = None
             self.state = RegState.UNREGISTERED
-            self._events.append(Unregistered(self._op_started, self._attempt_sent_at, now))
+            self._events.append(Unregistered(self._op_started, self._attempt_sent_at, self._answered_at))
             return
         flow = self._flow
         granted = self._granted_expiry(response) if flow is None else self._read_flow(flow, response)
@@ -558,7 +565,7 @@ class Registration:
         self.service_route = response.headers.get_list("service-route")
         self.path = response.headers.get_list("path")
         self.state = RegState.REGISTERED
-        self._events.append(Registered(self._op, granted, self._op_started, self._attempt_sent_at, now))
+        self._events.append(Registered(self._op, granted, self._op_started, self._attempt_sent_at, self._answered_at))
         if self._stop_requested:
             self._stop_requested = False
             self._begin_unregister(RegInput.STOP, None, now)
@@ -579,7 +586,7 @@ class Registration:
             self._give_up(FailureReason.AUTH_REJECTED, response.status, now, "challenged, no credentials")
             return
         if not self._sent_credentials and not self._challenged_this_op:
-            self._events.append(Challenged(self._op, self._attempt_sent_at, now))
+            self._events.append(Challenged(self._op, self._attempt_sent_at, self._answered_at))
         if self._sent_credentials:
             # Credentials we sent were challenged again. That is normal when they came from a
             # cached nonce (it expired) or when the server says stale=true; otherwise rejected.
