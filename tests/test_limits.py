@@ -133,3 +133,30 @@ async def test_a_run_against_a_black_hole_is_bounded_in_time_and_requests(
     assert sum(r.failures.values()) == 10                     # every endpoint accounted for: interrupted
     # Timer E doubles from 50 ms: at most ~6 sends per endpoint in the 2 s the run lasted
     assert 10 <= received <= 10 * math.ceil(math.log2(2 / 0.05) + 1), received
+
+
+def test_a_worker_checks_its_own_process_limits(tmp_path: Path) -> None:
+    """What a remote cluster's shard does on its load host (the client cannot see that host's limits):
+    a Worker in a process with `ulimit -n 100` refuses before opening a socket, with the command."""
+    path = tmp_path / "many.toml"
+    path.write_text('name = "many"\n[endpoints]\ncount = 400\nsocket = "per-endpoint"\n'
+                    '[load]\nrate = 100\nduration = "10s"\n')
+    code = (
+        "import sys, trio\n"
+        "from sipload.engine.worker import Shard, Worker, WorkerError\n"
+        "from sipload.scenario import load_scenario\n"
+        f"sc = load_scenario({str(path)!r})\n"
+        "try:\n"
+        "    trio.run(Worker(sc, ('127.0.0.1', 9), shard=Shard(0, 2)).run)\n"
+        "except WorkerError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
+
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=60, preexec_fn=limit, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("refused: "), proc.stdout + proc.stderr
+    assert "ulimit -n" in proc.stdout and "limit is 100" in proc.stdout, proc.stdout

@@ -45,6 +45,7 @@ from sipload.engine.behaviours import Behaviours
 from sipload.engine.devices import build_endpoints, build_profile, instance_for, record
 from sipload.engine.endpoint import Endpoint, Tally
 from sipload.engine.keepalives import FlowEndpoint, Keepalives
+from sipload.engine.limits import check_resources
 from sipload.engine.routes import Channel, Destinations, Routes, WorkerError
 from sipload.metrics.phases import Phase
 from sipload.metrics.recorder import IntervalSnapshot, Recorder
@@ -257,6 +258,12 @@ class Worker:
         """Build the endpoints, report `ready`, wait for `go`, then run the schedule to its end."""
         frozen = False
         try:
+            if self.network is None:
+                # the descriptors and ports of this process (a remote cluster's load host: the client could not
+                # check them); raises the soft limit where the hard one allows
+                problem = check_resources(self.scenario, self.shard.workers)
+                if problem is not None:
+                    raise WorkerError(problem)
             self._create_endpoints(await self._open_all(self.shard.indices(self.scenario.endpoints.count)))
             # [issue 6] the endpoints just built live for the whole run: out of the collector's passes, a full
             # collection no longer walks them (max pause 84 -> 30 ms at 24,000 endpoints, one worker)
