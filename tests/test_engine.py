@@ -242,12 +242,12 @@ async def test_a_bug_handling_a_stream_response_is_counted_and_the_run_goes_on(
     calls = 0
     handle = Worker._on_message
 
-    def buggy(self: Worker, msg: object) -> None:
+    def buggy(self: Worker, msg: object, now: float, arrived: float) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise KeyError("simulated bug")
-        handle(self, msg)  # type: ignore[arg-type]
+        handle(self, msg, now, arrived)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Worker, "_on_message", buggy)
     body = SMALL.replace("count = 30", "count = 5").replace('duration = "2500ms"', 'duration = "6s"')
