@@ -147,3 +147,15 @@ async def test_the_endpoints_are_out_of_the_collectors_passes_during_the_run_onl
     await worker.run()
     assert len(during) >= 2 and during[0] >= before + 200 * 3   # each endpoint: several tracked objects
     assert gc.get_freeze_count() == before
+
+
+async def test_a_slot_freed_under_max_in_flight_is_filled_at_the_next_tick(
+        autojump_clock: trio.testing.MockClock) -> None:
+    # 2 in flight at most, 8 ms per registration (two round trips of 4 ms): answers free slots all the time, and
+    # the held-back arrivals still leave one batch per tick, not one wake-up per answer
+    text = BODY.replace("COUNT", "12").replace("RATE", "1000").replace("TICK", 'tick = "5ms"\nmax_in_flight = 2')
+    sc = parse_scenario(text, Path("tick.toml"))
+    times = first_registers(await sends(sc, delay=0.002))
+    assert len(times) == 12
+    distinct = batches(times)
+    assert min(b - a for a, b in itertools.pairwise(distinct)) >= 0.005 - 1e-9

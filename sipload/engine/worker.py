@@ -238,8 +238,9 @@ class Worker:
         if self.tally.in_flight < in_flight and in_flight >= self._max_in_flight:
             # A slot opened for an arrival that max_in_flight held back. Below the cap the scheduler
             # already sleeps until the next arrival: waking it on every answer cost a cancel-scope
-            # expiry (a raised Cancelled, ~20 µs) per registration.
-            self._wake_at(-math.inf)
+            # expiry (a raised Cancelled, ~20 µs) per registration. [issue 6] At the next tick: a generator held
+            # back by the cap is saturated, and a wake-up per answer would cost it more.
+            self._wake_at(self._not_before)
 
     def _wake_at(self, when: float) -> None:
         scope = self._scope
