@@ -52,7 +52,7 @@ from sipload.registrar.bindings import (
     UpdateStatus,
 )
 from sipload.registrar.ratelimit import ChallengeLimiter
-from sipload.registrar.retransmissions import ResponseCache, TransactionKey, transaction_key
+from sipload.registrar.retransmissions import ResponseCache, SentResponse, TransactionKey, transaction_key
 from sipload.registrar.settings import RegistrarSettings
 from sipload.registrar.stats import RegistrarCounters
 from sipload.sip.digest import Credentials, DigestServer, Verdict, parse_credentials
@@ -179,6 +179,7 @@ class RegistrarCore:
         delay = self.settings.delay.sample(self._rng)
         self.counters.responses[response.status] += 1
         if key is not None:
+            response = SentResponse.serialized(response)  # serialized once, for the cache and the wire
             self._cache.put(key, response, now + delay, now)
         self.store.purge(now, 4)  # amortized expiry sweep
         return Outcome(response, delay)

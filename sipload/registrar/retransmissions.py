@@ -50,6 +50,13 @@ class SentResponse(Response):
         out._wire = data
         return out
 
+    @classmethod
+    def serialized(cls, response: Response) -> SentResponse:
+        """`response` with its bytes made once: what is cached is exactly what the server sends."""
+        out = cls(response.status, response.reason, response.headers, response.body)
+        out._wire = response.to_bytes()
+        return out
+
     def to_bytes(self) -> bytes:
         return self._wire
 
