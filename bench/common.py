@@ -456,11 +456,13 @@ class SiploadRun:
 
 
 def start_sipload(scenario: Path, out: Path, workers: int | None,
-                  on_line: Callable[[str], None] | None = None) -> SiploadRun:
+                  on_line: Callable[[str], None] | None = None, repo: Path = REPO) -> SiploadRun:
+    """`sipload run` from the checkout `repo` (default: this one; another for before/after comparisons)."""
     cmd = [sys.executable, "-m", "sipload", "run", str(scenario), "--out", str(out)]
     if workers is not None:
         cmd += ["--workers", str(workers)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     run = SiploadRun(proc, [])
 
@@ -479,16 +481,18 @@ def start_sipload(scenario: Path, out: Path, workers: int | None,
 
 
 def run_sipload(target: str, rate: float, total: int, workdir: Path, *, timeout: float,
-                workers: int | None = None, first_user: int = 1) -> RunResult:
-    """sipload at `rate`/s for `total` registrations (as SIPp: no refresh, no unregister)."""
+                workers: int | None = None, first_user: int = 1, repo: Path = REPO,
+                tool: str | None = None) -> RunResult:
+    """sipload (from `repo`) at `rate`/s for `total` registrations (as SIPp: no refresh, no unregister)."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     duration = (total - 1) / rate + 2.0   # every arrival, and 2 s for the last answers
     scenario = sipload_scenario(workdir / "bench.toml", name="vs-sipp", target=target, rate=rate, total=total,
                                 duration=duration, first=first_user)
-    result = RunResult("sipload" if workers is None else f"sipload/{workers}w", target, rate, total)
-    run = start_sipload(scenario, workdir / "out", workers)
+    name = tool or ("sipload" if workers is None else f"sipload/{workers}w")
+    result = RunResult(name, target, rate, total)
+    run = start_sipload(scenario, workdir / "out", workers, repo=repo)
     try:
         with CpuSampler(run.proc.pid, lambda: run.registered) as sampler:
             try:

@@ -17,6 +17,9 @@ completed: start-up, spawning and report writing excluded), and Kamailio's CPU Â
 
 Clean: every registration OK, 0 retransmissions, p99 <= 20 ms and achieved >= 97 % of offered, in every
 repetition. The maximum clean rate of each tool and the ratio sipload / SIPp close the report.
+
+`--base DIR` adds a third tool, `sipload@base`: sipload run from another checkout (e.g. `git archive REV | tar -x
+-C DIR`), so that a change is measured before and after, beside SIPp, in the same run.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from common import (
     wait_quiet,
 )
 
+BASE = "sipload@base"
+
 
 def one_run(tool: str, rate: float, seconds: float, args: argparse.Namespace, work: Path) -> RunResult:
     total = int(rate * seconds)
@@ -54,6 +59,9 @@ def one_run(tool: str, rate: float, seconds: float, args: argparse.Namespace, wo
         if tool == "SIPp":
             result = run_sipp("127.0.0.1", args.port, rate, total, work / "sipp", local_port=free_udp_port(),
                               timeout=timeout)
+        elif tool == BASE:
+            result = run_sipload(f"sip:127.0.0.1:{args.port}", rate, total, work / "sipload", timeout=timeout,
+                                 workers=args.workers, repo=args.base, tool=BASE)
         else:
             result = run_sipload(f"sip:127.0.0.1:{args.port}", rate, total, work / "sipload", timeout=timeout,
                                  workers=args.workers)
@@ -115,14 +123,18 @@ def main() -> None:
     ap.add_argument("--quiet-idle", type=float, default=0.9)
     ap.add_argument("--quiet-wait", type=float, default=120.0)
     ap.add_argument("--write", type=Path, default=None, help="append the report to this markdown file")
+    ap.add_argument("--base", type=Path, default=None, metavar="DIR",
+                    help=f"also run sipload from this checkout as '{BASE}' (e.g. git archive REV | tar -x -C DIR): "
+                         "before and after a change, side by side in the same run")
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
-    tools = args.tools.split(",")
+    tools = args.tools.split(",") + ([BASE] if args.base is not None else [])
     m = machine()
     head = [f"## sipload vs SIPp against Kamailio ({m['date']})", "",
             f"Machine: {machine_line(m)}", "",
             f"Command: python bench/vs_sipp.py --rates {args.rates} --seconds {args.seconds:g} --reps {args.reps}"
-            + (f" --workers {args.workers}" if args.workers else ""), "",
+            + (f" --workers {args.workers}" if args.workers else "")
+            + (f" --base {args.base}" if args.base else ""), "",
             "Every run:", "", TABLE_HEAD]
     for line in head:
         say(line)
