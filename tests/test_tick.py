@@ -16,6 +16,7 @@ import trio.testing
 
 from sipload.engine.embedded import registrar_settings
 from sipload.engine.worker import Worker
+from sipload.gcpolicy import FULL_COLLECTION_EVERY
 from sipload.registrar.core import RegistrarCore
 from sipload.scenario import RegistrarConfig, Scenario, ScenarioError, parse_scenario
 from sipload.sip import Request, parse_message
@@ -139,14 +140,18 @@ def test_bad_ticks_name_the_field(value: str, message: str) -> None:
 async def test_the_endpoints_are_out_of_the_collectors_passes_during_the_run_only(
         autojump_clock: trio.testing.MockClock) -> None:
     sc = scenario(200, 1000, None)
-    before = gc.get_freeze_count()
-    during: list[int] = []
+    before, thresholds = gc.get_freeze_count(), gc.get_threshold()
+    during: list[tuple[int, int]] = []
     config = sc.registrar or RegistrarConfig()
     core = RegistrarCore(registrar_settings(config, 1), now=trio.current_time(), rng=random.Random(1))
-    worker = Worker(sc, REGISTRAR, network=MemoryNetwork(core), sink=lambda snap: during.append(gc.get_freeze_count()))
+    worker = Worker(sc, REGISTRAR, network=MemoryNetwork(core),
+                    sink=lambda snap: during.append((gc.get_freeze_count(), gc.get_threshold()[2])))
     await worker.run()
-    assert len(during) >= 2 and during[0] >= before + 200 * 3   # each endpoint: several tracked objects
-    assert gc.get_freeze_count() == before
+    assert len(during) >= 2
+    frozen, full_every = during[0]
+    assert frozen >= before + 200 * 3           # each endpoint: several tracked objects
+    assert full_every >= FULL_COLLECTION_EVERY  # full collections rarer while the run holds them
+    assert (gc.get_freeze_count(), gc.get_threshold()) == (before, thresholds)
 
 
 async def test_a_slot_freed_under_max_in_flight_is_filled_at_the_next_tick(

@@ -14,7 +14,6 @@ dies is reported as such and the others' results stay valid.
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -26,6 +25,7 @@ from typing import Any
 import trio
 
 from sipload.engine.worker import Destinations, Shard, Worker, WorkerError, WorkerReport
+from sipload.gcpolicy import hold_long_lived
 from sipload.metrics.recorder import IntervalSnapshot
 from sipload.report.result import EndpointState
 from sipload.scenario import Scenario
@@ -100,8 +100,9 @@ class WorkerPool:
     async def run(self) -> PoolOutcome:
         # [issue 6] What lives in this process before the run (modules, the scenario, an embedded registrar
         # already listening) is left out of the collector's passes while the run goes: shorter full
-        # collections, i.e. shorter pauses in the embedded registrar's answers. Undone at the end.
-        gc.freeze()
+        # collections, i.e. shorter pauses in the embedded registrar's answers, and rarer ones (gcpolicy).
+        # Undone at the end.
+        release_gc = hold_long_lived()
         try:
             if self.workers == 1:
                 self._local = Worker(self.scenario, self.destination, sink=lambda snap: self.sink(snap, 0))
@@ -111,7 +112,7 @@ class WorkerPool:
                 return PoolOutcome(await self._local.run(), [])
             return await self._run_processes()
         finally:
-            gc.unfreeze()
+            release_gc()
 
     async def _run_processes(self) -> PoolOutcome:
         ctx = multiprocessing.get_context("spawn")

@@ -7,7 +7,10 @@ drains the socket and hands each response to the endpoint that owns its Call-ID)
 scheduler. The scheduler keeps a heap of (deadline, endpoint index) built from each machine's
 `next_timer()`, and the open-loop arrival schedule (each registration has an intended start
 time; a late start is measured, never hidden). It sleeps in a cancel scope whose deadline is the
-earliest thing due, and anyone who makes something earlier due moves that deadline.
+earliest thing due, and anyone who makes something earlier due moves that deadline, but never to less
+than one `load.tick` after its last wake-up [issue 6]: what falls due within a tick goes out together
+(every timed wake-up in trio is a raised Cancelled), each request stamped when it leaves. Answers are
+handled as they arrive, and timed by the kernel's receive timestamp where the socket has one.
 
 At the end of the run (its duration, or a stop request such as Ctrl-C) arrivals stop and every
 endpoint is told to stop: the bound ones unregister, paced so that the unregister burst does not
@@ -31,7 +34,6 @@ channel's keep-alive is a flow failure: the endpoints on that channel register a
 
 from __future__ import annotations
 
-import gc
 import heapq
 import math
 import random
@@ -47,6 +49,7 @@ from sipload.engine.endpoint import Endpoint, Tally
 from sipload.engine.keepalives import FlowEndpoint, Keepalives
 from sipload.engine.limits import check_resources
 from sipload.engine.routes import Channel, Destinations, Routes, WorkerError
+from sipload.gcpolicy import hold_long_lived
 from sipload.metrics.phases import Phase
 from sipload.metrics.recorder import IntervalSnapshot, Recorder
 from sipload.report.result import EndpointState
@@ -245,7 +248,7 @@ class Worker:
     def _wake_at(self, when: float) -> None:
         scope = self._scope
         if scope is not None and when < scope.deadline:
-            if when > -math.inf:  # a forced wake-up (a stop, a freed slot) is never put off
+            if when > -math.inf:  # a forced wake-up (a stop request) is never put off
                 when = max(when, self._not_before)
             scope.deadline = min(scope.deadline, when)
 
@@ -257,7 +260,7 @@ class Worker:
     # --- the scheduler -------------------------------------------------------------------------
     async def run(self, ready: Callable[[], None] | None = None, go: trio.Event | None = None) -> WorkerReport:
         """Build the endpoints, report `ready`, wait for `go`, then run the schedule to its end."""
-        frozen = False
+        release_gc: Callable[[], None] | None = None
         try:
             if self.network is None:
                 # the descriptors and ports of this process (a remote cluster's load host: the client could not
@@ -268,8 +271,7 @@ class Worker:
             self._create_endpoints(await self._open_all(self.shard.indices(self.scenario.endpoints.count)))
             # [issue 6] the endpoints just built live for the whole run: out of the collector's passes, a full
             # collection no longer walks them (max pause 84 -> 30 ms at 24,000 endpoints, one worker)
-            gc.freeze()
-            frozen = True
+            release_gc = hold_long_lived()
             by_index = self._by_index
             async with trio.open_nursery() as nursery:
                 for sock in self._sockets:
@@ -288,8 +290,8 @@ class Worker:
                     await stream.aclose()
                 nursery.cancel_scope.cancel()
         finally:
-            if frozen:
-                gc.unfreeze()
+            if release_gc is not None:
+                release_gc()
             now = trio.current_time()
             for sock in self._sockets:
                 self.report.send_errors += sock.send_errors

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 from collections.abc import Sequence
 from functools import partial
@@ -14,6 +13,7 @@ import trio
 from sipload.api.app import serve_api
 from sipload.api.knobs import NO_FAULTS, ApiKnobs, parse_api_address, parse_knobs
 from sipload.durations import DURATION_HINT, DurationError, parse_duration
+from sipload.gcpolicy import hold_long_lived
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import TLS_TRANSPORTS, Listen
 from sipload.registrar.ratelimit import default_challenge_rate
@@ -174,7 +174,7 @@ async def _run(settings: RegistrarSettings, listens: list[Listen], tls_cert: str
                     out=click.echo, core=core, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca))
                 for listen in bound:
                     click.echo(f"listening on {listen}")
-                gc.freeze()  # [issue 6] start-up objects (modules, click, trio) out of every later GC pass
+                hold_long_lived()  # [issue 6] start-up objects out of every GC pass, full collections rarer
                 if api is not None:
                     port = await nursery.start(partial(
                         serve_api, core.store, api[0], api[1], knobs=knobs, registrar_settings=settings))

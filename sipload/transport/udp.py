@@ -30,7 +30,7 @@ _SO_TIMESTAMPNS = 35
 _SCM_TIMESTAMPNS = 35
 _TIMESPEC = struct.Struct("@qq")
 _CMSG_SPACE = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
-_MAX_WAITED = 1.0  # a longer wait is a clock step, not a wait: taken as none
+_MAX_WAITED = 10.0  # longer (or negative) is a step of the system clock, not a wait: taken as none
 
 DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024
 MAX_DATAGRAM = 65535
