@@ -4,7 +4,8 @@ One socket, read by ONE task that waits until the socket is readable and then dr
 non-blocking recvfrom calls until it would block; sends are raw non-blocking sendto calls (no
 await). Every await on a trio socket costs ~7-8 µs, so the receive loop awaits once per burst,
 not once per datagram. Socket buffers are made large, and kernel drops are read from
-/proc/net/udp so a run can report them.
+/proc/net/udp so a run can report them. A socket may ask the kernel to stamp each datagram as it
+arrives (SO_TIMESTAMPNS, Linux): the reader then says how long each one waited [issue 6].
 """
 
 from __future__ import annotations
@@ -86,21 +87,7 @@ class UdpSocket:
 
     async def serve(self, handler: DatagramHandler) -> None:
         """Receive forever, calling handler(data, addr) for each datagram (one task only)."""
-        sock = self._sock
-        recvfrom = sock.recvfrom
-        while True:
-            await trio.lowlevel.wait_readable(sock)
-            while True:
-                try:
-                    data, addr = recvfrom(MAX_DATAGRAM)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    self._receive_error(exc)
-                    continue
-                self.received += 1
-                handler(data, addr[:2])
-            await trio.lowlevel.checkpoint_if_cancelled()
+        await self.serve_waited(lambda data, addr, _waited: handler(data, addr))
 
     def _receive_error(self, exc: OSError) -> None:
         """An ICMP error from an earlier send (the target is not listening) is counted; others raise."""
@@ -121,35 +108,28 @@ class UdpSocket:
         return True
 
     async def serve_waited(self, handler: WaitedHandler) -> None:
-        """Like `serve`, with how long each datagram waited in the socket before this loop took it: a
-        latency then ends when the answer arrived, not when the worker got to it (after a batch of sends,
-        say). 0.0 without kernel timestamps (`enable_timestamps`)."""
-        if not self._timestamps:
-            await self.serve(lambda data, addr: handler(data, addr, 0.0))
-            return
+        """Receive forever, calling handler(data, addr, waited) for each datagram (one task only): `waited` is
+        how long it sat in the socket before this loop took it, so that a latency ends when the answer arrived,
+        not when the worker got to it (after a batch of sends, say). 0.0 without kernel timestamps
+        (`enable_timestamps`)."""
         sock = self._sock
-        recvmsg = sock.recvmsg
-        unpack = _TIMESPEC.unpack
-        clock = time.time
+        stamped = self._timestamps
+        recvfrom, recvmsg = sock.recvfrom, sock.recvmsg
         while True:
             await trio.lowlevel.wait_readable(sock)
             while True:
                 try:
-                    data, ancillary, _flags, addr = recvmsg(MAX_DATAGRAM, _CMSG_SPACE)
+                    if stamped:
+                        data, ancillary, _flags, addr = recvmsg(MAX_DATAGRAM, _CMSG_SPACE)
+                    else:
+                        data, addr = recvfrom(MAX_DATAGRAM)
                 except BlockingIOError:
                     break
                 except OSError as exc:
                     self._receive_error(exc)
                     continue
-                waited = 0.0
-                for level, kind, raw in ancillary:
-                    if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
-                        sec, nsec = unpack(raw[:_TIMESPEC.size])
-                        waited = clock() - (sec + nsec * 1e-9)
-                        if not 0.0 <= waited <= _MAX_WAITED:
-                            waited = 0.0
                 self.received += 1
-                handler(data, addr[:2], waited)
+                handler(data, addr[:2], _waited(ancillary) if stamped else 0.0)
             await trio.lowlevel.checkpoint_if_cancelled()
 
     def kernel_drops(self) -> int:
@@ -166,6 +146,16 @@ class UdpSocket:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _waited(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """Seconds since the kernel stamped the datagram (its SCM_TIMESTAMPNS control message); 0.0 without one."""
+    for level, kind, raw in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack(raw[:_TIMESPEC.size])
+            waited = time.time() - (sec + nsec * 1e-9)
+            return waited if 0.0 <= waited <= _MAX_WAITED else 0.0
+    return 0.0
 
 
 def _grow_buffers(sock: socket.socket, size: int) -> None:
