@@ -59,12 +59,10 @@ def one_run(tool: str, rate: float, seconds: float, args: argparse.Namespace, wo
         if tool == "SIPp":
             result = run_sipp("127.0.0.1", args.port, rate, total, work / "sipp", local_port=free_udp_port(),
                               timeout=timeout)
-        elif tool == BASE:
+        else:  # sipload, from this checkout or from --base
+            other = {"repo": args.base, "tool": BASE} if tool == BASE else {}
             result = run_sipload(f"sip:127.0.0.1:{args.port}", rate, total, work / "sipload", timeout=timeout,
-                                 workers=args.workers, repo=args.base, tool=BASE)
-        else:
-            result = run_sipload(f"sip:127.0.0.1:{args.port}", rate, total, work / "sipload", timeout=timeout,
-                                 workers=args.workers)
+                                 workers=args.workers, **other)
         result.target_cpu_s = k.cpu() - cpu0
     result.quiet = quiet.text()
     return result
