@@ -365,7 +365,7 @@ def test_snapshots_reach_the_sink_in_each_shards_order() -> None:
 
 
 async def test_a_mixed_transport_fleet_with_failover_runs_on_the_cluster(tmp_path: Path) -> None:
-    # [issue 8] shards get every transport's failover list, as local workers do: a UDP and a TCP group against
+    # shards get every transport's failover list, as local workers do: a UDP and a TCP group against
     # the embedded registrar (its UDP and TCP ports differ), all registered and unregistered by 2 shards
     text = BODY.replace("TARGET", "embedded").replace("DURATION", "3s").replace("EXPIRES", "4") + """
 [[groups]]

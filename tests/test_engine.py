@@ -237,7 +237,7 @@ async def test_unreachable_target_is_a_clear_error_not_a_hang(tmp_path: Path) ->
 
 async def test_a_bug_handling_a_stream_response_is_counted_and_the_run_goes_on(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # [issue 9] over TCP as over UDP: an exception while handling one response must not end the run (nor the
+    # over TCP as over UDP: an exception while handling one response must not end the run (nor the
     # connection): it is counted and shown in the notes; that endpoint retries after its timeout
     calls = 0
     handle = Worker._on_message

@@ -1,4 +1,4 @@
-"""The hot path's shortcuts give exactly what the general code gives (issue 6).
+"""The hot path's shortcuts give exactly what the general code gives.
 
 Each shortcut handles the usual shape of a value and falls back to the general code otherwise; these
 tests feed both random mixtures of the usual and the unusual and compare the results (or the errors).
@@ -57,7 +57,7 @@ def test_auth_list_shortcut_matches_the_scanner() -> None:
 
 
 def _general_granted(reg: Registration, response: Response) -> int:
-    """Registration._granted_expiry without its shortcut (the code before issue 6)."""
+    """Registration._granted_expiry without its shortcut (the general code the shortcut must equal)."""
     try:
         contacts = response.contacts() or []
         ours = _contact_key(reg.contact)
@@ -93,7 +93,7 @@ def test_granted_expiry_shortcut_matches_the_general_path(mine: str) -> None:
 
 
 def _reference_items(head: str) -> list[tuple[str, str]]:
-    """The header loop as it was before issue 6: one line at a time, the first problem raised."""
+    """The general header loop: one line at a time, the first problem raised."""
     from sipload.sip.headers import KNOWN_KEYS
     from sipload.sip.parser import _slow_key
 

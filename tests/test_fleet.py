@@ -1,4 +1,4 @@
-"""Fleets [issue 8]: device groups and their behaviours, on virtual time over the in-memory network.
+"""Fleets: device groups and their behaviours, on virtual time over the in-memory network.
 
 Every assertion is about what reached the registrar (the requests on the wire, the core's counters
 and binding store) or what the run reports per group; nothing sleeps: trio's autojump clock runs

@@ -1,4 +1,4 @@
-"""Fleets [issue 8] against a real Kamailio (peers/kamailio): a mixed UDP+TCP fleet with churn, and the
+"""Fleets against a real Kamailio (peers/kamailio): a mixed UDP+TCP fleet with churn, and the
 bundled scenarios at small scale. Kamailio's own view (``ul.lookup`` over JSON-RPC) shows each group's
 User-Agent, expiry and transport, and the churned devices registered again with a fresh Call-ID.
 

@@ -1,4 +1,4 @@
-"""NAT keep-alives, RFC 5626 outbound and RFC 5627 GRUU wired into the engine per device group [issue 8].
+"""NAT keep-alives, RFC 5626 outbound and RFC 5627 GRUU wired into the engine per device group.
 
 Everything is asserted on the wire or at the registrar: its counters (`options_answered`, `crlf_pings`),
 its binding store (instance, reg-id), the requests the endpoints sent; and the result's per-group counters

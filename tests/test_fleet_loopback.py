@@ -1,4 +1,4 @@
-"""Fleets [issue 8] over real loopback sockets: failover across registrars, a mixed UDP+TCP fleet against
+"""Fleets over real loopback sockets: failover across registrars, a mixed UDP+TCP fleet against
 the embedded registrar, and the bundled scenarios at small scale (embedded, and Kamailio when present).
 
 Timing is real here (sockets), so nothing asserts a latency: only what the registrars hold.

@@ -1,4 +1,4 @@
-"""Fleets [issue 8] meet the command line and the resource check: repeated --target (failover or a URI per
+"""Fleets meet the command line and the resource check: repeated --target (failover or a URI per
 transport) keeps target.dns / ws_path / TLS files, and the descriptor count adds up every group."""
 
 from __future__ import annotations

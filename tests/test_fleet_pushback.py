@@ -1,4 +1,4 @@
-"""A registrar pushing back on a whole fleet [issue 8]: 423 Interval Too Brief and 503 with Retry-After,
+"""A registrar pushing back on a whole fleet: 423 Interval Too Brief and 503 with Retry-After,
 on virtual time over the in-memory network. What is asserted is on the wire: the requests the endpoints
 sent (their Expires, when each retry left) and the registrar's own counters and bindings."""
 

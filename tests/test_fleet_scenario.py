@@ -1,4 +1,4 @@
-"""Reading `[[groups]]` [issue 8]: shares and counts, overrides, behaviours, the fleet plan, and errors
+"""Reading `[[groups]]`: shares and counts, overrides, behaviours, the fleet plan, and errors
 that name the file, the field and the value."""
 
 from __future__ import annotations

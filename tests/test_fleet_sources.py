@@ -1,4 +1,4 @@
-"""Per-group sockets and source addresses [issue 8], over real loopback sockets: a PBX's phones each on their own
+"""Per-group sockets and source addresses, over real loopback sockets: a PBX's phones each on their own
 UDP socket from a range of addresses, other phones sharing one socket, TCP softphones each on their own
 connection from another range; the registrar's bindings show where every device's REGISTERs came from."""
 

@@ -1,5 +1,5 @@
 """Worker processes: the parent's merge of the workers' endpoint states gives the same endpoints.csv and
-counts as the in-process worker (issue 6: the end-of-run path of `--workers N`)."""
+counts as the in-process worker (the end-of-run path of `--workers N`)."""
 
 from __future__ import annotations
 

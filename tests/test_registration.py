@@ -112,7 +112,7 @@ def test_challenge_then_registered_with_one_call_id_and_rising_cseq() -> None:
 
 
 def test_latencies_end_when_the_answer_arrived_and_the_next_request_leaves_when_handled() -> None:
-    # [issue 6] the 401 reached the socket at 10.004 but was handled at 10.007 (the worker was busy): the
+    # the 401 reached the socket at 10.004 but was handled at 10.007 (the worker was busy): the
     # challenge took 4 ms, the authenticated leg starts at 10.007; the 200 arrived at 10.010, handled at 10.012
     reg = make()
     reg.start(10.0)

@@ -281,7 +281,7 @@ def test_chromium_reports_a_broken_page(tmp_path: Path, devtools: DevTools) -> N
 
 
 def test_device_groups_get_a_table_with_their_states_and_behaviours(smoke_dir: Path, tmp_path: Path) -> None:
-    # [issue 8] the smoke run has one group and no behaviour: no section
+    # the smoke run has one group and no behaviour: no section
     assert 'id="groups"' not in (smoke_dir / REPORT).read_text(encoding="utf-8")
     out = tmp_path / "fleet"
     shutil.copytree(smoke_dir, out)

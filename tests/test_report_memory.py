@@ -1,4 +1,4 @@
-"""Memory at the end of a run (issue 6): the parent's peak was the report reading every .hlog interval
+"""Memory at the end of a run: the parent's peak was the report reading every .hlog interval
 decoded (184 KiB each, ~1.9 MiB per second of run); intervals are now kept compressed, and the
 embedded registrar's response cache holds bytes, not `Response` objects."""
 

@@ -449,7 +449,7 @@ def test_csv_short_line_names_file_and_line() -> None:
         load_scenario(path)
     assert str(info.value) == (
         f"{path}: endpoints.csv: {DATA / 'users_short_line.csv'}:4: 1 field(s), "
-        "expected 2 (username, password)"  # [issue 9] the line is not quoted: it may hold a password
+        "expected 2 (username, password)"  # the line is not quoted: it may hold a password
     )
 
 
@@ -733,7 +733,7 @@ def test_registrar_users_csv(tmp_path: Path) -> None:
     (tmp_path / "u.csv").write_text("alice;secret\nbroken\n")
     message = bad(tmp_path, registrar='users_csv = "u.csv"')
     assert f": registrar.users_csv: {tmp_path / 'u.csv'}:2: expected user;password" in message
-    assert "broken" not in message  # [issue 9] a line of a password file is never quoted
+    assert "broken" not in message  # a line of a password file is never quoted
 
 
 def test_registrar_defaults_follow_domain_and_limits(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""[issue 8] The device groups' behaviours: churn, flap and avalanche, on the worker's scheduler.
+"""The device groups' behaviours: churn, flap and avalanche, on the worker's scheduler.
 
 Theory of operation
 -------------------

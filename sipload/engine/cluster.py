@@ -220,7 +220,7 @@ class ClusterPool:
         except ValueError as exc:
             raise WorkerError(str(exc)) from None
         self.scenario = scenario
-        # [issue 8] every transport's failover list, as the local pool gets it
+        # every transport's failover list, as the local pool gets it
         single = {scenario.target.transport.value.upper(): (destination,)} if isinstance(destination, tuple) else {}
         self.destinations: Destinations = destination if isinstance(destination, Mapping) else single
         self.workers = workers          # shards; 0: one per Dask worker process (local:N: N)

@@ -43,7 +43,7 @@ class ShardSpec:
 
     run_id: str
     scenario: Scenario
-    destination: Destinations   # per transport (upper case), in failover order [issue 8]
+    destination: Destinations   # per transport (upper case), in failover order
     shard: Shard
     ready_timeout: float  # how long to wait for the start time before giving up
 

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Each device group (`sipload.scenario.groups`) gets one `Profile` (`build_profile`): the target's
-domain, the group's expiry and refresh policy, the transaction timers and, [issue 8], outbound and
+domain, the group's expiry and refresh policy, the transaction timers and, outbound and
 GRUU. `build_endpoints` makes one endpoint per device of the worker's shard: its credentials (a
 wrong password when the fleet plan chose it), its digest client, a `Registration` whose Contact and
 Via name the local address of its first route, and its routes (one slot of its group's channels,
@@ -57,7 +57,7 @@ def build_profile(scenario: Scenario, transport: str = "UDP", group: Group | Non
     )
 
 
-# [issue 8] the namespace of the devices' +sip.instance URNs (uuid5 of "scenario name/endpoint index")
+# the namespace of the devices' +sip.instance URNs (uuid5 of "scenario name/endpoint index")
 INSTANCE_NAMESPACE = uuid.UUID("5b7d0c3e-2f4a-5d61-9c1e-8a0b7f3d2e14")
 
 
@@ -91,7 +91,7 @@ def build_endpoints(
         cred = group.endpoints.credentials(i)
         password = cred.password
         if plan.role[i] == Role.WRONG_PASSWORD:
-            password = f"{password}-wrong"  # [issue 8] deterministic: the plan chose this device
+            password = f"{password}-wrong"  # deterministic: the plan chose this device
         group_slots = slots[g]
         routes = group_slots[placed[g] % len(group_slots)]
         placed[g] += 1
@@ -110,7 +110,7 @@ def build_endpoints(
         )
         endpoint: Endpoint
         pings = group.keepalive > 0 and group.transport.value.upper() == "UDP"  # (streams: the channel's)
-        if pings or profile.outbound or profile.gruu:  # [issue 8]
+        if pings or profile.outbound or profile.gruu:
             ka = OptionsKeepalive(target_uri=profile.registrar_uri, aor=reg.aor, sent_by=reg.sent_by,
                                   ids=ids, interval=group.keepalive,
                                   timeout=min(group.keepalive, 64 * profile.timers.t1),  # Timer F at most

@@ -1,6 +1,6 @@
 """The embedded registrar of a scenario whose target is `embedded`, started in the run's nursery.
 
-[issue 8] It listens on every transport the scenario's device groups use (udp, tcp, and ws once the
+It listens on every transport the scenario's device groups use (udp, tcp, and ws once the
 registrar serves it); TLS and WSS need a certificate the scenario does not give it, so the scenario
 refuses them for the embedded registrar (run `sipload registrar` with one and name it as the target).
 """

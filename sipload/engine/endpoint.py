@@ -6,11 +6,11 @@ out: datagrams to its transport, events to the recorder (as latencies per phase,
 intended start and from the actual send), and its next deadline to the worker's timer heap.
 No awaits happen here: sends are raw and non-blocking.
 
-[issue 8] An endpoint may have several routes (one per destination, in failover order): when an
+An endpoint may have several routes (one per destination, in failover order): when an
 operation fails in a way that may pass (timeout, transport error, 5xx) it moves to the next one
 for the retry (RFC 3263 §4.3). It also carries its group and its behaviour counters.
 
-[issue 8] The endpoints of a group with NAT keep-alives, RFC 5626 outbound or RFC 5627 GRUU are
+The endpoints of a group with NAT keep-alives, RFC 5626 outbound or RFC 5627 GRUU are
 `FlowEndpoint`s, a subclass (`sipload.engine.keepalives`): a plain endpoint's `flush` (the hot path)
 does no new work for them.
 """
@@ -107,7 +107,7 @@ class Endpoint:
         self.failure: FailureReason | None = None
         self.registrations = 0
         self.refreshes = 0
-        # [issue 8] fleets: group, routes (failover) and behaviours
+        # fleets: group, routes (failover) and behaviours
         self.group = 0                   # index into the fleet plan's groups
         self.auth: DigestClient | None = None
         self.routes: Sequence[Route] = ()  # one per destination, in failover order; () = only `send`
@@ -190,7 +190,7 @@ class Endpoint:
             elif isinstance(event, Failed):
                 if event.status is not None:
                     self.last_status = event.status
-                if event.reason in _RECOVERABLE and len(self.routes) > 1:  # [issue 8] RFC 3263 §4.3
+                if event.reason in _RECOVERABLE and len(self.routes) > 1:  # RFC 3263 §4.3
                     self.failovers += 1
                     self.move_to((self.route + 1) % len(self.routes))
                 if not event.final:

@@ -1,4 +1,4 @@
-"""[issue 8] Per-device OPTIONS keep-alives, RFC 5626 outbound and RFC 5627 GRUU on the engine side.
+"""Per-device OPTIONS keep-alives, RFC 5626 outbound and RFC 5627 GRUU on the engine side.
 
 Theory of operation
 -------------------
@@ -33,7 +33,7 @@ _NOT_BOUND = (RegState.IDLE, RegState.UNREGISTERING, RegState.UNREGISTERED, RegS
 
 
 class FlowEndpoint(Endpoint):
-    """[issue 8] An endpoint with a keep-alive, outbound or GRUU (see the module docstring)."""
+    """An endpoint with a keep-alive, outbound or GRUU (see the module docstring)."""
 
     __slots__ = ("after", "ka", "ka_deadline", "ka_on", "outbound_required", "pub_gruu")
 

@@ -43,7 +43,7 @@ def _group_sockets(group: Group, workers: int) -> int:
 
 
 def _destinations(scenario: Scenario) -> int:
-    """Connection-oriented channels are opened to each registrar of a failover list [issue 8]."""
+    """Connection-oriented channels are opened to each registrar of a failover list."""
     return 1 if scenario.target.outbound_proxy is not None else max(1, len(scenario.target.registrars))
 
 

@@ -58,11 +58,11 @@ def merge_reports(reports: list[WorkerReport]) -> WorkerReport:
         merged.last_transport_error = r.last_transport_error or merged.last_transport_error
         merged.left_bound += r.left_bound
         merged.unregister_timed_out += r.unregister_timed_out
-        merged.foreign += r.foreign  # [issue 9]
+        merged.foreign += r.foreign
         merged.internal_errors += r.internal_errors
         merged.last_internal_error = r.last_internal_error or merged.last_internal_error
         merged.arrival_period = max(merged.arrival_period, r.arrival_period)
-        for name, counts in r.stream_keepalives.items():  # [issue 8]
+        for name, counts in r.stream_keepalives.items():
             have = merged.stream_keepalives.get(name, [0, 0, 0])
             merged.stream_keepalives[name] = [a + b for a, b in zip(have, counts, strict=True)]
         merged.stream_keepalive_total = [a + b for a, b in zip(merged.stream_keepalive_total,
@@ -98,7 +98,7 @@ class WorkerPool:
                 pass
 
     async def run(self) -> PoolOutcome:
-        # [issue 6] What lives in this process before the run (modules, the scenario, an embedded registrar
+        # What lives in this process before the run (modules, the scenario, an embedded registrar
         # already listening) is left out of the collector's passes while the run goes: shorter full
         # collections, i.e. shorter pauses in the embedded registrar's answers, and rarer ones (gcpolicy).
         # Undone at the end.

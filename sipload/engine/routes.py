@@ -12,7 +12,7 @@ on the slots round robin, so each gets one route per destination.
 UDP groups share one socket per source address (or get one per endpoint, `socket = "per-endpoint"`);
 stream groups (TCP, TLS, WS, WSS) share connections the same way, keyed by transport and source
 addresses. A destination that refuses a connection is left out of the slot's routes; when every one
-refuses, the worker cannot start (`WorkerError`). [issue 8] A stream group with `keepalive` gets
+refuses, the worker cannot start (`WorkerError`). A stream group with `keepalive` gets
 channels that ping at that interval (the smallest one of the groups sharing a channel), and
 `channel_groups` remembers which groups are on each stream channel for the per-group counters.
 
@@ -37,7 +37,7 @@ from sipload.transport.channels import MessageChannel, open_stream_channel
 from sipload.transport.stream import TlsOptions, describe_error
 from sipload.transport.udp import Address, UdpSocket
 
-# [issue 8] where requests go, per transport (upper case: UDP, TCP, TLS...), in failover order
+# where requests go, per transport (upper case: UDP, TCP, TLS...), in failover order
 Destinations = Mapping[str, Sequence[Address]]
 
 
@@ -185,7 +185,7 @@ class Routes:
         counts = [0] * len(plan.groups)
         for i in mine:
             counts[plan.group[i]] += 1
-        # [issue 8] a shared connection pings at the smallest keep-alive interval of the groups on it
+        # a shared connection pings at the smallest keep-alive interval of the groups on it
         intervals: dict[object, float] = {}
         for g, group in enumerate(plan.groups):
             transport = group.transport.value.upper()

@@ -21,14 +21,14 @@ import trio
 
 from sipload.engine.cluster import ClusterPool
 from sipload.engine.embedded import scenario_transports, start_embedded
-from sipload.engine.limits import check_resources  # [issue 9]
-from sipload.engine.live import LiveOutputs, open_live_outputs  # [issue 7]
+from sipload.engine.limits import check_resources
+from sipload.engine.live import LiveOutputs, open_live_outputs
 from sipload.engine.pool import WorkerPool, default_workers
 from sipload.engine.probe import probe_udp
 from sipload.engine.resolve import ResolveError, resolve_target
 from sipload.engine.worker import Destinations, WorkerError, WorkerReport
 from sipload.metrics.aggregate import Aggregate
-from sipload.report.prometheus import MetricsExporter  # [issue 7]
+from sipload.report.prometheus import MetricsExporter
 from sipload.report.result import EndpointState, RunResult, build_result
 from sipload.report.writers import write_results
 from sipload.scenario import Scenario, SipUri, Transport
@@ -59,7 +59,7 @@ class RunOutcome:
 
 
 async def resolve_destinations(scenario: Scenario, transports: Sequence[str] = ()) -> dict[str, tuple[Address, ...]]:
-    """Where requests go, per transport (upper case), in failover order [issue 8], resolved once.
+    """Where requests go, per transport (upper case), in failover order, resolved once.
 
     The outbound proxy if any, else the URIs of ``target.registrar`` in the order written. For each
     transport a group uses: the URIs that name it (``;transport=ws``), else those that name none; each
@@ -108,11 +108,11 @@ async def run_scenario(
     stop: trio.Event | None = None,
     probe: bool = True,
     workers: int | None = None,
-    metrics: tuple[str, int] | None = None,  # [issue 7] serve Prometheus text on http://HOST:PORT/metrics
+    metrics: tuple[str, int] | None = None,  # serve Prometheus text on http://HOST:PORT/metrics
     cluster: str | None = None,  # shards on a Dask cluster: tcp://SCHEDULER:8786 or local:N
 ) -> RunOutcome:
     """Run the scenario; results are written on every way out once the endpoints were created."""
-    # [issue 9] fds and ports first, on this machine; a remote cluster's shards check their own hosts
+    # fds and ports first, on this machine; a remote cluster's shards check their own hosts
     remote = cluster is not None and not cluster.startswith("local:")
     problem = None if remote else check_resources(scenario, workers or default_workers(scenario))
     if problem is not None:
@@ -138,7 +138,7 @@ async def run_scenario(
         if state.worker_started and state.error is None:
             result = state.finish()
             write_results(result, out)
-            _write_report(out, progress)  # [issue 7]
+            _write_report(out, progress)
         else:  # the run never started: leave no empty results behind
             state.discard(remove_dir=created and (state.error is not None or state.interrupted_by is not None))
     if not state.worker_started and state.interrupted_by is not None:
@@ -168,8 +168,8 @@ class _RunState:
         self.workers = workers
         self.lost: list[str] = []
         self.worker_started = False
-        self.metrics: tuple[str, int] | None = None  # [issue 7]
-        self.live: LiveOutputs | None = None  # [issue 7]
+        self.metrics: tuple[str, int] | None = None
+        self.live: LiveOutputs | None = None
         self.crosscheck: dict[str, Any] | None = None
         self.crosscheck_error: str | None = None
 
@@ -178,7 +178,7 @@ class _RunState:
         scenario = self.scenario
         if handle_signals:
             await nursery.start(self._watch_signals, nursery.cancel_scope)
-        exporter: MetricsExporter | None = None  # [issue 7]
+        exporter: MetricsExporter | None = None
         if self.metrics is not None:
             exporter = MetricsExporter(scenario.name)
             port = await nursery.start(exporter.serve, self.metrics[0], self.metrics[1])
@@ -211,7 +211,7 @@ class _RunState:
         if holding:
             self.pool.hold_hook = self._crosscheck
         self.agg.open_logs(self.out)
-        self.live = open_live_outputs(scenario, self.out, self.agg.started_at_unix, exporter)  # [issue 7]
+        self.live = open_live_outputs(scenario, self.out, self.agg.started_at_unix, exporter)
         how = f"Dask cluster {self.cluster}" if self.cluster else f"{workers} worker{'s' if workers > 1 else ''}"
         self.progress(
             f"sipload: {scenario.name}: {scenario.endpoints.count} endpoints -> {self.target_text}; "
@@ -284,13 +284,13 @@ class _RunState:
             await trio.sleep(interval)
             now = time.time()
             self.agg.flush_interval(now)
-            if self.live is not None:  # [issue 7]
+            if self.live is not None:
                 self.live.interval(self.agg, now)
             self.progress(self.agg.progress().line())
 
     def discard(self, remove_dir: bool) -> None:
         self.agg.close_logs()
-        if self.live is not None:  # [issue 7]
+        if self.live is not None:
             self.live.close()
         if remove_dir:
             shutil.rmtree(self.out, ignore_errors=True)
@@ -299,7 +299,7 @@ class _RunState:
         ended = time.time()
         self.agg.flush_interval(ended)
         self.agg.close_logs()
-        if self.live is not None:  # [issue 7]
+        if self.live is not None:
             self.live.interval(self.agg, ended)
             self.live.close()
         partial = self.pool.partial_report() if self.pool is not None else None
@@ -309,7 +309,7 @@ class _RunState:
                        ended - self.agg.started_at_unix, self.interrupted_by, notes, self.crosscheck)
 
 
-def _write_report(out: Path, progress: Callable[[str], None]) -> None:  # [issue 7]
+def _write_report(out: Path, progress: Callable[[str], None]) -> None:
     """report.html from the files just written; a report that cannot be drawn never fails the run."""
     from sipload.report.html import write_report  # matplotlib: imported only when a run ends
 
@@ -350,14 +350,14 @@ def _result(
         notes.append(f"{report.stray} responses matched no request in flight (late or duplicated)")
     if report.unparseable:
         notes.append(f"{report.unparseable} datagrams could not be parsed")
-    if report.foreign:  # [issue 9]
+    if report.foreign:
         notes.append(f"{report.foreign} datagrams came from another address than the registrar's (dropped)")
-    if report.internal_errors:  # [issue 9]
+    if report.internal_errors:
         notes.append(f"{report.internal_errors} responses could not be handled (a sipload bug, please report): "
                      f"{report.last_internal_error}")
     if report.send_errors:
         notes.append(f"{report.send_errors} sends failed (is the registrar listening?)")
-    if report.transport_failures or report.last_transport_error:  # [issue 8] e.g. a refused client certificate
+    if report.transport_failures or report.last_transport_error:  # e.g. a refused client certificate
         notes.append(f"{report.transport_failures} connection failures (lost, refused or a missed keep-alive pong); "
                      f"the last: {report.last_transport_error or 'unknown'}")
     result = build_result(
@@ -373,7 +373,7 @@ def _result(
         endpoint_states=report.endpoints,
         interrupted_by=interrupted_by,
         notes=notes,
-        stream_keepalives=report.stream_keepalives,  # [issue 8]
+        stream_keepalives=report.stream_keepalives,
         stream_keepalive_total=report.stream_keepalive_total,
     )
     result.crosscheck = crosscheck

@@ -8,7 +8,7 @@ scheduler. The scheduler keeps a heap of (deadline, endpoint index) built from e
 `next_timer()`, and the open-loop arrival schedule (each registration has an intended start
 time; a late start is measured, never hidden). It sleeps in a cancel scope whose deadline is the
 earliest thing due, and anyone who makes something earlier due moves that deadline, but never to less
-than one `load.tick` after its last wake-up [issue 6]: what falls due within a tick goes out together
+than one `load.tick` after its last wake-up: what falls due within a tick goes out together
 (every timed wake-up in trio is a raised Cancelled), each request stamped when it leaves. Answers are
 handled as they arrive, and timed by the kernel's receive timestamp where the socket has one.
 
@@ -17,7 +17,7 @@ endpoint is told to stop: the bound ones unregister, paced so that the unregiste
 overflow socket buffers, within the unregister timeout. Every `interval` the worker hands an
 `IntervalSnapshot` to its sink (the parent's aggregate, in process or over a pipe).
 
-Fleets [issue 8]: the scenario's device groups (`sipload.scenario.groups`) each get a Profile. The
+Fleets: the scenario's device groups (`sipload.scenario.groups`) each get a Profile. The
 worker's parts, each in its own module:
 - `routes.Routes`: its sockets and connections, for every transport its groups use, each to every
   destination of that transport in failover order (RFC 3263 §4.3);
@@ -94,10 +94,10 @@ class WorkerReport:
     last_transport_error: str = ""
     left_bound: int = 0          # endpoints that may still be registered at the end
     unregister_timed_out: int = 0
-    foreign: int = 0             # [issue 9] datagrams from another address than the registrar's (dropped)
-    internal_errors: int = 0     # [issue 9] responses whose handling raised (a bug): counted, the run goes on
+    foreign: int = 0             # datagrams from another address than the registrar's (dropped)
+    internal_errors: int = 0     # responses whose handling raised (a bug): counted, the run goes on
     last_internal_error: str = ""
-    # [issue 8] CRLF keep-alives of the stream channels: [pings, pongs, missed] per group name (a channel
+    # CRLF keep-alives of the stream channels: [pings, pongs, missed] per group name (a channel
     # shared by several groups counts in each of them) and over all channels (each counted once)
     stream_keepalives: dict[str, list[int]] = field(default_factory=dict)
     stream_keepalive_total: list[int] = field(default_factory=lambda: [0, 0, 0])
@@ -134,15 +134,15 @@ class Worker:
         self._heap: list[tuple[float, int]] = []
         self._scope: trio.CancelScope | None = None
         self._tick = scenario.load.tick
-        self._not_before = -math.inf  # [issue 6] the scheduler's next wake-up, not earlier than this
+        self._not_before = -math.inf  # the scheduler's next wake-up, not earlier than this
         self.plan: FleetPlan = plan_fleet(scenario.fleet, scenario.endpoints.count, scenario.seed)
         self.transport = self.routes.transport  # the default group's
         self._stop_requested = False
         self._max_in_flight = scenario.load.max_in_flight
-        # [issue 8] OPTIONS keep-alives (their Call-IDs: looked up when the registration map misses)
+        # OPTIONS keep-alives (their Call-IDs: looked up when the registration map misses)
         self.keepalives = Keepalives(self._after_input, self._wake_at)
         self._by_ka_call_id = self.keepalives.by_call_id
-        # [issue 8] behaviours: churn, flap, avalanche and their re-registrations
+        # behaviours: churn, flap, avalanche and their re-registrations
         self.behaviours = Behaviours(self.plan, seed, self.endpoints, self._by_index, renew=self._renew,
                                      after_input=self._after_input, wake_at=self._wake_at)
         # called once at the end of the hold, before unregistering; the schedule keeps running meanwhile
@@ -171,7 +171,7 @@ class Worker:
         now = trio.current_time()
         for endpoint in self.endpoints:
             if endpoint.routes[endpoint.route].key == key:
-                # [issue 8] RFC 5626 §4.4.1: a request in flight fails; an idle binding registers again
+                # RFC 5626 §4.4.1: a request in flight fails; an idle binding registers again
                 endpoint.reg.flow_failed(now)
                 self._after_input(endpoint)
 
@@ -188,7 +188,7 @@ class Worker:
     # --- the hot path: responses -------------------------------------------------------------------
     def _on_datagram(self, data: bytes, addr: Address, waited: float = 0.0) -> None:
         """A datagram that arrived `waited` seconds ago (the kernel's timestamp; 0 without one)."""
-        if addr not in self._peers:  # [issue 9] RFC 3581: a registrar answers from where it was asked
+        if addr not in self._peers:  # RFC 3581: a registrar answers from where it was asked
             self.report.foreign += 1
             return
         try:
@@ -199,7 +199,7 @@ class Worker:
         try:
             now = trio.current_time()
             self._on_message(msg, now, now - waited)
-        except Exception as exc:  # [issue 9] a bug must not end a run: counted, shown in the notes
+        except Exception as exc:  # a bug must not end a run: counted, shown in the notes
             self._internal_error(exc)
 
     def _on_stream_message(self, msg: Request | Response) -> None:
@@ -241,7 +241,7 @@ class Worker:
         if self.tally.in_flight < in_flight and in_flight >= self._max_in_flight:
             # A slot opened for an arrival that max_in_flight held back. Below the cap the scheduler
             # already sleeps until the next arrival: waking it on every answer cost a cancel-scope
-            # expiry (a raised Cancelled, ~20 µs) per registration. [issue 6] At the next tick: a generator held
+            # expiry (a raised Cancelled, ~20 µs) per registration. At the next tick: a generator held
             # back by the cap is saturated, and a wake-up per answer would cost it more.
             self._wake_at(self._not_before)
 
@@ -269,13 +269,13 @@ class Worker:
                 if problem is not None:
                     raise WorkerError(problem)
             self._create_endpoints(await self._open_all(self.shard.indices(self.scenario.endpoints.count)))
-            # [issue 6] the endpoints just built live for the whole run: out of the collector's passes, a full
+            # the endpoints just built live for the whole run: out of the collector's passes, a full
             # collection no longer walks them (max pause 84 -> 30 ms at 24,000 endpoints, one worker)
             release_gc = hold_long_lived()
             by_index = self._by_index
             async with trio.open_nursery() as nursery:
                 for sock in self._sockets:
-                    sock.enable_timestamps()  # [issue 6] a latency ends when its answer arrived
+                    sock.enable_timestamps()  # a latency ends when its answer arrived
                     nursery.start_soon(sock.serve_waited, self._on_datagram)
                 if self.network is not None:
                     nursery.start_soon(self.network.run, self._on_datagram)
@@ -368,7 +368,7 @@ class Worker:
                 # pace the unregister burst over at most half the timeout, never slower than arrivals
                 spread = max(0.5 * load.unregister_timeout, 1e-3)
                 stop_rate = max(load.rate_at(load.duration), len(stop_queue) / spread)
-            # [issue 8] behaviours due (churn, flap, avalanche), in virtual time
+            # behaviours due (churn, flap, avalanche), in virtual time
             if acts and acts[0][0] <= now:
                 behaviours.due(now)
             # arrivals (open loop; max_in_flight holds them back, and the lag is measured), then
@@ -386,7 +386,7 @@ class Worker:
                         self.report.first_arrival = now
                     self.report.last_arrival = now
                     self.report.arrivals_started += 1
-                    endpoint.reg.start(clock())  # [issue 6] when it leaves, not when the batch began
+                    endpoint.reg.start(clock())  # when it leaves, not when the batch began
                     self._after_input(endpoint)
                     behaviours.arrived(endpoint, intended)
                     pending = next(arrivals, None)
@@ -412,7 +412,7 @@ class Worker:
                 endpoint.deadline = None
                 endpoint.reg.handle_timer(clock())
                 self._after_input(endpoint)
-            if ka_heap and ka_heap[0][0] <= now:  # [issue 8] OPTIONS keep-alives
+            if ka_heap and ka_heap[0][0] <= now:  # OPTIONS keep-alives
                 self.keepalives.timers(now)
             if now >= next_interval:
                 self._emit(now)
@@ -443,7 +443,7 @@ class Worker:
                 wake = min(wake, stop_started + stop_sent / stop_rate)
             if self._stop_requested and not stopping:
                 wake = now
-            # [issue 6] one wake-up per tick at most: what falls due within it goes out in one batch (every
+            # one wake-up per tick at most: what falls due within it goes out in one batch (every
             # timed wake-up is a cancel-scope expiry, a raised Cancelled: the dearest thing per arrival)
             self._not_before = now + self._tick
             if now < wake < self._not_before:
@@ -453,7 +453,7 @@ class Worker:
                 await trio.sleep_forever()
             self._scope = None
 
-    # --- behaviours [issue 8] ------------------------------------------------------------------
+    # --- behaviours ------------------------------------------------------------------
     def _renew(self, endpoint: Endpoint, first_route: bool = False) -> None:
         """Drop what the endpoint had (no request, no unregistration) and give it a fresh, idle
         Registration: a new Call-ID and From tag, CSeq from 1, like a rebooted device."""
@@ -466,7 +466,7 @@ class Worker:
             endpoint.move_to(0)
         reg = Registration(old.profile, user=old.user, contact=endpoint.contact_for(endpoint.route, old),
                            sent_by=endpoint.sent_by_for(endpoint.route), auth=endpoint.auth, ids=self.ids,
-                           instance=old.instance)  # [issue 8] the same device: the same +sip.instance
+                           instance=old.instance)  # the same device: the same +sip.instance
         endpoint.reg = reg
         endpoint.deadline = None
         self._by_call_id[reg.call_id] = endpoint

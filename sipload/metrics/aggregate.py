@@ -95,7 +95,7 @@ class _Log:
         self.writer.output_comment(f"[sipload: {title}; values in microseconds]")
         # hdrh's output_start_time is broken (datetime.iso_format); same line, written here.
         iso = datetime.fromtimestamp(started_at_unix, UTC).isoformat(" ")
-        # [issue 7] StartTime rounded DOWN to the ms: never after BaseTime, or HdrHistogram's readers
+        # StartTime rounded DOWN to the ms: never after BaseTime, or HdrHistogram's readers
         # (Python and Java) see the first interval start before StartTime and skip it.
         start_ms = math.floor(started_at_unix * 1000.0) / 1000.0
         self.file.write(f"#[StartTime: {start_ms:.3f} (seconds since epoch), {iso}]\n")

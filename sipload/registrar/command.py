@@ -174,7 +174,7 @@ async def _run(settings: RegistrarSettings, listens: list[Listen], tls_cert: str
                     out=click.echo, core=core, tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca))
                 for listen in bound:
                     click.echo(f"listening on {listen}")
-                hold_long_lived()  # [issue 6] for the process's life: start-up objects out of GC, fewer full passes
+                hold_long_lived()  # for the process's life: start-up objects out of GC, fewer full passes
                 if api is not None:
                     port = await nursery.start(partial(
                         serve_api, core.store, api[0], api[1], knobs=knobs, registrar_settings=settings))

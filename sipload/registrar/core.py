@@ -20,7 +20,7 @@ In order, for every request:
    the minimum, clamped to the maximum, `*` only with Expires: 0), then the binding store (500
    when a binding with the same Call-ID has a CSeq not lower: RFC 3261 §10.3 step 7's failed
    update). The 200 lists every live contact of the AoR with `;expires=`, and echoes Path.
-   [issue 8] With `Supported: gruu` (and `settings.gruu`), every listed contact that has a
+   With `Supported: gruu` (and `settings.gruu`), every listed contact that has a
    `+sip.instance` carries `pub-gruu` (the AoR with `;gr=` the instance URN) and `temp-gruu` (an
    opaque `sip:tgruu.<hash>@domain;gr`, new for each Call-ID), RFC 5627 §5. With `Supported:
    outbound` (and `settings.outbound`) and a Contact with `+sip.instance` and `reg-id`, the 200 has
@@ -117,10 +117,10 @@ class RegistrarCore:
             random=self._rng.randbytes,
         )
         self._cache = ResponseCache(settings.transaction_linger, settings.max_transactions)
-        self._limiter = (ChallengeLimiter(settings.challenge_rate, settings.challenge_burst)  # [issue 9]
+        self._limiter = (ChallengeLimiter(settings.challenge_rate, settings.challenge_burst)
                          if settings.challenge_rate > 0 else None)
         self.supported = ("path", *(("outbound",) if settings.outbound else ()), *(("gruu",) if settings.gruu else ()))
-        # [issue 8] temp-gruu: a keyed hash, nothing stored (the key derived: the seeded sequence is unchanged)
+        # temp-gruu: a keyed hash, nothing stored (the key derived: the seeded sequence is unchanged)
         self._gruu_key = hashlib.blake2s(secret, person=b"tgruu").digest()[:16]
 
     # --- entry points -------------------------------------------------------------------------
@@ -164,7 +164,7 @@ class RegistrarCore:
         else:
             try:
                 response = self._dispatch(request, source, transport, now)
-            except _RateLimited:  # [issue 9] over the per-source challenge rate: no answer (no reflection)
+            except _RateLimited:  # over the per-source challenge rate: no answer (no reflection)
                 counters.challenges_limited += 1
                 return Outcome(None, note="challenge rate-limited (per source)")
         return self._finish(response, key, now)
@@ -206,7 +206,7 @@ class RegistrarCore:
             except ParseError as exc:
                 return self._reply(request, 400, _bad(str(exc)), source)
         if method == "OPTIONS":
-            self.counters.options_answered += 1  # [issue 8] UDP keep-alive pings are OPTIONS
+            self.counters.options_answered += 1  # UDP keep-alive pings are OPTIONS
             response = self._reply(request, 200, None, source)
             response.headers.add("Allow", ALLOW)
             response.headers.add("Supported", ", ".join(self.supported))
@@ -279,7 +279,7 @@ class RegistrarCore:
         response = self._reply(request, 200, None, source)
         supported = request.headers.get("supported")
         gruu = outbound = False
-        if supported is not None:  # [issue 8] the UA's options, read only when it names any
+        if supported is not None:  # the UA's options, read only when it names any
             tags = {t.lower() for t in request.headers.get_list("supported")}
             gruu = "gruu" in tags and "gruu" in self.supported
             outbound = ("outbound" in tags and "outbound" in self.supported and contacts is not None
@@ -342,7 +342,7 @@ class RegistrarCore:
         return self._challenge(request, source, now, stale=verdict is Verdict.STALE)
 
     def _challenge(self, request: Request, source: Address, now: float, *, stale: bool) -> Response:
-        if self._limiter is not None and not self._limiter.allow(source[0], now):  # [issue 9]
+        if self._limiter is not None and not self._limiter.allow(source[0], now):
             raise _RateLimited
         self.counters.challenges += 1
         if stale:

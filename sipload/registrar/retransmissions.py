@@ -9,7 +9,7 @@ response is still delayed is absorbed, as a server transaction in the Trying sta
 Bounded: entries are kept in insertion order and dropped from the front when expired or when more
 than `max_entries` are held (a very late retransmission is then processed as a new request).
 
-Kept as the bytes first sent, in a plain tuple (issue 6): a `Response` with its `Headers`, list and
+Kept as the bytes first sent, in a plain tuple: a `Response` with its `Headers`, list and
 header tuples is a handful of objects the garbage collector traverses on every full collection, and a
 registrar at 1,000 registrations/s holds 64,000 of them for the 32 s linger (GC pauses of 60-120 ms).
 A tuple of bytes and floats is untracked by the collector after its first young collection. A

@@ -184,7 +184,7 @@ class _Registrar:
                 return  # a stream cannot resynchronize: close it
             while pings < framer.pings:
                 pings += 1
-                self.core.counters.crlf_pings += 1  # [issue 8] answered keep-alives, in the stats
+                self.core.counters.crlf_pings += 1  # answered keep-alives, in the stats
                 send(b"\r\n")
             now = trio.current_time()
             for message in messages:

@@ -144,8 +144,8 @@ class RegistrarSettings:
     max_history: int = 1_000_000           # per-user history records kept (non-live evicted first)
     challenge_rate: float = 0.0            # 401s per second per source IP (0: no limit); over it: no answer
     challenge_burst: float | None = None   # bucket size of that limit (None: 2 x challenge_rate)
-    outbound: bool = True                  # [issue 8] RFC 5626: Require: outbound for a UA that supports it
-    gruu: bool = True                      # [issue 8] RFC 5627: pub-gruu / temp-gruu for a UA that supports it
+    outbound: bool = True                  # RFC 5626: Require: outbound for a UA that supports it
+    gruu: bool = True                      # RFC 5627: pub-gruu / temp-gruu for a UA that supports it
 
     def __post_init__(self) -> None:
         if not self.realm or any(ch in self.realm for ch in '"\r\n\\'):

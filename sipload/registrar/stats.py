@@ -29,10 +29,10 @@ class RegistrarCounters:
     internal_errors: int = 0         # exceptions caught by the server around the core (bugs)
     send_failures: int = 0           # responses the transport could not send
     challenges_limited: int = 0      # challenges not sent: over the per-source rate limit
-    outbound_registers: int = 0      # [issue 8] REGISTERs answered 200 with Require: outbound (RFC 5626 §6)
-    gruu_registers: int = 0          # [issue 8] REGISTERs answered 200 with pub-gruu / temp-gruu (RFC 5627)
-    options_answered: int = 0        # [issue 8] OPTIONS answered (keep-alive pings on UDP)
-    crlf_pings: int = 0              # [issue 8] CRLFCRLF pings answered with a CRLF pong (TCP/TLS, RFC 5626 §4.4.1)
+    outbound_registers: int = 0      # REGISTERs answered 200 with Require: outbound (RFC 5626 §6)
+    gruu_registers: int = 0          # REGISTERs answered 200 with pub-gruu / temp-gruu (RFC 5627)
+    options_answered: int = 0        # OPTIONS answered (keep-alive pings on UDP)
+    crlf_pings: int = 0              # CRLFCRLF pings answered with a CRLF pong (TCP/TLS, RFC 5626 §4.4.1)
 
     @property
     def total_received(self) -> int:

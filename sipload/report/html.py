@@ -398,7 +398,7 @@ def _crosscheck_section(cc: dict[str, Any]) -> str:
 
 
 def _groups_section(groups: dict[str, Any]) -> str:
-    """[issue 8] One row per device group: size, final states, and every behaviour / keep-alive count that is
+    """One row per device group: size, final states, and every behaviour / keep-alive count that is
     not zero in some group (the counters come from summary.json as they are)."""
     counters = sorted({k for g in groups.values() for k, v in g.items()
                        if k not in ("endpoints", "states") and isinstance(v, int | float) and v})

@@ -33,13 +33,13 @@ class EndpointState:
     refreshes: int
     contact: str
     call_id: str
-    group: str = "default"  # [issue 8] the device group, and what its behaviours did to this endpoint
+    group: str = "default"  # the device group, and what its behaviours did to this endpoint
     vanished: int = 0
     returned: int = 0
     flaps: int = 0
     avalanches: int = 0
     failovers: int = 0
-    keepalive_pings: int = 0          # [issue 8] OPTIONS keep-alives (UDP): sent, answered, unanswered
+    keepalive_pings: int = 0          # OPTIONS keep-alives (UDP): sent, answered, unanswered
     keepalive_answered: int = 0
     keepalive_unanswered: int = 0
     outbound_required: int = 0        # initial registrations whose 200 had Require: outbound (RFC 5626)
@@ -77,8 +77,8 @@ class RunResult:
     endpoint_states: list[EndpointState] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     crosscheck: dict[str, Any] | None = None  # the provider cross-check (CrossCheckResult.to_dict()), if any
-    groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # [issue 8] per device group
-    keepalive: dict[str, int] = field(default_factory=dict)  # [issue 8] keep-alive/outbound/GRUU totals of the run
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # per device group
+    keepalive: dict[str, int] = field(default_factory=dict)  # keep-alive/outbound/GRUU totals of the run
 
 
     def passed(self) -> bool:
@@ -98,7 +98,7 @@ STREAM_KEEPALIVE_KEYS = ("crlf_pings", "crlf_pongs", "crlf_missed")
 
 def group_counts(states: Sequence[EndpointState],
                  stream_keepalives: Mapping[str, Sequence[int]] | None = None) -> dict[str, dict[str, Any]]:
-    """Per device group: endpoints, final states and what the behaviours did [issue 8].
+    """Per device group: endpoints, final states and what the behaviours did.
 
     Keep-alives: `keepalive_pings` / `_answered` / `_unanswered` are the devices' OPTIONS pings (UDP);
     `crlf_pings` / `_pongs` / `_missed` the pings of the stream channels the group's devices use
@@ -135,7 +135,7 @@ def group_counts(states: Sequence[EndpointState],
 
 def keepalive_totals(groups: Mapping[str, Mapping[str, Any]], stream_total: Sequence[int] = (0, 0, 0)) -> dict[
         str, int]:
-    """The run's keep-alive, outbound and GRUU totals [issue 8]: the groups' sums, and each stream channel once."""
+    """The run's keep-alive, outbound and GRUU totals: the groups' sums, and each stream channel once."""
     out = {key: sum(int(g[key]) for g in groups.values()) for key in (
         "keepalive_pings", "keepalive_answered", "keepalive_unanswered", "outbound_required", "pub_gruus")}
     out.update(zip(STREAM_KEEPALIVE_KEYS, (int(n) for n in stream_total), strict=True))

@@ -35,7 +35,7 @@ def log_name(phase: Phase | str, kind: Kind = Kind.INTENDED) -> str:
 class LogInterval:
     """One interval of a .hlog, kept compressed: decoded, a histogram of the standard shape is 184 KiB
     (23,552 counters), so a long run's logs held decoded took ~1.9 MiB per second of run at the end of
-    every run (issue 6: 673 MiB for a 5-minute run); compressed, an interval is ~1-2 KiB."""
+    every run (673 MiB for a 5-minute run); compressed, an interval is ~1-2 KiB."""
 
     start_s: float  # from the run start
     end_s: float

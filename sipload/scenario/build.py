@@ -51,7 +51,7 @@ class Scenario:
     thresholds: tuple[Threshold, ...]
     document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the TOML as read
     crosscheck: CrossCheck | None = None
-    groups: tuple[Group, ...] = ()  # [issue 8] the device groups; build() always gives at least "default"
+    groups: tuple[Group, ...] = ()  # the device groups; build() always gives at least "default"
 
     @property
     def fleet(self) -> tuple[Group, ...]:
@@ -97,7 +97,7 @@ class Scenario:
                     except ValueError as exc:
                         raise ScenarioError(f"--target: {exc}, got {text!r}") from None
                 doc.pop("registrar", None)
-                carried = {"dns"}  # [issue 8] the nameserver, TLS files and WebSocket path still apply
+                carried = {"dns"}  # the nameserver, TLS files and WebSocket path still apply
                 if any(u.transport in (Transport.TLS, Transport.WSS) for u in uris):
                     carried |= {k for k in old if k.startswith("tls_")}
                 if any(u.transport in (Transport.WS, Transport.WSS) for u in uris):

@@ -35,7 +35,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 @dataclass(frozen=True, slots=True)
 class Credential:
     username: str
-    password: str = field(repr=False)  # [issue 9] never in a repr
+    password: str = field(repr=False)  # never in a repr
     auth_user: str
 
 

@@ -77,7 +77,7 @@ class Table:
 
     def fail(self, key: str, message: str, value: object = MISSING) -> ScenarioError:
         shown = show(self.data.get(key) if value is MISSING else value)
-        if key in SECRET_KEYS:  # [issue 9] a password (template) or key is never quoted
+        if key in SECRET_KEYS:  # a password (template) or key is never quoted
             shown = "a secret (not shown)"
         return self.ctx.error(self.name(key), f"{message}, got {shown}")
 

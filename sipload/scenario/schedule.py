@@ -59,7 +59,7 @@ class Load:
     unregister: bool = True
     unregister_timeout: float = 10.0
     interval: float = 1.0
-    # [issue 6] the scheduler's wake-ups are at least this far apart: what falls due within one tick
+    # the scheduler's wake-ups are at least this far apart: what falls due within one tick
     # (arrivals, retransmissions, refreshes) is sent in one batch. A late send is measured (latency from
     # the intended start, schedule lag); responses are taken as they arrive, never batched. 0: a wake-up
     # for each deadline (~30 % more generator CPU per registration at 3,000/s: bench/worker_cpu.py).

@@ -23,7 +23,7 @@ class Transport(enum.StrEnum):
     UDP = "udp"
     TCP = "tcp"
     TLS = "tls"
-    WS = "ws"     # [issue 8] SIP over WebSocket (RFC 7118)
+    WS = "ws"     # SIP over WebSocket (RFC 7118)
     WSS = "wss"
 
 
@@ -141,9 +141,9 @@ class Target:
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    uris: tuple[SipUri, ...] = ()  # [issue 8] every registrar URI in order (failover); uris[0] is uri
-    dns: tuple[str, int] | None = None  # [issue 8] nameserver (IP, port) for RFC 3263 lookups; None: the system's
-    ws_path: str = "/"  # [issue 8] ws/wss: the resource of the WebSocket handshake (e.g. "/ws")
+    uris: tuple[SipUri, ...] = ()  # every registrar URI in order (failover); uris[0] is uri
+    dns: tuple[str, int] | None = None  # nameserver (IP, port) for RFC 3263 lookups; None: the system's
+    ws_path: str = "/"  # ws/wss: the resource of the WebSocket handshake (e.g. "/ws")
 
     @property
     def registrars(self) -> tuple[SipUri, ...]:
@@ -157,7 +157,7 @@ class Target:
 
 TARGET_KEYS = tuple("registrar domain transport outbound_proxy tls_verify tls_ca tls_cert tls_key dns ws_path".split())
 _DOMAIN_HINT = "must be a host name or IP address, optionally with :port"
-EMBEDDED_TRANSPORTS = ("udp", "tcp", "ws")  # [issue 8] what the embedded registrar serves (tls needs a certificate)
+EMBEDDED_TRANSPORTS = ("udp", "tcp", "ws")  # what the embedded registrar serves (tls needs a certificate)
 
 
 def _domain(t: Table, default: str) -> str:
@@ -175,7 +175,7 @@ def _domain(t: Table, default: str) -> str:
 def read_target(ctx: Ctx, data: object) -> Target:
     t = Table(ctx, "target", data, TARGET_KEYS)
     uris: list[SipUri] = []
-    if isinstance(t.data.get("registrar"), list):  # [issue 8] several registrars, tried in order
+    if isinstance(t.data.get("registrar"), list):  # several registrars, tried in order
         listed = t.data["registrar"]
         if not listed:
             raise t.fail("registrar", "must be 'embedded', a SIP URI or a non-empty list of SIP URIs")
@@ -253,7 +253,7 @@ def parse_nameserver(text: str) -> tuple[str, int]:
 
 
 def _nameserver(t: Table, embedded: bool) -> tuple[str, int] | None:
-    """[issue 8] `target.dns`: the nameserver asked for the registrar's NAPTR/SRV/A/AAAA records."""
+    """`target.dns`: the nameserver asked for the registrar's NAPTR/SRV/A/AAAA records."""
     if not t.given("dns"):
         return None
     text = t.text("dns", nonempty=True)

@@ -99,7 +99,7 @@ def _parse_head(head: bytes | bytearray, folded: bool | None = None) -> tuple[Re
     if start[:8] == "SIP/2.0 ":  # the usual status line, checked without a regular expression
         code = start[8:11]
         if len(code) == 3 and code.isdigit() and code.isascii() and code[0] in "123456" \
-                and start[11:12] in (" ", ""):  # [issue 9] len: "SIP/2.0 2" is not status 2
+                and start[11:12] in (" ", ""):  # len: "SIP/2.0 2" is not status 2
             return _new_response(int(code), start[12:].strip(_WS), headers), content_length
     m = _REQUEST_LINE_RE.fullmatch(start)
     if m is not None:
@@ -257,7 +257,7 @@ class StreamFramer:
             raise
 
     def take_lone_pong(self) -> bool:
-        """[issue 8] Count a lone CRLF held at a message boundary as a pong, and consume it.
+        """Count a lone CRLF held at a message boundary as a pong, and consume it.
 
         feed() holds a lone CRLF (or LF): the next bytes decide between a pong and the first half
         of a ping. A client that sent a ping (RFC 5626 §4.4.1) knows it is the pong.

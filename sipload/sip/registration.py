@@ -35,7 +35,7 @@ The refresh is scheduled at a fraction of the granted expiry (from our Contact's
 parameter, else the Expires header, else what we asked for), with jitter, and at least a margin
 before the binding would expire.
 
-RFC 5626 outbound and RFC 5627 GRUU [issue 8] are Profile options. With either, the endpoint has an
+RFC 5626 outbound and RFC 5627 GRUU are Profile options. With either, the endpoint has an
 `instance` (`urn:uuid:...`, passed in or drawn from the IdSource) and its Contact carries
 `;+sip.instance="<urn:uuid:...>"` (with outbound also `;reg-id=N`); `Supported:` lists `path, outbound`
 and/or `gruu`. The 200 is then read for our binding (matched by instance and reg-id, else by URI):
@@ -118,8 +118,8 @@ class Profile:
     unregister_all: bool = False         # unregister with Contact: *
     reuse_nonce: bool = True             # refresh with the last challenge (nc+1) instead of waiting for a 401
     max_retry_after: float = 3600.0      # Retry-After values above this are capped
-    outbound: bool = False               # [issue 8] RFC 5626: +sip.instance + reg-id, Supported: path, outbound
-    gruu: bool = False                   # [issue 8] RFC 5627: +sip.instance, Supported: gruu
+    outbound: bool = False               # RFC 5626: +sip.instance + reg-id, Supported: path, outbound
+    gruu: bool = False                   # RFC 5627: +sip.instance, Supported: gruu
 
     @property
     def reliable(self) -> bool:
@@ -182,8 +182,8 @@ class Retransmitted:
 RegEvent = OpStarted | Challenged | Registered | Unregistered | Failed | Retransmitted
 
 _MAX_STALE_RETRIES = 2
-_MAX_BRIEF_RETRIES = 2       # [issue 9] 423s answered per operation
-_MAX_DELTA = 2**32 - 1       # [issue 9] the largest delta-seconds (RFC 3261 §20.19)
+_MAX_BRIEF_RETRIES = 2       # 423s answered per operation
+_MAX_DELTA = 2**32 - 1       # the largest delta-seconds (RFC 3261 §20.19)
 _RECOVERABLE = frozenset({FailureReason.TIMEOUT, FailureReason.TRANSPORT_ERROR, FailureReason.SERVER_ERROR})
 _RETRY_STATUSES = frozenset({408, 480, 500, 502, 503, 504})
 
@@ -225,7 +225,7 @@ _TRANSITIONS: dict[tuple[RegState, RegInput], str] = {
     (S.BACKOFF, I.BACKOFF_TIMER): "_resend",
     (S.BACKOFF, I.STOP): "_stop_without_request",
     (S.FAILED, I.STOP): "_stop_without_request",
-    (S.FAILED, I.REFRESH_TIMER): "_begin_refresh",  # [issue 9] register again after a failed refresh
+    (S.FAILED, I.REFRESH_TIMER): "_begin_refresh",  # register again after a failed refresh
     (S.UNREGISTERED, I.STOP): "_ignore",
     (S.UNREGISTERING, I.STOP): "_ignore",
 }
@@ -310,7 +310,7 @@ class Registration:
         self.bound_until: float | None = None  # until when the registrar may hold our binding
         self.service_route: list[str] = []
         self.path: list[str] = []
-        # [issue 8] RFC 5626 / 5627 state, only with the options (one slot: a plain endpoint stays as small)
+        # RFC 5626 / 5627 state, only with the options (one slot: a plain endpoint stays as small)
         self._flow: _Flow | None = None
         if profile.outbound or profile.gruu:
             self._flow = _Flow(profile, instance if instance is not None else instance_urn(ids), reg_id)
@@ -332,8 +332,8 @@ class Registration:
         self._sent_credentials = False
         self._used_cached_nonce = False
         self._stale_retries = 0
-        self._brief_retries = 0  # [issue 9] 423s answered in this operation (bounded)
-        self._branch = ""        # [issue 9] of the request in flight: a response must carry it
+        self._brief_retries = 0  # 423s answered in this operation (bounded)
+        self._branch = ""        # of the request in flight: a response must carry it
         self._retries = 0
         self._refresh_due: float | None = None
         self._backoff_until: float | None = None
@@ -341,7 +341,7 @@ class Registration:
         self._outgoing: list[bytes] = []
         self._events: list[RegEvent] = []
 
-    # --- RFC 5626 / 5627 [issue 8] -------------------------------------------------------------------
+    # --- RFC 5626 / 5627 -------------------------------------------------------------------
     @property
     def instance(self) -> str | None:
         """Our +sip.instance ("urn:uuid:..."), with outbound or GRUU."""
@@ -393,7 +393,7 @@ class Registration:
         if cseq != self._cseq or method != "REGISTER":
             return False
         via = response.headers.get("via")
-        if via is None or self._branch not in via:  # [issue 9] forged, or another transaction's
+        if via is None or self._branch not in via:  # forged, or another transaction's
             return False
         status = response.status
         if tx is None and 200 <= status <= 699:
@@ -466,7 +466,7 @@ class Registration:
             self._fail_or_retry(FailureReason.TRANSPORT_ERROR, None, now)
 
     def flow_failed(self, now: float) -> None:
-        """[issue 8] The flow (connection) under this binding failed, e.g. a keep-alive pong never came.
+        """The flow (connection) under this binding failed, e.g. a keep-alive pong never came.
 
         A request in flight fails as a transport error; a binding at rest is refreshed at once, so that
         the endpoint registers again on a new flow (RFC 5626 §4.4.1). Call `next_timer()` after it.
@@ -528,7 +528,7 @@ class Registration:
 
     def _stop_without_request(self, inp: RegInput, response: Response | None, now: float) -> None:
         """Stop while no request is in flight: unregister if the registrar may still hold us."""
-        if self.state is RegState.BACKOFF and self._op is not Op.UNREGISTER:  # [issue 9] count it, once
+        if self.state is RegState.BACKOFF and self._op is not Op.UNREGISTER:  # count it, once
             self._events.append(Failed(self._op, FailureReason.INTERRUPTED, None, self._op_started, now, True,
                                        "stopped while waiting to retry"))
         self._backoff_until = None
@@ -612,7 +612,7 @@ class Registration:
             minimum = parse_delta(response.headers.get("min-expires") or "", "Min-Expires")
         except ParseError:
             minimum = -1
-        self._brief_retries += 1  # [issue 9] a registrar raising Min-Expires forever must not loop
+        self._brief_retries += 1  # a registrar raising Min-Expires forever must not loop
         if minimum <= self._expires_requested or minimum > 2**31 or self._brief_retries > _MAX_BRIEF_RETRIES:
             self._give_up(FailureReason.INTERVAL_TOO_BRIEF, 423, now,
                           f"423 with Min-Expires {response.headers.get('min-expires')!r}")
@@ -690,7 +690,7 @@ class Registration:
             f"Contact: {contact}\r\n{'' if flow is None else flow.supported}"
             f"Expires: {expires}\r\n{auth}"
             f"User-Agent: {p.user_agent}\r\nContent-Length: 0\r\n\r\n"
-        ).encode("utf-8", "surrogateescape")  # [issue 9] a challenge's non-UTF-8 bytes go back as they came
+        ).encode("utf-8", "surrogateescape")  # a challenge's non-UTF-8 bytes go back as they came
 
     def _granted_expiry(self, response: Response) -> int:
         """Our contact's expires param in the 200, else the Expires header, else what we asked."""
@@ -714,7 +714,7 @@ class Registration:
                     if _contact_key(addr.uri) != ours:
                         continue
                 param = addr.params.get("expires")
-                if param is not None and param.isascii() and param.isdigit():  # [issue 9] bounded, no overflow
+                if param is not None and param.isascii() and param.isdigit():  # bounded, no overflow
                     return min(int(param), _MAX_DELTA) if len(param) <= 10 else _MAX_DELTA
                 break
             header = response.expires()
@@ -723,7 +723,7 @@ class Registration:
         return header if header is not None else self._expires_requested
 
     def _read_flow(self, flow: _Flow, response: Response) -> int:
-        """[issue 8] The 200 of an outbound / GRUU registration: our binding's expiry, GRUUs, Require.
+        """The 200 of an outbound / GRUU registration: our binding's expiry, GRUUs, Require.
 
         Our binding is the Contact with our instance (and reg-id, with outbound), else one with our URI.
         """
@@ -795,7 +795,7 @@ class Registration:
             self._stop_requested = False
             self._stop_without_request(RegInput.STOP, None, now)
         elif self._op is Op.REFRESH and reason in _RECOVERABLE:
-            # [issue 9] the registrar went away (restarted?): register again after a backoff, as a
+            # the registrar went away (restarted?): register again after a backoff, as a
             # phone would; one operation at a time, until the run stops.
             self._refresh_due = now + max(p.retry_backoff_max, 1.0)
 
@@ -806,7 +806,7 @@ _HANDLERS: dict[tuple[RegState, RegInput], Handler] = {
 
 
 class _Flow:
-    """[issue 8] What outbound / GRUU add to one registration: its identity on the wire, what the 200 said."""
+    """What outbound / GRUU add to one registration: its identity on the wire, what the 200 said."""
 
     __slots__ = ("contact_params", "instance", "outbound_required", "pub_gruu", "reg_id", "supported", "temp_gruu")
 

@@ -19,7 +19,7 @@ class MessageChannel(Protocol):
     """What the worker needs of a connection to the registrar."""
 
     local: tuple[str, int]
-    keepalive_pings: int      # [issue 8] our keep-alive pings (CRLF, or WebSocket ping frames), their pongs,
+    keepalive_pings: int      # our keep-alive pings (CRLF, or WebSocket ping frames), their pongs,
     keepalive_pongs: int      # and the pongs that never came
     keepalive_missed: int
 
@@ -47,7 +47,7 @@ def open_stream_channel(
     """A not yet connected channel for `transport` (upper case: TCP, TLS, WS, WSS) to `host:port`.
 
     `tls` is used for TLS and WSS (WSS without it: verification on, the system's CAs); `ws_path`
-    is the resource of the WebSocket handshake (RFC 7118: WS and WSS). [issue 8] `keepalive`
+    is the resource of the WebSocket handshake (RFC 7118: WS and WSS). `keepalive`
     (seconds; None or 0: off): the channel pings the registrar at that interval (RFC 5626 §4.4.1:
     CRLFCRLF on TCP/TLS, a WebSocket ping frame on WS/WSS) and a missed pong is a flow failure.
     """

@@ -7,7 +7,7 @@ failed connection to its owner so the endpoints' transactions fail fast with a t
 instead of waiting for Timer F. Received bytes are cut into messages by the framer and handed to
 the owner; CRLFCRLF keep-alive pings from the server are answered with a CRLF pong.
 
-[issue 8] With `keepalive=SECONDS` the channel pings the registrar itself (RFC 5626 §4.4.1): every
+With `keepalive=SECONDS` the channel pings the registrar itself (RFC 5626 §4.4.1): every
 interval of a connection's life it sends CRLFCRLF and expects a CRLF pong within `pong_timeout`
 (10 s). `keepalive_pings`, `keepalive_pongs` and `keepalive_missed` count them. A missed pong is a
 flow failure: the connection is closed and reported through `on_failure`, like any transport
@@ -83,7 +83,7 @@ class StreamChannel:
         self.pings_answered = 0           # the registrar's pings we answered
         self.keepalive = keepalive
         self.pong_timeout = pong_timeout
-        self.keepalive_pings = 0          # [issue 8] our pings, their pongs, and pongs that never came
+        self.keepalive_pings = 0          # our pings, their pongs, and pongs that never came
         self.keepalive_pongs = 0
         self.keepalive_missed = 0
         self._pong: trio.Event | None = None  # set when a pong arrives for the ping in flight

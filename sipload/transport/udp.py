@@ -5,7 +5,7 @@ non-blocking recvfrom calls until it would block; sends are raw non-blocking sen
 await). Every await on a trio socket costs ~7-8 µs, so the receive loop awaits once per burst,
 not once per datagram. Socket buffers are made large, and kernel drops are read from
 /proc/net/udp so a run can report them. A socket may ask the kernel to stamp each datagram as it
-arrives (SO_TIMESTAMPNS, Linux): the reader then says how long each one waited [issue 6].
+arrives (SO_TIMESTAMPNS, Linux): the reader then says how long each one waited.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import trio
 
 Address = tuple[str, int]
 DatagramHandler = Callable[[bytes, Address], None]
-# [issue 6] with the time the datagram waited in the socket (the kernel's receive timestamp to now), seconds
+# with the time the datagram waited in the socket (the kernel's receive timestamp to now), seconds
 WaitedHandler = Callable[[bytes, Address, float], None]
 
 # Linux (asm-generic): SO_TIMESTAMPNS, and the control message it adds to every datagram: a struct timespec

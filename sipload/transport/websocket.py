@@ -10,7 +10,7 @@ if it is not UTF-8); each received message is parsed whole (Content-Length is op
 Pings are answered with pongs; a Close frame from the server ends the session like a closed TCP
 connection.
 
-[issue 8] Keep-alives (`keepalive=SECONDS`): over WebSocket the channel sends a WebSocket ping frame
+Keep-alives (`keepalive=SECONDS`): over WebSocket the channel sends a WebSocket ping frame
 (RFC 6455 §5.5.2, with a counter as its payload) instead of StreamChannel's CRLFCRLF, and its pong
 counts like a CRLF pong (`keepalive_pings` / `keepalive_pongs` / `keepalive_missed`; no pong within
 `pong_timeout` is a flow failure). CRLF is not used because RFC 7118 frames every SIP message as a
@@ -98,7 +98,7 @@ class WebSocketChannel(StreamChannel):
         self._control: list[bytes] = []      # encoded control frames (pongs) waiting for the writer
         self._parts: list[bytes | str] = []
         self._size = 0
-        self._ping_payload = b""             # [issue 8] of our keep-alive ping in flight
+        self._ping_payload = b""             # of our keep-alive ping in flight
 
     @property
     def transport(self) -> str:
@@ -230,7 +230,7 @@ class WebSocketChannel(StreamChannel):
             raise trio.BrokenResourceError(f"WebSocket closed by the registrar: code {event.code}{reason}")
 
     async def _keepalive(self, interval: float) -> str:
-        """[issue 8] A WebSocket ping frame every `interval`; the failure when its pong does not come in time."""
+        """A WebSocket ping frame every `interval`; the failure when its pong does not come in time."""
         while True:
             await trio.sleep(interval)
             ws = self._ws
