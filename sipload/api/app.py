@@ -32,6 +32,7 @@ from sipload.api.ultravox_agent import SipAgent
 from sipload.api.ultravox_emulator import UltravoxEmulator, read_api_key, ultravox_error
 from sipload.api.views import StoreView
 from sipload.registrar.bindings import BindingStore
+from sipload.registrar.core import RegistrarCore
 from sipload.registrar.settings import RegistrarSettings
 
 log = logging.getLogger("sipload.api")
@@ -52,12 +53,13 @@ class Emulators:
 
 def build_emulators(store: BindingStore, agent: SipAgent, *, knobs: ApiKnobs, keys: ApiKeys,
                     clock: Callable[[], float] = trio.current_time, wall: Callable[[], float] = time.time,
-                    ) -> Emulators:
+                    registrar: RegistrarCore | None = None) -> Emulators:
     view = StoreView(store, knobs, clock=clock, wall=wall)
     return Emulators(
         view,
         TelnyxEmulator(view, Gate("telnyx", keys, knobs, read_bearer, telnyx_gate_error), wall),
-        AudianEmulator(view, Gate("audian", keys, knobs, read_token, audian_error), knobs.audian_account, wall),
+        AudianEmulator(view, Gate("audian", keys, knobs, read_token, audian_error), knobs.audian_account, wall,
+                       registrar=registrar),
         UltravoxEmulator(agent, Gate("ultravox", keys, knobs, read_api_key, ultravox_error), wall),
     )
 
@@ -90,6 +92,7 @@ async def serve_api(
     keys: ApiKeys | None = None,
     registrar_settings: RegistrarSettings | None = None,
     on_ready: Callable[[Emulators], object] | None = None,
+    registrar: RegistrarCore | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the emulators until cancelled; `await nursery.start(serve_api, store, host, port)` -> port.
@@ -98,9 +101,15 @@ async def serve_api(
     `registrar_settings.users` (a users file) pre-provisions a Telnyx connection and an Audian
     device for each listed user, so never-seen users can be checked. `on_ready` receives the
     emulators (tests). Raises OSError when the address cannot be bound.
+
+    `registrar` (the core that owns `store`) gives the Audian emulator its troubleshooting
+    endpoints (its device log is turned on) and its webhooks the store's transitions; without
+    it the webhooks hook the store directly.
     """
     agent = SipAgent(knobs.ultravox_sip_host, expires=knobs.ultravox_expires)
-    emulators = build_emulators(store, agent, knobs=knobs, keys=keys if keys is not None else ApiKeys.from_env())
+    emulators = build_emulators(store, agent, knobs=knobs, keys=keys if keys is not None else ApiKeys.from_env(),
+                                registrar=registrar)
+    hub = emulators.audian.hub
     if registrar_settings is not None and registrar_settings.users is not None:
         for user in registrar_settings.users:
             emulators.telnyx.directory.create(user, user, True, [])
@@ -112,14 +121,24 @@ async def serve_api(
     listener = listening_socket(host, port, config.backlog)  # OSError here, plainly, when the port is taken
     bound_port = int(listener.getsockname()[1])
     asgi = ASGIWrapper(cast(ASGIFramework, app))  # Starlette is ASGI 3; hypercorn's Protocol spells it otherwise
+    if registrar is not None:
+        registrar.enable_device_log()
+        registrar.watch(hub.on_change)
+    elif store.on_change is None:
+        store.on_change = hub.on_change
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run)
             await nursery.start(agent.run)
             await nursery.start(partial(worker_serve, asgi, config, sockets=Sockets([], [listener], [])))
             log.info("provider emulators on http://%s:%d (Telnyx /v2, Audian /v1 /v2, Ultravox /api)",
                      host, bound_port)
             task_status.started(bound_port)
     finally:
+        if registrar is not None:
+            registrar.unwatch(hub.on_change)
+        elif store.on_change == hub.on_change:
+            store.on_change = None
         listener.close()
 
 

@@ -15,6 +15,19 @@ flat camelCase for the registration endpoints, Kazoo's envelope for errors
 * DELETE: removes the user's bindings from the registrar's store (the device is unregistered until
   it registers again);
 * the account: `ApiKnobs.audian_account` when set (another id -> 404), else any.
+
+Webhooks (`webhooks.py` delivers): `POST .../webhooks` `{"url", "events"}` -> 201 with the
+subscription (`webhookId`, `url`, `events`, `createdAt`, `status`, and its delivery counters);
+`GET .../webhooks` -> `{"data": [...]}`; `GET|DELETE .../webhooks/{webhookId}`. A url must be
+absolute http(s); events a non-empty list of device.registered / device.unregistered /
+device.offline; at most `MAX_SUBSCRIPTIONS` per account.
+
+Troubleshooting, from the embedded registrar (`RegistrarCore`, when the emulator has one):
+`GET .../devices/{deviceId}/credentials` -> `{deviceId, username, realm}` (never the password);
+`GET .../devices/{deviceId}/logs?lines=N` (1-1000, default 50) -> `{deviceId, lines, logs:
+[{timestamp, event, message}]}` from the registrar's own record (`devicelog.py`);
+`PATCH .../devices/{deviceId}` `{"settings": {"registrationExpiry": N}}` (N 30-86400 s) -> the
+device's settings; the registrar grants N to that device's next REGISTERs.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,13 +45,19 @@ from starlette.routing import BaseRoute, Route
 from sipload.api.gate import FORBIDDEN, RATE_LIMITED, UNAUTHENTICATED, Gate
 from sipload.api.requests import int_param, json_body
 from sipload.api.views import AUDIAN_STATUS, StoreView, UserView, iso_z
+from sipload.api.webhooks import EVENTS, MAX_SUBSCRIPTIONS, WebhookHub
 from sipload.registrar.bindings import UserState
+from sipload.registrar.core import RegistrarCore
 
 STATUSES = ("registered", "unregistered", "expired", "invalid", "offline", "provisioning")
 TYPES = ("sip", "softphone", "webrtc")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 DEVICE_PREFIX = "dev_sip_"
+DEFAULT_LOG_LINES = 50
+MAX_LOG_LINES = 1000
+EXPIRY_RANGE = (30, 86_400)
+DOCUMENTED_SETTINGS = {"keepaliveInterval": 30, "retryInterval": 30, "maxContacts": 1}  # the seed page's defaults
 _ERRORS: dict[str, tuple[str, str]] = {  # kind -> (message, data.message)
     UNAUTHENTICATED: ("unauthorized", "invalid credentials"),
     FORBIDDEN: ("forbidden", "forbidden"),
@@ -59,12 +79,14 @@ def read_token(request: Request) -> str | None:
 
 class AudianEmulator:
     def __init__(self, view: StoreView, gate: Gate, account_id: str | None = None,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, *, registrar: RegistrarCore | None = None) -> None:
         self.view = view
         self.gate = gate
         self.account_id = account_id
         self._wall = wall
         self._created: dict[str, tuple[str, str]] = {}   # deviceId -> (user, name): created through the API
+        self.registrar = registrar
+        self.hub = WebhookHub(view, view.knobs, device_id=lambda user: DEVICE_PREFIX + user, wall=wall)
 
     def routes(self, prefix: str) -> list[BaseRoute]:
         g = self.gate.guard
@@ -76,7 +98,14 @@ class AudianEmulator:
             Route(f"{base}/{{device}}/registration", g(self.registration), methods=["GET"]),
             Route(f"{base}/{{device}}/registration", g(self.unregister), methods=["DELETE"]),
             Route(f"{base}/{{device}}/registration/renew", g(self.renew), methods=["POST"]),
+            Route(f"{base}/{{device}}/credentials", g(self.credentials), methods=["GET"]),
+            Route(f"{base}/{{device}}/logs", g(self.logs), methods=["GET"]),
+            Route(f"{base}/{{device}}", g(self.settings), methods=["PATCH"]),
             Route(base, g(self.create_device), methods=["PUT"]),
+            Route(f"{prefix}/accounts/{{account}}/webhooks", g(self.subscribe), methods=["POST"]),
+            Route(f"{prefix}/accounts/{{account}}/webhooks", g(self.subscriptions), methods=["GET"]),
+            Route(f"{prefix}/accounts/{{account}}/webhooks/{{webhook}}", g(self.subscription), methods=["GET"]),
+            Route(f"{prefix}/accounts/{{account}}/webhooks/{{webhook}}", g(self.unsubscribe), methods=["DELETE"]),
             Route(f"{prefix}/accounts/{{path:path}}", g(self.not_found),
                   methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ]
@@ -270,3 +299,103 @@ class AudianEmulator:
         return JSONResponse({"auth_token": "", "request_id": f"req-{len(self._created)}", "status": "success",
                              "data": {"id": device_id, "name": name, "device_type": "sip_device",
                                       "sip": {"username": username}, "enabled": True}}, 201)
+
+    # --- webhooks -------------------------------------------------------------------------------
+    async def subscribe(self, request: Request) -> Response:
+        problem = self._account_error(request)
+        if problem is not None:
+            return problem
+        body = await json_body(request)
+        if not isinstance(body, dict):
+            return audian_error(400, "invalid", "the body must be a JSON object with url and events")
+        url, events = body.get("url"), body.get("events")
+        if not isinstance(url, str) or not _http_url(url):
+            return audian_error(400, "invalid", "url must be an absolute http:// or https:// URL")
+        if (not isinstance(events, list) or not events
+                or not all(isinstance(e, str) and e in EVENTS for e in events)):
+            return audian_error(400, "invalid", f"events must be a non-empty list of {', '.join(EVENTS)}")
+        account = request.path_params["account"]
+        if len(self.hub.of_account(account)) >= MAX_SUBSCRIPTIONS:
+            return audian_error(400, "invalid", f"at most {MAX_SUBSCRIPTIONS} webhooks per account")
+        sub = self.hub.subscribe(account, url, tuple(dict.fromkeys(events)))
+        return JSONResponse(sub.shape(), 201)
+
+    async def subscriptions(self, request: Request) -> Response:
+        problem = self._account_error(request)
+        if problem is not None:
+            return problem
+        subs = self.hub.of_account(request.path_params["account"])
+        return JSONResponse({"data": [s.shape() for s in subs], "pagination": {"total": len(subs)}})
+
+    def _subscription(self, request: Request) -> str | Response:
+        problem = self._account_error(request)
+        if problem is not None:
+            return problem
+        webhook_id = str(request.path_params["webhook"])
+        sub = self.hub.subscriptions.get(webhook_id)
+        if sub is None or sub.account != request.path_params["account"]:
+            return audian_error(404, "not_found", f"webhook {webhook_id} not found")
+        return webhook_id
+
+    async def subscription(self, request: Request) -> Response:
+        found = self._subscription(request)
+        if isinstance(found, Response):
+            return found
+        return JSONResponse(self.hub.subscriptions[found].shape())
+
+    async def unsubscribe(self, request: Request) -> Response:
+        found = self._subscription(request)
+        if isinstance(found, Response):
+            return found
+        self.hub.unsubscribe(found)
+        return JSONResponse({"webhookId": found, "status": "deleted",
+                             "deletedAt": iso_z(self._wall(), millis=False),
+                             "message": "Webhook deleted successfully"})
+
+    # --- troubleshooting ------------------------------------------------------------------------
+    async def credentials(self, request: Request) -> Response:
+        found = self._device(request)
+        if isinstance(found, Response):
+            return found
+        device_id, user = found
+        realm = self.registrar.settings.realm if self.registrar is not None else None
+        return JSONResponse({"deviceId": device_id, "username": user, "realm": realm})
+
+    async def logs(self, request: Request) -> Response:
+        found = self._device(request)
+        if isinstance(found, Response):
+            return found
+        device_id, user = found
+        lines = int_param(request.query_params.get("lines"), DEFAULT_LOG_LINES)
+        if lines is None or not 1 <= lines <= MAX_LOG_LINES:
+            return audian_error(400, "invalid", f"lines must be an integer 1-{MAX_LOG_LINES}")
+        log = self.registrar.device_log if self.registrar is not None else None
+        unix = self.view.unix
+        entries = [{"timestamp": iso_z(unix(line.at)), "event": line.kind, "message": line.text}
+                   for line in (log.lines(user, lines) if log is not None else [])]
+        return JSONResponse({"deviceId": device_id, "lines": len(entries), "logs": entries})
+
+    async def settings(self, request: Request) -> Response:
+        found = self._device(request)
+        if isinstance(found, Response):
+            return found
+        device_id, user = found
+        if self.registrar is None:
+            return audian_error(400, "invalid", "device settings need the embedded registrar")
+        body = await json_body(request)
+        settings = body.get("settings") if isinstance(body, dict) else None
+        expiry = settings.get("registrationExpiry") if isinstance(settings, dict) else None
+        low, high = EXPIRY_RANGE
+        if (not isinstance(settings, dict) or set(settings) - {"registrationExpiry"}
+                or isinstance(expiry, bool) or not isinstance(expiry, int) or not low <= expiry <= high):
+            return audian_error(400, "invalid", f"settings.registrationExpiry must be an integer {low}-{high} "
+                                                "(the only setting the emulator applies)")
+        self.registrar.expiry_overrides[user] = expiry
+        return JSONResponse({"deviceId": device_id,
+                             "settings": {"registrationExpiry": expiry, **DOCUMENTED_SETTINGS},
+                             "updatedAt": iso_z(self._wall(), millis=False)})
+
+
+def _http_url(text: str) -> bool:
+    parts = urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)

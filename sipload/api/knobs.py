@@ -15,6 +15,9 @@ Faults (`ApiKnobs`) let tests exercise the clients' handling without waiting on 
   the emulator answers the state from before the change (see `views.py`). With a large lag the
   answers stay stale: that is how the cross-check's disagreements are shown.
 * `providers`: which emulators the faults apply to (all by default).
+* `webhook_loss` / `webhook_delay` / `webhook_queue`: Audian's webhook deliveries (`webhooks.py`):
+  that share of events is never sent; a delay before each event's first attempt; the bound of
+  each subscription's queue (a full queue drops its oldest event).
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ class ApiKnobs:
     audian_account: str | None = None  # the only Audian accountId accepted (None: any)
     ultravox_sip_host: str = "127.0.0.1"  # where the Ultravox emulator's SIP agent binds (port: any)
     ultravox_expires: int = 300        # Expires its REGISTERs ask for
+    webhook_loss: float = 0.0          # share of webhook events never sent
+    webhook_delay: DelaySpec = NO_DELAY  # before each webhook event's first attempt
+    webhook_queue: int = 10_000        # events queued per subscription (the oldest go when full)
 
     def __post_init__(self) -> None:
         for name in ("rate_limit_first", "rate_limit_every", "malformed_every"):
@@ -85,6 +91,10 @@ class ApiKnobs:
         object.__setattr__(self, "providers", frozenset(self.providers))
         if self.ultravox_expires < 1:
             raise ValueError("ultravox_expires: must be >= 1 second")
+        if not 0.0 <= self.webhook_loss <= 1.0:
+            raise ValueError(f"webhook_loss: must be a share between 0 and 1, got {self.webhook_loss}")
+        if self.webhook_queue < 1:
+            raise ValueError(f"webhook_queue: must be >= 1, got {self.webhook_queue}")
 
     def applies_to(self, provider: str) -> bool:
         return provider in self.providers
@@ -95,7 +105,8 @@ NO_FAULTS = ApiKnobs()
 
 KNOBS_HINT = ("comma-separated key=value: rate_limit_first=N, rate_limit_every=N, retry_after=1s, "
               "retry_after_header=false, latency=5ms|uniform:1ms:10ms|exp:2ms, malformed_every=N, stale_lag=2s, "
-              "stale_share=0.5, providers=telnyx+audian, seed=N, audian_account=ID, ultravox_expires=300")
+              "stale_share=0.5, providers=telnyx+audian, seed=N, audian_account=ID, ultravox_expires=300, "
+              "webhook_loss=0.1, webhook_delay=50ms|uniform:..., webhook_queue=N")
 
 
 def parse_knobs(text: str) -> ApiKnobs:
@@ -109,17 +120,18 @@ def parse_knobs(text: str) -> ApiKnobs:
         if not sep:
             raise ValueError(f"{part!r}: expected key=value; {KNOBS_HINT}")
         try:
-            if key in ("rate_limit_first", "rate_limit_every", "malformed_every", "seed", "ultravox_expires"):
+            if key in ("rate_limit_first", "rate_limit_every", "malformed_every", "seed", "ultravox_expires",
+                       "webhook_queue"):
                 values[key] = int(raw)
             elif key in ("retry_after", "stale_lag"):
                 values[key] = parse_duration(raw)
-            elif key == "stale_share":
+            elif key in ("stale_share", "webhook_loss"):
                 values[key] = float(raw)
             elif key == "retry_after_header":
                 if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError("expected true or false")
                 values[key] = raw.lower() in ("true", "1", "yes")
-            elif key == "latency":
+            elif key in ("latency", "webhook_delay"):
                 values[key] = parse_delay(raw)
             elif key == "providers":
                 values[key] = frozenset(p.strip() for p in raw.split("+") if p.strip())

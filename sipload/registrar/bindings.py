@@ -22,6 +22,11 @@ timer exists per binding. A binding is live while `now < expires_at`.
   LIVE wins over a rejected attempt while a binding is live (the registrar still routes to it).
   History records are kept in change order and capped at `max_history`: the oldest non-live
   records are evicted first.
+* `on_change` (None by default: nothing is called) is told of a user's transitions, with the
+  binding concerned and the time: "registered" (nothing live -> a live binding), "unregistered"
+  (an explicit removal left nothing live), "offline" (the last live binding expired, found by a
+  purge or when the AoR is next touched, or its flow failed: `flow_failed`). Refreshes call
+  nothing. The callback must be cheap and must not call back into the store (it enqueues).
 """
 
 from __future__ import annotations
@@ -30,13 +35,15 @@ import enum
 import heapq
 import itertools
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sipload.sip.errors import ParseError
 from sipload.sip.headers import parse_uri
 
 Address = tuple[str, int]
+ChangeHook = Callable[[str, str, "Binding | None", float], None]   # (kind, user, binding, now)
+REGISTERED, UNREGISTERED, OFFLINE = "registered", "unregistered", "offline"
 _NEVER = float("-inf")
 _EVICT_SCAN = 8
 
@@ -127,6 +134,10 @@ class _History:
         self.aors: tuple[str, ...] = ()  # usually one AoR: a tuple is 4x smaller than a set
 
 
+def _refreshed(binding: Binding) -> float:
+    return binding.last_refresh
+
+
 def binding_key(uri: str, instance: str | None, reg_id: str | None) -> str:
     """The identity of a binding within its AoR (RFC 5626 instance/reg-id, else the URI)."""
     if instance is not None:
@@ -148,6 +159,7 @@ class BindingStore:
         self._heap: list[tuple[float, str, str]] = []
         self._history: OrderedDict[str, _History] = OrderedDict()
         self._stored = 0             # bindings held (live or expired-not-yet-dropped)
+        self.on_change: ChangeHook | None = None
 
     # --- updates ------------------------------------------------------------------------------
     def register(self, aor: str, user: str, changes: Sequence[ContactChange], info: RequestInfo,
@@ -162,12 +174,14 @@ class BindingStore:
         removed = sum(1 for k, c in keyed.items() if c.expires == 0 and k in current)
         if len(current) + added - removed > self.max_contacts:
             return UpdateResult(UpdateStatus.TOO_MANY, tuple(current.values()))
+        gone: Binding | None = None
         for key, change in keyed.items():
             old = current.get(key)
             if change.expires == 0:
                 if old is not None:
                     del current[key]
                     self._stored -= 1
+                    gone = old
                 continue
             expires_at = now + change.expires
             current[key] = Binding(
@@ -180,8 +194,12 @@ class BindingStore:
                 self._stored += 1
             heapq.heappush(self._heap, (expires_at, aor, key))
         self._store_aor(aor, current)
-        self._record(user, aor, now, unregister=any(c.expires == 0 for c in keyed.values()))
+        changed = self._record(user, aor, now, unregister=any(c.expires == 0 for c in keyed.values()))
         self._maybe_rebuild_heap()
+        if changed is not None and self.on_change is not None:
+            live = tuple(current.values())
+            self.on_change(changed, user, live[-1] if changed == REGISTERED and live else gone, now)
+            return UpdateResult(UpdateStatus.OK, live)
         return UpdateResult(UpdateStatus.OK, tuple(current.values()))
 
     def remove_all(self, aor: str, user: str, info: RequestInfo, now: float) -> UpdateResult:
@@ -189,11 +207,33 @@ class BindingStore:
         for old in current.values():
             if old.call_id == info.call_id and old.cseq >= info.cseq:
                 return UpdateResult(UpdateStatus.OUT_OF_ORDER, tuple(current.values()))
+        last = max(current.values(), key=_refreshed, default=None)
         self._stored -= len(current)
         current.clear()
         self._store_aor(aor, current)
-        self._record(user, aor, now, unregister=True)
+        changed = self._record(user, aor, now, unregister=True)
+        if changed is not None and self.on_change is not None:
+            self.on_change(changed, user, last, now)
         return UpdateResult(UpdateStatus.OK, ())
+
+    def flow_failed(self, aor: str, user: str, source: Address, transport: str, now: float) -> int:
+        """The connection `source` (over `transport`) that carried the AoR's outbound flows closed or
+        went silent (RFC 5626 §5.2): drop the bindings with a reg-id that came over it. -> how many."""
+        current = self._live(aor, now)
+        failed = [k for k, b in current.items()
+                  if b.reg_id is not None and b.source == source and b.transport == transport]
+        if not failed:
+            return 0
+        last = current[failed[-1]]
+        for key in failed:
+            del current[key]
+        self._stored -= len(failed)
+        self._store_aor(aor, current)
+        if self._record(user, aor, now, unregister=False) == OFFLINE:
+            record = self._history[user]
+            record.last, record.changed_at = UserState.EXPIRED, now
+            self._went_offline(user, last, now)
+        return len(failed)
 
     def mark_rejected(self, user: str, now: float) -> None:
         """The last attempt of `user` failed authentication."""
@@ -238,6 +278,10 @@ class BindingStore:
             self.purge(now, 65_536)
         return StoreCount(self._stored, len(self._aors))
 
+    def next_expiry(self) -> float | None:
+        """The earliest expiry on the heap (perhaps of a binding refreshed since), None when empty."""
+        return self._heap[0][0] if self._heap else None
+
     @property
     def stored(self) -> int:
         """Bindings held, including expired ones not yet dropped (no purge)."""
@@ -263,6 +307,7 @@ class BindingStore:
             dropped += 1
             if not bindings:
                 del self._aors[aor]
+                self._expired(aor, binding, now)
         return dropped
 
     def _live(self, aor: str, now: float) -> dict[str, Binding]:
@@ -271,11 +316,15 @@ class BindingStore:
         if bindings is None:
             return {}
         expired = [k for k, b in bindings.items() if b.expires_at <= now]
+        if not expired:
+            return bindings
+        last = bindings[expired[-1]]
         for key in expired:
             del bindings[key]
         self._stored -= len(expired)
         if not bindings:
             del self._aors[aor]
+            self._expired(aor, last, now)
         return bindings
 
     def _store_aor(self, aor: str, bindings: dict[str, Binding]) -> None:
@@ -303,7 +352,9 @@ class BindingStore:
         self._history[user] = record
         self._history.move_to_end(user)
 
-    def _record(self, user: str, aor: str, now: float, *, unregister: bool) -> None:
+    def _record(self, user: str, aor: str, now: float, *, unregister: bool) -> str | None:
+        """Update the user's history after a change of `aor`; the transition it made, if any
+        (REGISTERED, UNREGISTERED, or OFFLINE when nothing is live any more without an unregister)."""
         record = self._history.get(user)
         if record is None:
             record = self._new_record(user, now)
@@ -319,15 +370,35 @@ class BindingStore:
                 until = max(until, max(b.expires_at for b in bindings.values()))
         record.aors = tuple(kept)
         record.until = until
+        changed: str | None = None
         if until > now:
             if not was_live:
                 record.live_since = now
+                changed = REGISTERED
             record.last = UserState.LIVE
             record.changed_at = now
         elif unregister:
             record.last = UserState.UNREGISTERED
             record.changed_at = now
+            changed = UNREGISTERED if was_live else None
+        elif was_live:
+            changed = OFFLINE
         self._touch(user, record)
+        return changed
+
+    def _expired(self, aor: str, binding: Binding, now: float) -> None:
+        """The AoR's last binding expired (purge, or a touch after its expiry): OFFLINE once per user."""
+        user = aor.partition(":")[2].partition("@")[0]
+        record = self._history.get(user)
+        if record is None or record.last is not UserState.LIVE or record.until > now:
+            return
+        record.last = UserState.EXPIRED   # what user_state() already reports: said once, from now on
+        record.changed_at = record.until
+        self._went_offline(user, binding, now)
+
+    def _went_offline(self, user: str, binding: Binding | None, now: float) -> None:
+        if self.on_change is not None:
+            self.on_change(OFFLINE, user, binding, now)
 
     def _evict(self, now: float) -> None:
         """Drop the oldest non-live history records until within max_history (bounded scan)."""

@@ -95,6 +95,9 @@ class _DelayType(click.ParamType):  # type: ignore[type-arg]  # generic since cl
 @click.option("--challenge-rate", type=click.FloatRange(min=0.0), default=None,
               help="401 challenges per second per source IP; over it no answer is sent (0: no limit)  "
                    "[default: no limit when every --listen is loopback, else 100].")
+@click.option("--flow-timeout", type=_DurationType(), default="0", show_default=True,
+              help="Close a TCP/TLS/WS connection silent this long (no request, no keep-alive); its outbound "
+                   "flows fail (Audian: device.offline). 0: never.")
 @click.option("--quiet", is_flag=True, help="No per-second line.")
 def registrar(
     listens: Sequence[Listen], tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None,
@@ -102,7 +105,7 @@ def registrar(
     users: str | None, realm: str, algorithms: Sequence[str], default_expires: int, min_expires: int,
     max_expires: int, nonce_lifetime: float, allow_user_mismatch: bool, drop: float, delay: DelaySpec,
     error_503: float, retry_after: int, seed: int | None, duration: float | None, api: str | None,
-    api_faults: str, challenge_rate: float | None, quiet: bool,
+    api_faults: str, challenge_rate: float | None, flow_timeout: float, quiet: bool,
 ) -> None:
     """Run the embedded registrar (digest auth, bindings with expiry, fault injection)."""
     if password is not None and users is not None:
@@ -130,7 +133,7 @@ def registrar(
             realm=realm, password_template=password or "pw-{user}", users=user_table, algorithms=chosen,
             default_expires=default_expires, min_expires=min_expires, max_expires=max_expires,
             nonce_lifetime=nonce_lifetime, allow_user_mismatch=allow_user_mismatch, drop=drop, delay=delay,
-            error_503=error_503, retry_after=retry_after, seed=seed,
+            error_503=error_503, retry_after=retry_after, seed=seed, flow_timeout=flow_timeout,
             challenge_rate=(default_challenge_rate([listen.host for listen in listens])
                             if challenge_rate is None else challenge_rate),
         )
@@ -177,7 +180,8 @@ async def _run(settings: RegistrarSettings, listens: list[Listen], tls_cert: str
                 hold_long_lived()  # for the process's life: start-up objects out of GC, fewer full passes
                 if api is not None:
                     port = await nursery.start(partial(
-                        serve_api, core.store, api[0], api[1], knobs=knobs, registrar_settings=settings))
+                        serve_api, core.store, api[0], api[1], knobs=knobs, registrar_settings=settings,
+                        registrar=core))
                     click.echo(f"provider emulators on http://{api[0]}:{port} "
                                f"(Telnyx /v2, Audian /v1 and /v2, Ultravox /api/sip/registrations)")
                 nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)

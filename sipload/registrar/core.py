@@ -31,6 +31,14 @@ In order, for every request:
 
 A challenge over `settings.challenge_rate` per source IP (`ratelimit.py`) is not sent at all.
 
+Troubleshooting and provider settings (off unless asked, so the plain path does no new work):
+`enable_device_log()` keeps a bounded record per device (`devicelog.py`: requests, challenges,
+rejections with their reason, the expiry granted, the store's transitions); `expiry_overrides`
+(user -> seconds, set through the Audian emulator's PATCH) is the expiry granted to that user's
+contacts whatever they ask (0 still removes); `watch(hook)` passes the store's transitions on
+(`BindingStore.on_change`), e.g. to the webhook dispatcher. Outbound flows (a Contact with reg-id
+over a stream) are remembered per connection: `flow_closed` drops their bindings (offline).
+
 Responses get a To tag and, on the top Via, `received` / `rport` (RFC 3261 §18.2.1, RFC 3581).
 The core never raises on a request it can parse: parse problems inside header values become 400.
 """
@@ -46,11 +54,13 @@ from sipload.registrar.bindings import (
     Address,
     Binding,
     BindingStore,
+    ChangeHook,
     ContactChange,
     RequestInfo,
     UpdateResult,
     UpdateStatus,
 )
+from sipload.registrar.devicelog import DeviceLog
 from sipload.registrar.ratelimit import ChallengeLimiter
 from sipload.registrar.retransmissions import ResponseCache, SentResponse, TransactionKey, transaction_key
 from sipload.registrar.settings import RegistrarSettings
@@ -67,6 +77,7 @@ SERVER = "sipload-registrar"
 _REJECTING = (Verdict.WRONG_RESPONSE, Verdict.UNKNOWN_USER)
 _KNOWN_METHODS = frozenset({"REGISTER", "OPTIONS", "ACK", "CANCEL", "INVITE", "BYE", "SUBSCRIBE", "NOTIFY",
                             "MESSAGE", "INFO", "PUBLISH", "PRACK", "UPDATE", "REFER"})  # others: "other"
+_STREAMS = frozenset({"tcp", "tls", "ws", "wss"})
 _BARE_RPORT = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
 
 
@@ -122,6 +133,49 @@ class RegistrarCore:
         self.supported = ("path", *(("outbound",) if settings.outbound else ()), *(("gruu",) if settings.gruu else ()))
         # temp-gruu: a keyed hash, nothing stored (the key derived: the seeded sequence is unchanged)
         self._gruu_key = hashlib.blake2s(secret, person=b"tgruu").digest()[:16]
+        self.device_log: DeviceLog | None = None
+        self.expiry_overrides: dict[str, int] = {}
+        self._watchers: list[ChangeHook] = []
+        self._flows: dict[tuple[str, Address], tuple[str, str]] = {}  # (transport, peer) -> (aor, user)
+
+    # --- troubleshooting, provider settings, watchers --------------------------------------------
+    def enable_device_log(self, per_device: int = 50) -> DeviceLog:
+        if self.device_log is None:
+            self.device_log = DeviceLog(per_device, max_devices=self.settings.max_history)
+            self.store.on_change = self._changed
+        return self.device_log
+
+    def watch(self, hook: ChangeHook) -> None:
+        """Call `hook(kind, user, binding, now)` on each of the store's transitions."""
+        self._watchers.append(hook)
+        self.store.on_change = self._changed
+
+    def unwatch(self, hook: ChangeHook) -> None:
+        if hook in self._watchers:
+            self._watchers.remove(hook)
+        if not self._watchers and self.device_log is None:
+            self.store.on_change = None
+
+    def _changed(self, kind: str, user: str, binding: Binding | None, now: float) -> None:
+        log = self.device_log
+        if log is not None:
+            log.add(user, now, kind, binding.source if binding is not None else ("?", 0))
+        for hook in self._watchers:
+            hook(kind, user, binding, now)
+
+    def _note(self, user: str, now: float, kind: str, *args: object) -> None:
+        log = self.device_log
+        if log is not None:
+            log.add(user, now, kind, args)
+
+    def flow_closed(self, transport: str, peer: Address, now: float) -> int:
+        """A stream connection ended (closed, or silent past `flow_timeout`): the outbound bindings
+        registered over it fail (RFC 5626 §5.2). -> how many were dropped."""
+        found = self._flows.pop((transport, peer), None)
+        if found is None:
+            return 0
+        aor, user = found
+        return self.store.flow_failed(aor, user, peer, transport, now)
 
     # --- entry points -------------------------------------------------------------------------
     def handle_bytes(self, data: bytes, source: Address, transport: str, now: float) -> Outcome:
@@ -226,11 +280,15 @@ class RegistrarCore:
             return self._reply(request, 400, _bad("To URI without a user"), source)
         user = to_uri.user
         aor = f"{to_uri.scheme}:{user}@{to_uri.hostport.lower()}"
+        log = self.device_log
+        if log is not None:
+            log.add(user, now, "request", (source[0], source[1], transport, request.cseq[0]))
         auth = self._authenticate(request, user, source, now)
         if isinstance(auth, Response):
             return auth
         unsupported = [t for t in request.headers.get_list("require") if t.lower() not in self.supported]
         if unsupported:
+            self._note(user, now, "rejected", f"420 unsupported Require {', '.join(unsupported)}")
             response = self._reply(request, 420, None, source)
             response.headers.add("Unsupported", ", ".join(unsupported))
             return response
@@ -242,6 +300,7 @@ class RegistrarCore:
         )
         if contacts is None:
             if header_expires != 0:
+                self._note(user, now, "rejected", "400 Contact: * needs Expires: 0")
                 return self._reply(request, 400, _bad("Contact: * needs Expires: 0"), source)
             result = self.store.remove_all(aor, user, info, now)
         elif not contacts:
@@ -249,33 +308,48 @@ class RegistrarCore:
         else:
             changes: list[ContactChange] = []
             too_brief = False
+            granted = self.expiry_overrides.get(user) if self.expiry_overrides else None
             for contact in contacts:
                 parse_uri(contact.uri)  # ParseError -> 400
                 raw = contact.params.get("expires")
                 if raw is not None:
                     if not (raw.isascii() and raw.isdigit()):
+                        self._note(user, now, "rejected", f"400 invalid Contact expires {raw!r}")
                         return self._reply(request, 400, _bad(f"invalid Contact expires {raw!r}"), source)
                     expires = int(raw)
                 elif header_expires is not None:
                     expires = header_expires
                 else:
                     expires = self.settings.default_expires
-                too_brief = too_brief or 0 < expires < self.settings.min_expires
+                if granted is not None and expires > 0:
+                    expires = granted  # the provider's setting for this device (never too brief)
+                else:
+                    too_brief = too_brief or 0 < expires < self.settings.min_expires
+                    expires = min(expires, self.settings.max_expires)
                 instance = contact.params.get("+sip.instance")
                 if instance is not None and instance.startswith('"'):
                     instance = unquote(instance)
-                changes.append(ContactChange(contact.uri, min(expires, self.settings.max_expires),
-                                             instance, contact.params.get("reg-id")))
+                changes.append(ContactChange(contact.uri, expires, instance, contact.params.get("reg-id")))
             if too_brief:
+                self._note(user, now, "rejected", f"423 expiry below the minimum {self.settings.min_expires} s")
                 response = self._reply(request, 423, None, source)
                 response.headers.add("Min-Expires", str(self.settings.min_expires))
                 return response
             result = self.store.register(aor, user, changes, info, now)
         if result.status is UpdateStatus.OUT_OF_ORDER:
+            self._note(user, now, "rejected", "500 CSeq out of order")
             return self._reply(request, 500, "Server Internal Error (CSeq out of order)", source)
         if result.status is UpdateStatus.TOO_MANY:
+            self._note(user, now, "rejected", f"403 more than {self.settings.max_contacts} contacts")
             return self._reply(request, 403, f"Forbidden (more than {self.settings.max_contacts} contacts)",
                                source)
+        if log is not None:
+            if result.bindings:
+                log.add(user, now, "ok", (len(result.bindings), result.bindings[-1].expires_in(now)))
+            else:
+                log.add(user, now, "removed")
+        if transport in _STREAMS and contacts and result.bindings and any(b.reg_id for b in result.bindings):
+            self._flows[(transport, source)] = (aor, user)
         response = self._reply(request, 200, None, source)
         supported = request.headers.get("supported")
         gruu = outbound = False
@@ -318,19 +392,22 @@ class RegistrarCore:
                 parsed = parse_credentials(value)
             except ParseError as exc:
                 counters.auth_failures["malformed_header"] += 1
+                self._note(user, now, "rejected", "400 malformed Authorization header")
                 return self._reply(request, 400, _bad(f"Authorization: {exc}"), source)
             if parsed.realm == self.settings.realm:
                 credentials = parsed
                 break
         if credentials is None:
-            return self._challenge(request, source, now, stale=False)
+            return self._challenge(request, user, source, now, stale=False)
         if not _same_uri(credentials.uri, request.uri):
             counters.auth_failures["uri_mismatch"] += 1
+            self._note(user, now, "rejected", "400 digest uri does not match the Request-URI")
             return self._reply(request, 400, _bad("digest uri does not match the Request-URI"), source)
         verdict = self.digest.verify(request.method, credentials, self.settings.password_for, now)
         if verdict is Verdict.OK:
             if credentials.username != user and not self.settings.allow_user_mismatch:
                 counters.auth_failures["user_mismatch"] += 1
+                self._note(user, now, "rejected", "403 digest username does not match the To user")
                 self.store.mark_rejected(user, now)
                 return self._reply(request, 403, "Forbidden (digest username does not match the To user)",
                                    source)
@@ -338,12 +415,17 @@ class RegistrarCore:
             return credentials
         counters.auth_failures[verdict.value] += 1
         if verdict in _REJECTING:
+            self._note(user, now, "rejected", f"digest {verdict.value.replace('_', ' ')}")
             self.store.mark_rejected(user, now)
-        return self._challenge(request, source, now, stale=verdict is Verdict.STALE)
+        return self._challenge(request, user, source, now, stale=verdict is Verdict.STALE)
 
-    def _challenge(self, request: Request, source: Address, now: float, *, stale: bool) -> Response:
+    def _challenge(self, request: Request, user: str, source: Address, now: float, *, stale: bool) -> Response:
         if self._limiter is not None and not self._limiter.allow(source[0], now):
+            self._note(user, now, "rejected", "challenge rate-limited (no answer)")
             raise _RateLimited
+        log = self.device_log
+        if log is not None:
+            log.add(user, now, "challenge", ("true" if stale else "false",))
         self.counters.challenges += 1
         if stale:
             self.counters.stale_challenges += 1

@@ -10,7 +10,9 @@ socket and connection.
   `core.handle_bytes` and the response goes back to the source address (RFC 3581: rport / NAT).
 * TCP and TLS: `trio.serve_tcp` / `trio.serve_ssl_over_tcp`; per connection a `StreamFramer`
   reader and a writer task fed by a bounded channel, so that a slow peer never blocks anyone
-  else. A CRLFCRLF keep-alive ping is answered with CRLF (RFC 5626 §4.4.1).
+  else. A CRLFCRLF keep-alive ping is answered with CRLF (RFC 5626 §4.4.1). With
+  `settings.flow_timeout`, a connection silent that long (no request, no ping) is closed; when a
+  connection ends, the outbound flows registered over it fail (`core.flow_closed`: offline).
 * WS and WSS (RFC 7118): trio-websocket's server on the same TCP (TLS) listeners; a handshake
   that does not offer the subprotocol `sip` is refused (HTTP 400); each WebSocket message is one
   SIP request, handled with transport "ws" / "wss" and answered on the same connection by a
@@ -167,14 +169,21 @@ class _Registrar:
                 finally:
                     send_channel.close()  # the writer sends what is queued, then ends
         finally:
+            self.core.flow_closed(transport, peer, trio.current_time())
             await trio.aclose_forcefully(stream)
 
     async def _read_stream(self, transport: str, stream: trio.abc.Stream, peer: Address,
                            send: Sender) -> None:
         framer = StreamFramer()
         pings = 0
+        silence = self.core.settings.flow_timeout
         while True:
-            data = await stream.receive_some(_RECEIVE_BYTES)
+            data: bytes | bytearray = b""
+            if silence > 0:
+                with trio.move_on_after(silence):
+                    data = await stream.receive_some(_RECEIVE_BYTES)
+            else:
+                data = await stream.receive_some(_RECEIVE_BYTES)
             if not data:
                 return
             try:
@@ -237,6 +246,7 @@ class _Registrar:
                     self.deliver(outcome, send, now)
             finally:
                 send_channel.close()   # the writer sends what is queued, then ends
+        self.core.flow_closed(transport, peer, trio.current_time())
         with trio.move_on_after(2):
             await connection.aclose()
 

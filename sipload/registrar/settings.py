@@ -146,6 +146,7 @@ class RegistrarSettings:
     challenge_burst: float | None = None   # bucket size of that limit (None: 2 x challenge_rate)
     outbound: bool = True                  # RFC 5626: Require: outbound for a UA that supports it
     gruu: bool = True                      # RFC 5627: pub-gruu / temp-gruu for a UA that supports it
+    flow_timeout: float = 0.0              # close a stream connection silent this long (0: never)
 
     def __post_init__(self) -> None:
         if not self.realm or any(ch in self.realm for ch in '"\r\n\\'):
@@ -174,6 +175,8 @@ class RegistrarSettings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}: must be > 0, got {value}")
+        if not (math.isfinite(self.flow_timeout) and self.flow_timeout >= 0):
+            raise ValueError(f"flow_timeout: must be >= 0 seconds, got {self.flow_timeout}")
         if not (math.isfinite(self.challenge_rate) and self.challenge_rate >= 0):
             raise ValueError(f"challenge_rate: must be >= 0 per second, got {self.challenge_rate}")
         if self.challenge_burst is not None and not (math.isfinite(self.challenge_burst)
