@@ -46,7 +46,7 @@ import trio
 from sipload.engine.behaviours import Behaviours
 from sipload.engine.devices import build_endpoints, build_profile, instance_for, record
 from sipload.engine.endpoint import Endpoint, Tally
-from sipload.engine.keepalives import FlowEndpoint, Keepalives
+from sipload.engine.flows import FlowEndpoint, Keepalives
 from sipload.engine.limits import check_resources
 from sipload.engine.routes import Channel, Destinations, Routes, WorkerError
 from sipload.gcpolicy import hold_long_lived
@@ -61,7 +61,7 @@ from sipload.sip.ids import IdSource
 from sipload.sip.message import Request, Response
 from sipload.sip.parser import parse_message
 from sipload.sip.registration import Registration, RegState
-from sipload.transport.memory import MemoryNetwork
+from sipload.testing.memory import MemoryNetwork
 from sipload.transport.udp import Address
 
 __all__ = ["Destinations", "Shard", "Sink", "Worker", "WorkerError", "WorkerReport", "build_profile", "instance_for"]
