@@ -26,7 +26,6 @@ from sipload.metrics.recorder import Recorder
 from sipload.sip.digest import DigestClient
 from sipload.sip.failures import FailureReason
 from sipload.sip.registration import (
-    _RECOVERABLE,
     Challenged,
     Failed,
     Op,
@@ -190,7 +189,7 @@ class Endpoint:
             elif isinstance(event, Failed):
                 if event.status is not None:
                     self.last_status = event.status
-                if event.reason in _RECOVERABLE and len(self.routes) > 1:  # RFC 3263 §4.3
+                if event.reason.may_pass and len(self.routes) > 1:  # RFC 3263 §4.3
                     self.failovers += 1
                     self.move_to((self.route + 1) % len(self.routes))
                 if not event.final:
