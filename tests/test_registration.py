@@ -642,3 +642,8 @@ def test_random_response_sequences_keep_the_invariants(steps: list[str]) -> None
     assert isinstance(reg.state, RegState)
     retries = [e for e in reg.take_events() if isinstance(e, Failed) and not e.final]
     assert len(retries) <= 2 * 3  # bounded per operation (register, refresh, unregister)
+
+
+def test_failures_that_may_pass_are_no_answer_a_broken_transport_and_server_errors() -> None:
+    assert {r for r in FailureReason if r.may_pass} == {
+        FailureReason.TIMEOUT, FailureReason.TRANSPORT_ERROR, FailureReason.SERVER_ERROR}

@@ -197,7 +197,7 @@ class OptionsKeepalive:
             elif self._retransmit_at <= now:
                 self._outgoing.append(self._pending)
                 self.retransmissions += 1
-                self._retransmit_gap = min(2 * self._retransmit_gap, self.timers.t2)
+                self._retransmit_gap = self.timers.next_e(self._retransmit_gap)
                 self._retransmit_at = now + self._retransmit_gap
         if self._due is not None and self._due <= now and not self._pending:
             self._send(now)

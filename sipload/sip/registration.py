@@ -31,7 +31,7 @@ a 1xx is absorbed by the transaction, PROVISIONAL is in the table for completene
 transaction's outcome without a response (TIMEOUT when Timer F fires, TRANSPORT_ERROR when a send
 failed); and the machine's own deadlines (REFRESH_TIMER, BACKOFF_TIMER), fired by `handle_timer`.
 Inside a handler the work is: build and queue a request (`_send`), append events, schedule a
-deadline, read the 200 (the granted expiry, the flow's GRUUs). A
+deadline, read the 200 (`sipload.sip.granted`: the expiry, the flow's GRUUs). A
 challenge after credentials is answered again only when it says stale=true or when we had reused a
 cached nonce; otherwise the credentials were rejected.
 
@@ -69,7 +69,8 @@ from dataclasses import dataclass, field
 from sipload.sip.digest import Challenge, DigestClient, choose_challenge, parse_challenges
 from sipload.sip.errors import ParseError, ProtocolError
 from sipload.sip.failures import FailureReason
-from sipload.sip.headers import parse_delta, parse_uri, quote, unquote
+from sipload.sip.granted import Flow, granted_expiry, read_flow
+from sipload.sip.headers import parse_delta
 from sipload.sip.ids import IdSource
 from sipload.sip.message import Response
 from sipload.sip.transaction import NonInviteClientTransaction, Timers, TxAction, TxState
@@ -200,7 +201,6 @@ RegEvent = OpStarted | Challenged | Registered | Unregistered | Failed | Retrans
 
 _MAX_STALE_RETRIES = 2
 _MAX_BRIEF_RETRIES = 2       # 423s answered per operation
-_MAX_DELTA = 2**32 - 1       # the largest delta-seconds (RFC 3261 §20.19)
 _RETRY_STATUSES = frozenset({408, 480, 500, 502, 503, 504})
 
 
@@ -359,9 +359,10 @@ class Registration:
         self.service_route: list[str] = []
         self.path: list[str] = []
         # RFC 5626 / 5627 state, only with the options (one slot: a plain endpoint stays as small)
-        self._flow: _Flow | None = None
+        self._flow: Flow | None = None
         if profile.outbound or profile.gruu:
-            self._flow = _Flow(profile, instance if instance is not None else instance_urn(ids), reg_id)
+            instance = instance if instance is not None else instance_urn(ids)
+            self._flow = Flow(profile.outbound, profile.gruu, instance, reg_id)
         self._cseq = 0
         self._expires_requested = profile.expires
         self._op = Op.REGISTER
@@ -460,8 +461,7 @@ class Registration:
         deadline: float | None = None
         sent = self._tx_at
         if sent is not None:  # Timer E (unreliable) or F of a transaction that had no input yet
-            timers = self.profile.timers
-            deadline = sent + 64 * timers.t1 if self.profile.reliable else sent + timers.t1
+            deadline = self.profile.timers.first_deadline(sent, self.profile.reliable)
         elif self._tx is not None:
             deadline = self._tx.next_timer()
         for other in (self._refresh_due, self._backoff_until):
@@ -600,7 +600,9 @@ class Registration:
     def _on_registered(self, response: Response | None, now: float) -> RegState:
         assert response is not None
         flow = self._flow
-        granted = self._granted_expiry(response) if flow is None else self._read_flow(flow, response)
+        requested = self._expires_requested
+        granted = (granted_expiry(response, self.contact, requested) if flow is None
+                   else read_flow(flow, response, self.contact, requested))
         if granted <= 0:
             return self._give_up(FailureReason.UNEXPECTED_STATUS, response.status, now,
                                  "200 OK granted no expiry to our contact")
@@ -739,77 +741,6 @@ class Registration:
             f"User-Agent: {p.user_agent}\r\nContent-Length: 0\r\n\r\n"
         ).encode("utf-8", "surrogateescape")  # a challenge's non-UTF-8 bytes go back as they came
 
-    def _granted_expiry(self, response: Response) -> int:
-        """Our contact's expires param in the 200, else the Expires header, else what we asked."""
-        mine = self.contact
-        lines = response.headers.get_all("contact")
-        if len(lines) == 1:  # the usual answer, "<our contact>;expires=N", read without parsing addresses
-            line = lines[0]
-            end = len(mine) + 11
-            if (line[end - 10 : end] == ">;expires=" and line[1 : end - 10] == mine and line[:1] == "<"
-                    and "," not in line and "<" not in mine and ">" not in mine and mine.strip() == mine):
-                value = line[end:]
-                if value.isascii() and value.isdigit():  # what the general path below returns for it
-                    return min(int(value), _MAX_DELTA) if len(value) <= 10 else _MAX_DELTA
-        try:
-            contacts = response.contacts() or []
-            ours: tuple[str | None, str, int | None] | None = None
-            for addr in contacts:
-                if addr.uri != mine:  # the same text is the same key: parse URIs only when it differs
-                    if ours is None:
-                        ours = _contact_key(mine)
-                    if _contact_key(addr.uri) != ours:
-                        continue
-                param = addr.params.get("expires")
-                if param is not None and param.isascii() and param.isdigit():  # bounded, no overflow
-                    return min(int(param), _MAX_DELTA) if len(param) <= 10 else _MAX_DELTA
-                break
-            header = response.expires()
-        except ParseError:
-            header = None
-        return header if header is not None else self._expires_requested
-
-    def _read_flow(self, flow: _Flow, response: Response) -> int:
-        """The 200 of an outbound / GRUU registration: our binding's expiry, GRUUs, Require.
-
-        Our binding is the Contact with our instance (and reg-id, with outbound), else one with our URI.
-        """
-        flow.outbound_required = any(t.lower() == "outbound" for t in response.headers.get_list("require"))
-        flow.pub_gruu = flow.temp_gruu = None
-        try:
-            contacts = response.contacts() or []
-        except ParseError:
-            contacts = []
-        ours = None
-        mine = _contact_key(self.contact)
-        for addr in contacts:
-            params = addr.params
-            raw = params.get("+sip.instance")
-            try:
-                instance = unquote(raw) if raw is not None and raw.startswith('"') else raw
-            except ParseError:
-                instance = None
-            if instance is not None:
-                if instance.strip("<>") != flow.instance:
-                    continue
-                if flow.reg_id is not None and params.get("reg-id") not in (None, str(flow.reg_id)):
-                    continue
-                ours = addr
-                break
-            if ours is None and (addr.uri == self.contact or _contact_key(addr.uri) == mine):
-                ours = addr
-        if ours is not None:
-            flow.pub_gruu = _gruu(ours.params.get("pub-gruu"))
-            flow.temp_gruu = _gruu(ours.params.get("temp-gruu"))
-            param = ours.params.get("expires")
-            if param is not None and param.isascii() and param.isdigit():
-                return min(int(param), _MAX_DELTA) if len(param) <= 10 else _MAX_DELTA
-        try:
-            header = response.expires()
-        except ParseError:
-            header = None
-        return header if header is not None else self._expires_requested
-
     def _schedule_refresh(self, granted: int, now: float) -> None:
         p = self.profile
         delay = granted * p.refresh_at
@@ -865,48 +796,6 @@ _HANDLERS: dict[tuple[RegState, RegInput], tuple[Handler, tuple[RegState, ...]]]
 }
 
 
-class _Flow:
-    """What outbound / GRUU add to one registration: its identity on the wire, what the 200 said."""
-
-    __slots__ = ("contact_params", "instance", "outbound_required", "pub_gruu", "reg_id", "supported", "temp_gruu")
-
-    def __init__(self, profile: Profile, instance: str, reg_id: int) -> None:
-        if not instance.startswith("urn:") or any(ch in instance for ch in '<>" \t\r\n'):
-            raise ValueError(f"instance: expected a URN such as urn:uuid:..., got {instance!r}")
-        if reg_id < 1:
-            raise ValueError(f"reg_id: must be >= 1, got {reg_id}")
-        self.instance = instance
-        self.reg_id: int | None = reg_id if profile.outbound else None
-        params = f";+sip.instance={quote(f'<{instance}>')}"
-        if self.reg_id is not None:
-            params += f";reg-id={reg_id}"
-        self.contact_params = params
-        tags = (["path", "outbound"] if profile.outbound else []) + (["gruu"] if profile.gruu else [])
-        self.supported = f"Supported: {', '.join(tags)}\r\n"
-        self.pub_gruu: str | None = None
-        self.temp_gruu: str | None = None
-        self.outbound_required = False
-
-
 def instance_urn(ids: IdSource) -> str:
     """A version-4 UUID URN drawn from `ids` (deterministic for a seeded source), RFC 5626 §4.1."""
     return uuid.UUID(int=int(ids.token(128), 16), version=4).urn
-
-
-def _gruu(value: str | None) -> str | None:
-    """A pub-gruu / temp-gruu parameter value (a quoted URI), unquoted; None when absent or malformed."""
-    if value is None:
-        return None
-    try:
-        text = unquote(value) if value.startswith('"') else value
-    except ParseError:
-        return None
-    return text or None
-
-
-def _contact_key(uri: str) -> tuple[str | None, str, int | None]:
-    try:
-        parsed = parse_uri(uri)
-    except ParseError:
-        return (uri, "", None)
-    return (parsed.user, parsed.host.lower(), parsed.port)
