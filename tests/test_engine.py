@@ -18,17 +18,14 @@ from click.testing import CliRunner
 from hdrh.log import HistogramLogReader
 
 from sipload.cli import main
-from sipload.engine.embedded import registrar_settings
 from sipload.engine.run import ExitCode, RunError, RunInterrupted, run_scenario
 from sipload.engine.worker import Worker
-from sipload.metrics.aggregate import Aggregate
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
 from sipload.registrar.server import serve_registrar
 from sipload.registrar.settings import RegistrarSettings
-from sipload.scenario import RegistrarConfig, Scenario, parse_scenario
-from sipload.sip import Request, parse_message
-from sipload.testing.memory import REGISTRAR, MemoryNetwork
+from sipload.scenario import Scenario, parse_scenario
+from sipload.testing.harness import memory_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,32 +58,6 @@ nonce_lifetime = "5h"    # refreshes reuse one nonce (a stale-nonce refresh cost
 """
 
 
-class Wire:
-    """Every request the endpoints sent, parsed."""
-
-    def __init__(self, net: MemoryNetwork) -> None:
-        self.requests: list[Request] = []
-        inner = net.send
-
-        def send(data: bytes) -> bool:
-            msg = parse_message(data)
-            assert isinstance(msg, Request)
-            self.requests.append(msg)
-            return inner(data)
-
-        net.send = send  # type: ignore[method-assign]
-
-
-def memory_worker(sc: Scenario, **net_kwargs: object) -> tuple[Worker, RegistrarCore, Wire, Aggregate]:
-    config = sc.registrar or RegistrarConfig()
-    core = RegistrarCore(registrar_settings(config, 1), now=trio.current_time(), rng=random.Random(1))
-    net = MemoryNetwork(core, **net_kwargs)  # type: ignore[arg-type]
-    wire = Wire(net)
-    agg = Aggregate(0.0)
-    worker = Worker(sc, REGISTRAR, network=net, sink=agg.add)
-    return worker, core, wire, agg
-
-
 async def test_renewals_over_hours_of_virtual_time(autojump_clock: trio.testing.MockClock) -> None:
     sc = scenario(HOURS)
     worker, core, wire, agg = memory_worker(sc)
@@ -110,7 +81,7 @@ async def test_renewals_over_hours_of_virtual_time(autojump_clock: trio.testing.
     # every 300 s for 4 h: 47 or 48 refreshes per endpoint, each a REGISTER on the same Call-ID
     assert all(47 <= e.refreshes <= 48 for e in report.endpoints), [e.refreshes for e in report.endpoints]
     by_call: dict[str, list[int]] = {}
-    for req in wire.requests:
+    for _, req in wire.requests:
         by_call.setdefault(req.call_id, []).append(req.cseq[0])
     assert len(by_call) == 20
     for cseqs in by_call.values():

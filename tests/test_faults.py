@@ -30,15 +30,12 @@ import sipload.engine.run as run_module
 from peers import HOW_TO_INSTALL_KAMAILIO, KamailioPeer, free_port, have, require_peer, start_kamailio, stop_kamailio
 from sipload.engine.embedded import registrar_settings
 from sipload.engine.run import ExitCode, run_scenario
-from sipload.engine.worker import Worker
-from sipload.metrics.aggregate import Aggregate
 from sipload.providers.kamailio import KamailioRpc
 from sipload.providers.status import ProviderState
-from sipload.registrar.core import RegistrarCore
 from sipload.registrar.settings import DelayKind
 from sipload.report.intervals import INTERVALS
 from sipload.scenario import RegistrarConfig, parse_scenario
-from sipload.testing.memory import REGISTRAR, MemoryNetwork
+from sipload.testing.harness import memory_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,9 +69,7 @@ async def test_loss_and_delay_at_the_registrar_recover_and_the_counts_agree(
     config = sc.registrar or RegistrarConfig()
     settings = registrar_settings(config, 1)
     assert settings.drop == 0.2 and settings.delay.kind is DelayKind.UNIFORM
-    core = RegistrarCore(settings, now=trio.current_time())
-    agg = Aggregate(0.0)
-    worker = Worker(sc, REGISTRAR, network=MemoryNetwork(core), sink=agg.add)
+    worker, core, _wire, agg = memory_worker(sc)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(worker.run)
         await trio.sleep(1800)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_fleet import fleet, run_memory
+from test_fleet import fleet
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, TextMessage
 from wsproto.events import Request as WsRequest
@@ -45,6 +45,7 @@ from sipload.scenario.groups import Role
 from sipload.sip import Request, parse_message
 from sipload.sip.headers import parse_name_addr, unquote
 from sipload.sip.parser import StreamFramer
+from sipload.testing.harness import run_memory
 
 
 def user_of(req: Request) -> str:
