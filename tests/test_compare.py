@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from sipload.cli.report import compare
 from sipload.engine.run import run_scenario
 from sipload.metrics import Aggregate, Phase, Recorder
 from sipload.report import build_result, write_results
-from sipload.report.commands import compare
 from sipload.report.compare import Tolerance, parse_percent
 from sipload.report.compare import compare as compare_runs
 from sipload.report.saved import load_run

@@ -28,7 +28,7 @@ from sipload.registrar.server import serve_registrar
 from sipload.registrar.settings import RegistrarSettings
 from sipload.scenario import RegistrarConfig, Scenario, parse_scenario
 from sipload.sip import Request, parse_message
-from sipload.transport.memory import REGISTRAR, MemoryNetwork
+from sipload.testing.memory import REGISTRAR, MemoryNetwork
 
 ROOT = Path(__file__).resolve().parent.parent
 

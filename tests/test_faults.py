@@ -38,7 +38,7 @@ from sipload.registrar.core import RegistrarCore
 from sipload.registrar.settings import DelayKind
 from sipload.report.intervals import INTERVALS
 from sipload.scenario import RegistrarConfig, parse_scenario
-from sipload.transport.memory import REGISTRAR, MemoryNetwork
+from sipload.testing.memory import REGISTRAR, MemoryNetwork
 
 ROOT = Path(__file__).resolve().parent.parent
 

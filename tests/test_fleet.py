@@ -24,7 +24,7 @@ from sipload.report.result import EndpointState, group_counts
 from sipload.scenario import RegistrarConfig, Scenario, load_scenario, parse_scenario
 from sipload.scenario.groups import Role
 from sipload.sip import Request, parse_message
-from sipload.transport.memory import REGISTRAR, MemoryNetwork
+from sipload.testing.memory import REGISTRAR, MemoryNetwork
 
 
 def fleet(groups: str, *, count: int = 20, duration: str = "10m", expires: int = 60,

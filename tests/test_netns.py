@@ -39,7 +39,7 @@ from interop_helpers import REPO, LineProcess, kamailio_scenario, line_fields, l
 from netns import TestNet, make_test_hosts, stop, write_pem_pair
 
 from peers import HOW_TO_INSTALL_KAMAILIO, KamailioPeer, have, require_peer, run_sipp, start_kamailio, stop_kamailio
-from sipload.api.ultravox_agent import SipAgent
+from sipload.emulators.ultravox_agent import SipAgent
 from sipload.engine.run import ExitCode, RunOutcome, run_scenario
 from sipload.providers.kamailio import KamailioRpc
 from sipload.providers.status import ProviderState

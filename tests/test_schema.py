@@ -31,13 +31,13 @@ from junitparser import Error, Failure, JUnitXml
 from prometheus_client.parser import text_string_to_metric_families
 
 from peers import require_peer
+from sipload.cli.report import metrics_option
 from sipload.engine.live import open_live_outputs
 from sipload.engine.run import run_scenario
 from sipload.metrics import HIGHEST_US, Aggregate, Phase, Recorder
 from sipload.metrics.phases import Kind
 from sipload.providers.crosscheck import CrossCheckResult
 from sipload.report import RunResult, build_result, write_partial
-from sipload.report.commands import metrics_option
 from sipload.report.prometheus import CONTENT_TYPE, MetricsExporter, exposition, parse_listen
 from sipload.report.schema import summary_schema
 from sipload.report.writers import summary_json

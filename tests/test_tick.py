@@ -20,7 +20,7 @@ from sipload.gcpolicy import FULL_COLLECTION_EVERY
 from sipload.registrar.core import RegistrarCore
 from sipload.scenario import RegistrarConfig, Scenario, ScenarioError, parse_scenario
 from sipload.sip import Request, parse_message
-from sipload.transport.memory import REGISTRAR, MemoryNetwork
+from sipload.testing.memory import REGISTRAR, MemoryNetwork
 
 BODY = """
 name = "tick"

@@ -11,7 +11,7 @@ operation fails in a way that may pass (timeout, transport error, 5xx) it moves 
 for the retry (RFC 3263 §4.3). It also carries its group and its behaviour counters.
 
 The endpoints of a group with NAT keep-alives, RFC 5626 outbound or RFC 5627 GRUU are
-`FlowEndpoint`s, a subclass (`sipload.engine.keepalives`): a plain endpoint's `flush` (the hot path)
+`FlowEndpoint`s, a subclass (`sipload.engine.flows`): a plain endpoint's `flush` (the hot path)
 does no new work for them.
 """
 

@@ -46,8 +46,9 @@ import trio
 from sipload.engine.behaviours import Behaviours
 from sipload.engine.devices import build_endpoints, build_profile, instance_for, record
 from sipload.engine.endpoint import Endpoint, Tally
-from sipload.engine.keepalives import FlowEndpoint, Keepalives
+from sipload.engine.flows import FlowEndpoint, Keepalives
 from sipload.engine.limits import check_resources
+from sipload.engine.network import Network
 from sipload.engine.routes import Channel, Destinations, Routes, WorkerError
 from sipload.gcpolicy import hold_long_lived
 from sipload.metrics.phases import Phase
@@ -61,7 +62,6 @@ from sipload.sip.ids import IdSource
 from sipload.sip.message import Request, Response
 from sipload.sip.parser import parse_message
 from sipload.sip.registration import Registration, RegState
-from sipload.transport.memory import MemoryNetwork
 from sipload.transport.udp import Address
 
 __all__ = ["Destinations", "Shard", "Sink", "Worker", "WorkerError", "WorkerReport", "build_profile", "instance_for"]
@@ -112,7 +112,7 @@ class Worker:
         shard: Shard = Shard(),
         sink: Sink | None = None,
         seed: int | None = None,
-        network: MemoryNetwork | None = None,
+        network: Network | None = None,
     ) -> None:
         self.scenario = scenario
         self.network = network

@@ -1,6 +1,6 @@
 """The same registrations driven by the real trio `Worker` and by a plain `select.epoll` loop, side by side.
 
-    python bench/epoll_loop.py [--rates 1000,2000,3000] [--seconds 4] [--reps 2] [--port 5460]
+    python bench/experiments/epoll_loop.py [--rates 1000,2000,3000] [--seconds 4] [--reps 2] [--port 5460]
 
 Per rate and repetition, each variant runs in a fresh subprocess (only that process's CPU is read) against a
 fresh Kamailio (peers/kamailio, its own ports and run dir; password of userN is pw-userN), after a quiet check;
@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # bench/ (common)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))   # the repository (sipload)
 
 from common import kamailio, machine, machine_line, sipload_scenario, wait_quiet
 

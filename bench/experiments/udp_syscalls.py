@@ -1,6 +1,6 @@
 """What one UDP datagram costs the Python side on loopback when nobody has to be woken.
 
-    python bench/udp_syscalls.py [--count 2000] [--reps 7]
+    python bench/experiments/udp_syscalls.py [--count 2000] [--reps 7]
 
 Two non-blocking sockets on 127.0.0.1: `--count` datagrams (a 401-sized 476 bytes) are sent back to back,
 then drained, per repetition; variants alternate within each repetition. Prints the median and best µs per

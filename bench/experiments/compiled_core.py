@@ -1,6 +1,6 @@
 """The client hot path and the codec with the sans-IO core compiled by mypyc, side by side with pure Python.
 
-    python bench/compiled_core.py [--endpoints 20000] [--reps 5] [--rounds 2] [--codec-number 20000]
+    python bench/experiments/compiled_core.py [--endpoints 20000] [--reps 5] [--rounds 2] [--codec-number 20000]
 
 1. Copies the current `sipload/` twice into a temporary directory (a "pure" and a "compiled" tree, the
    same snapshot) and compiles with mypyc, in the compiled tree, as many of `sipload/sip/*.py` as compile
@@ -35,7 +35,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
 SIP_MODULE = re.compile(r"sipload/sip/(\w+)\.py")
 ERROR_LINE = re.compile(r"^(sipload/sip/\w+\.py):(\d+): (.*)$", re.MULTILINE)

@@ -18,7 +18,7 @@ from sipload.registrar.server import serve_registrar
 from sipload.registrar.settings import RegistrarSettings
 from sipload.sip import Request, Response, parse_message, response_to
 from sipload.sip.ids import IdSource
-from sipload.sip.keepalive import OptionsKeepalive, PingAnswered, PingUnanswered, ReflexiveChanged
+from sipload.sip.options_keepalive import OptionsKeepalive, PingAnswered, PingUnanswered, ReflexiveChanged
 from sipload.sip.parser import StreamFramer
 from sipload.sip.registration import Profile, Registration
 from sipload.transport.stream import StreamChannel

@@ -28,9 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from sipload.api.gate import FORBIDDEN, RATE_LIMITED, UNAUTHENTICATED, Gate
-from sipload.api.requests import int_param, json_body
-from sipload.api.views import AUDIAN_STATUS, StoreView, UserView, iso_z
+from sipload.emulators.gate import FORBIDDEN, RATE_LIMITED, UNAUTHENTICATED, Gate
+from sipload.emulators.requests import int_param, json_body
+from sipload.emulators.views import AUDIAN_STATUS, StoreView, UserView, iso_z
 from sipload.registrar.bindings import UserState
 
 STATUSES = ("registered", "unregistered", "expired", "invalid", "offline", "provisioning")

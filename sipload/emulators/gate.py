@@ -15,7 +15,7 @@ import trio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sipload.api.knobs import ApiKeys, ApiKnobs
+from sipload.emulators.knobs import ApiKeys, ApiKnobs
 
 Handler = Callable[[Request], Awaitable[Response]]
 ErrorMaker = Callable[[int, str], Response]   # (HTTP status, kind) -> the provider's error answer

@@ -27,10 +27,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from sipload.api.gate import FORBIDDEN, RATE_LIMITED, UNAUTHENTICATED, Gate
-from sipload.api.requests import json_body
-from sipload.api.ultravox_agent import SipAgent, resolve, split_hostport
-from sipload.api.views import iso_z
+from sipload.emulators.gate import FORBIDDEN, RATE_LIMITED, UNAUTHENTICATED, Gate
+from sipload.emulators.requests import json_body
+from sipload.emulators.ultravox_agent import SipAgent, resolve, split_hostport
+from sipload.emulators.views import iso_z
 from sipload.transport.addresses import AddressError
 
 DEFAULT_PAGE_SIZE = 100

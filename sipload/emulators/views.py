@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 
 import trio
 
-from sipload.api.knobs import ApiKnobs
+from sipload.emulators.knobs import ApiKnobs
 from sipload.registrar.bindings import Binding, BindingStore, RequestInfo, UserState, UserStatus
 
 TELNYX_STATUS: dict[UserState, str] = {

@@ -6,7 +6,7 @@ A `FlowEndpoint` is an endpoint of a group with NAT keep-alives, outbound or GRU
 so that a plain endpoint's `flush` (the hot path) does no new work: after the plain flush it counts
 what the 200s said (outbound required, a pub-gruu) and calls back `after` (`Keepalives.after_flush`).
 
-A UDP group with `keepalive` gives each device an `OptionsKeepalive` (sans-IO, `sipload.sip.keepalive`).
+A UDP group with `keepalive` gives each device an `OptionsKeepalive` (sans-IO, `sipload.sip.options_keepalive`).
 `Keepalives` drives them for a worker: a device's pings start at its first 200, stop when it
 unregisters, fails or vanishes, and start again when it is registered again. Their answers are found
 by Call-ID in `by_call_id`, which the worker looks up only when its registration map misses, and
@@ -25,8 +25,8 @@ import trio
 
 from sipload.engine.endpoint import Endpoint, Tally
 from sipload.metrics.recorder import Recorder
-from sipload.sip.keepalive import OptionsKeepalive, ReflexiveChanged
 from sipload.sip.message import Response
+from sipload.sip.options_keepalive import OptionsKeepalive, ReflexiveChanged
 from sipload.sip.registration import Registration, RegState
 
 _NOT_BOUND = (RegState.IDLE, RegState.UNREGISTERING, RegState.UNREGISTERED, RegState.FAILED)

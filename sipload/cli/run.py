@@ -1,4 +1,4 @@
-"""Command line: parse options, build the configuration, call the engine, map the outcome to an exit code."""
+"""`sipload run SCENARIO`: parse options, build the configuration, call the engine, map the outcome to an exit code."""
 
 from __future__ import annotations
 
@@ -8,29 +8,14 @@ from pathlib import Path
 import click
 import trio
 
-from sipload import __version__
+from sipload.cli.report import metrics_option
 from sipload.engine.cluster import parse_cluster
 from sipload.engine.run import ExitCode, RunError, RunInterrupted, run_scenario
-from sipload.providers.command import check
-from sipload.registrar.command import registrar
-from sipload.report.commands import compare, metrics_option, report
 from sipload.report.result import RunResult
 from sipload.scenario import ScenarioError, load_scenario
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="sipload")
-def main() -> None:
-    """sipload: SIP registration load tester and registrar simulator."""
-
-
-main.add_command(registrar)
-main.add_command(check)
-main.add_command(report)
-main.add_command(compare)
-
-
-@main.command()
+@click.command()
 @click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--target", multiple=True,
               help="'embedded' or a registrar URI such as sip:127.0.0.1:5070;transport=udp. Repeat it for "

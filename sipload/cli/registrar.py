@@ -10,9 +10,9 @@ from typing import Any
 import click
 import trio
 
-from sipload.api.app import serve_api
-from sipload.api.knobs import NO_FAULTS, ApiKnobs, parse_api_address, parse_knobs
 from sipload.durations import DURATION_HINT, DurationError, parse_duration
+from sipload.emulators.app import serve_api
+from sipload.emulators.knobs import NO_FAULTS, ApiKnobs, parse_api_address, parse_knobs
 from sipload.gcpolicy import hold_long_lived
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import TLS_TRANSPORTS, Listen

@@ -24,17 +24,17 @@ from hypercorn.typing import ASGIFramework
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from sipload.api.audian_emulator import AudianEmulator, audian_error, read_token
-from sipload.api.gate import Gate
-from sipload.api.knobs import NO_FAULTS, ApiKeys, ApiKnobs
-from sipload.api.telnyx_emulator import TelnyxEmulator, read_bearer, telnyx_gate_error
-from sipload.api.ultravox_agent import SipAgent
-from sipload.api.ultravox_emulator import UltravoxEmulator, read_api_key, ultravox_error
-from sipload.api.views import StoreView
+from sipload.emulators.audian_emulator import AudianEmulator, audian_error, read_token
+from sipload.emulators.gate import Gate
+from sipload.emulators.knobs import NO_FAULTS, ApiKeys, ApiKnobs
+from sipload.emulators.telnyx_emulator import TelnyxEmulator, read_bearer, telnyx_gate_error
+from sipload.emulators.ultravox_agent import SipAgent
+from sipload.emulators.ultravox_emulator import UltravoxEmulator, read_api_key, ultravox_error
+from sipload.emulators.views import StoreView
 from sipload.registrar.bindings import BindingStore
 from sipload.registrar.settings import RegistrarSettings
 
-log = logging.getLogger("sipload.api")
+log = logging.getLogger("sipload.emulators")
 
 
 @dataclass
@@ -72,7 +72,7 @@ def build_app(emulators: Emulators) -> Starlette:
 
 
 def hypercorn_config() -> Config:
-    """No access log (nothing of a request is logged); hypercorn's own messages go to `sipload.api`."""
+    """No access log (nothing of a request is logged); hypercorn's own messages go to `sipload.emulators`."""
     config = Config()
     config.accesslog = None
     config.errorlog = log

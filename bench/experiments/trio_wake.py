@@ -2,7 +2,7 @@
 EAGAIN that ends a drain), in a tight loop: through trio's wait_readable, through a raw select.epoll,
 and without waiting at all (the syscalls alone).
 
-    python bench/trio_wake.py [--number 50000] [--repeat 3]
+    python bench/experiments/trio_wake.py [--number 50000] [--repeat 3]
 
 Prints CPU µs per cycle (process time). The difference between the first two is what trio adds to each
 wake of a reader task; DESIGN.md's "every await on a trio socket costs ~7-8 µs".

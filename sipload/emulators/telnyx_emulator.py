@@ -31,9 +31,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from sipload.api.gate import FORBIDDEN, RATE_LIMITED, UNAUTHENTICATED, Gate
-from sipload.api.requests import int_param, json_body
-from sipload.api.views import TELNYX_STATUS, StoreView, iso_z
+from sipload.emulators.gate import FORBIDDEN, RATE_LIMITED, UNAUTHENTICATED, Gate
+from sipload.emulators.requests import int_param, json_body
+from sipload.emulators.views import TELNYX_STATUS, StoreView, iso_z
 
 MAX_PAGE_SIZE = 250
 SORT_FIELDS = ("created_at", "connection_name", "active")
