@@ -5,6 +5,7 @@ a registrar host. Each test proves a path loopback cannot show:
 
 - Kamailio on host .10 over UDP, TCP, TLS and WS: every endpoint registers (the start-up probe too),
   Kamailio holds contacts naming the root namespace's routed address, none after the unregistration;
+  a cross-check asks Kamailio's JSON-RPC on that host and agrees on every endpoint;
   a range of real (non-loopback) source addresses spreads the contacts over it;
 - a wire tap on the path (relay host .20): Via sent-by and Contact are the socket's real address and
   port; with `advertised_address` they name that address (with the real port) and registrations still
@@ -123,8 +124,13 @@ async def test_kamailio_on_another_host(site: Site, tmp_path: Path, transport: s
                              scheme="sips" if transport == "tls" else "sip")
     if transport == "tls":
         text = text.replace('domain = ', f'tls_ca = "{site.ca}"\ndomain = ', 1)
+    if transport == "udp":   # a cross-check asks the registrar host's JSON-RPC while every endpoint holds
+        text += f'\n[crosscheck]\nprovider = "kamailio"\nbase_url = "{peer.rpc_url}"\nwhen = "holding"\n'
     outcome, held = await run_holding(site, text, tmp_path, users(first, 12))
     assert outcome.exit_code is ExitCode.OK, outcome.result.notes
+    if transport == "udp":
+        crosscheck = outcome.result.crosscheck
+        assert crosscheck is not None and (crosscheck["checked"], crosscheck["agreed"]) == (12, 12), crosscheck
     gateway = re.escape(site.net.gateway)
     for user, contacts in held.items():
         assert len(contacts) == 1 and re.fullmatch(rf"sip:{user}@{gateway}:\d+;transport={transport}",
