@@ -7,7 +7,7 @@
   `sipload registrar`; the pyVoIP phones of tests/pyvoip_phones.py).
 - ``line_fields``: the ``key=value`` fields of the registrar's stats and totals lines.
 
-Only loopback addresses are ever targets.
+Only loopback addresses and test hosts of tests/netns.py are ever targets.
 """
 
 from __future__ import annotations
@@ -100,8 +100,11 @@ def kamailio_scenario(
     t1: str = "500ms",
     max_retries: int = 3,
     thresholds: Sequence[str] = ("register.success_rate == 100%",),
+    host: str = "127.0.0.1",
+    scheme: str = "sip",
 ) -> str:
-    """A scenario against sip:127.0.0.1:PORT (domain 127.0.0.1: Kamailio's realm is the To domain)."""
+    """A scenario against sip:HOST:PORT (default 127.0.0.1; the domain is the host: Kamailio's realm is the
+    To domain)."""
     if (csv_file is None) == (first is None or count is None):
         raise ValueError("give either first and count, or csv_file")
     if csv_file is not None:
@@ -111,7 +114,7 @@ def kamailio_scenario(
     listed = ", ".join(json.dumps(t) for t in thresholds)
     return (
         f'name = "{name}"\nthresholds = [{listed}]\n\n'
-        f'[target]\nregistrar = "sip:127.0.0.1:{port};transport={transport}"\ndomain = "127.0.0.1"\n\n'
+        f'[target]\nregistrar = "{scheme}:{host}:{port};transport={transport}"\ndomain = "{host}"\n\n'
         f"[endpoints]\n{users}expires = {expires}\nrefresh_at = 0.5\nrefresh_jitter = 0.05\n\n"
         f'[load]\nrate = {rate:g}\nmax_in_flight = 1000\nduration = "{duration:g}s"\nunregister = true\n'
         f'unregister_timeout = "{unregister_timeout:g}s"\ninterval = "1s"\n\n'

@@ -5,7 +5,7 @@
 - ``run_sipp``: one bounded SIPp run of peers/sipp/register-digest.xml (REGISTER -> 401 -> REGISTER
   with digest -> 200) with an injection CSV, parsed from SIPp's own statistics file.
 
-Only loopback addresses are ever targets.
+Only loopback addresses and test hosts of tests/netns.py (198.18.0.0/15) are ever targets.
 """
 
 from __future__ import annotations
@@ -81,13 +81,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise PeerError("no port free for both TCP and UDP")
 
 
+TEST_HOSTS = ipaddress.ip_network("198.18.0.0/15")   # the benchmarking range tests/netns.py's test hosts use
+
+
 def _check_loopback(host: str) -> None:
     try:
-        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
+        loopback = address.is_loopback or address in TEST_HOSTS
     except ValueError:
         loopback = host == "localhost"
     if not loopback:
-        raise ValueError(f"only loopback targets are allowed in tests, got {host!r}")
+        raise ValueError(f"only loopback targets or test hosts (198.18.0.0/15) are allowed in tests, got {host!r}")
 
 
 def _tail(text: str, lines: int = 25) -> str:
@@ -100,7 +104,7 @@ def _tail(text: str, lines: int = 25) -> str:
 
 _START_LINE = re.compile(
     r"kamailio: pid (?P<pid>\d+) sip udp\+tcp (?P<host>[\d.]+):(?P<sip>\d+) rpc (?P<url>\S+) "
-    r"rundir (?P<rundir>.+) \(up in (?P<ms>\d+) ms\)(?:; ws [\d.]+:(?P<ws>\d+))?"
+    r"rundir (?P<rundir>.+) \(up in (?P<ms>\d+) ms\)(?:; ws [\d.]+:(?P<ws>\d+))?(?:; tls [\d.]+:(?P<tls>\d+))?"
 )
 
 
@@ -115,6 +119,7 @@ class KamailioPeer:
     pid: int
     startup_ms: int  # from launch to the first JSON-RPC answer
     ws_port: int | None = None  # SIP over WebSocket, when the websocket module is installed
+    tls_port: int | None = None  # SIP over TLS, when started with a certificate
 
     @property
     def target(self) -> str:
@@ -123,8 +128,13 @@ class KamailioPeer:
 
 
 def _kamailio_env(rundir: Path | None, sip_port: int | None, rpc_port: int | None,
-                  ws_port: int | None = None) -> dict[str, str]:
+                  ws_port: int | None = None, host: str | None = None,
+                  tls: tuple[Path, Path] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if host is not None:
+        env["SIPLOAD_KAMAILIO_HOST"] = host
+    if tls is not None:
+        env["SIPLOAD_KAMAILIO_TLS_CERT"], env["SIPLOAD_KAMAILIO_TLS_KEY"] = str(tls[0]), str(tls[1])
     if ws_port is not None:
         env["SIPLOAD_KAMAILIO_WS_PORT"] = str(ws_port)
     if rundir is not None:
@@ -142,14 +152,21 @@ def start_kamailio(
     rpc_port: int | None = None,
     timeout: float = 60.0,
     ws_port: int | None = None,
+    host: str | None = None,
+    netns: str | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> KamailioPeer:
-    """Run peers/kamailio/start (defaults: peers/run/kamailio, 5070, 5071 or the SIPLOAD_KAMAILIO_* env)."""
+    """Run peers/kamailio/start (defaults: peers/run/kamailio, 5070, 5071 or the SIPLOAD_KAMAILIO_* env).
+
+    `host` (with `netns`, the network namespace of a test host, see tests/netns.py) makes every listener
+    bind that address; `tls` (certificate, key) adds SIP over TLS on SIP port + 1."""
     if ws_port is None and sip_port is not None:  # on ports of its own: a WS port of its own too, never SIP+2
-        ws_port = next(p for p in iter(free_port, None) if p not in (sip_port, rpc_port))
-    env = _kamailio_env(rundir, sip_port, rpc_port, ws_port)
+        ws_port = next(p for p in iter(free_port, None) if p not in (sip_port, rpc_port, sip_port + 1))
+    env = _kamailio_env(rundir, sip_port, rpc_port, ws_port, host, tls)
+    command = [str(KAMAILIO_START)] if netns is None else ["ip", "netns", "exec", netns, str(KAMAILIO_START)]
     try:
         proc = subprocess.run(
-            [str(KAMAILIO_START)], env=env, capture_output=True, text=True, timeout=timeout, check=False
+            command, env=env, capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired as exc:
         raise PeerError(f"peers/kamailio/start did not finish within {timeout:g} s") from exc
@@ -166,6 +183,7 @@ def start_kamailio(
         pid=int(m["pid"]),
         startup_ms=int(m["ms"]),
         ws_port=int(m["ws"]) if m["ws"] else None,
+        tls_port=int(m["tls"]) if m["tls"] else None,
     )
 
 
@@ -268,13 +286,16 @@ def run_sipp(
     local_port: int | None = None,
     timeout: float = 60.0,
     workdir: Path | None = None,
+    local_ip: str = "127.0.0.1",
+    netns: str | None = None,
 ) -> SippResult:
     """Run SIPp once: `total` digest registrations at `rate`/s against `target` (host:port, loopback).
 
     Users are ints (-> userN) or names; passwords are pw-<name>. Contact is
     sip:<name>@127.0.0.1:<local_port>;transport=UDP (TCP for -t t1). `expires` fills the scenario's
     Expires (0 unregisters). SIPp runs in a temp dir (or `workdir`), bounded by `timeout` twice:
-    its own -timeout, and a hard kill 10 s later.
+    its own -timeout, and a hard kill 10 s later. `netns` runs it on a test host (tests/netns.py),
+    sending from `local_ip`.
     """
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
@@ -284,7 +305,7 @@ def run_sipp(
     if sipp is None:
         raise PeerError(f"sipp not found: {HOW_TO_INSTALL_SIPP}")
     if local_port is None:
-        local_port = free_port()
+        local_port = free_port() if netns is None else 5080   # a test host's namespace has every port free
     with tempfile.TemporaryDirectory(prefix="sipload-sipp-") as tmp:
         run_dir = workdir if workdir is not None else Path(tmp)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -294,9 +315,10 @@ def run_sipp(
         stat = run_dir / "stat.csv"
         out = run_dir / "sipp.out"
         cmd = [
+            *(["ip", "netns", "exec", netns] if netns is not None else []),
             sipp, target,
             "-sf", scenario.name, "-inf", "users.csv",
-            "-i", "127.0.0.1", "-p", str(local_port), "-t", transport,
+            "-i", local_ip, "-p", str(local_port), "-t", transport,
             "-r", f"{rate:g}", "-rp", "1000", "-m", str(total), "-l", "4000",
             "-buff_size", "4194304",
             "-nostdin", "-trace_stat", "-stf", stat.name, "-fd", "1",

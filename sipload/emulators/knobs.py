@@ -66,7 +66,7 @@ class ApiKnobs:
     providers: frozenset[str] = frozenset(PROVIDERS)
     seed: int | None = None            # for latency draws
     audian_account: str | None = None  # the only Audian accountId accepted (None: any)
-    ultravox_sip_host: str = "127.0.0.1"  # where the Ultravox emulator's SIP agent binds (port: any)
+    ultravox_sip_host: str | None = None  # where its SIP agent binds (None: routed toward each proxy; port: any)
     ultravox_expires: int = 300        # Expires its REGISTERs ask for
 
     def __post_init__(self) -> None:

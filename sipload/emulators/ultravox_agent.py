@@ -4,9 +4,12 @@ Theory of operation
 -------------------
 Ultravox is a SIP *client*: a registration tells it to REGISTER `username` (digest user `authUser`
 or `username`) to `proxy`, through `outboundProxy` when given. `SipAgent` runs every such
-registration with sipload's own sans-IO `Registration` machine over one `UdpSocket`:
+registration with sipload's own sans-IO `Registration` machine over a `UdpSocket` per local address:
+the one the kernel routes from toward the registration's destination (a registrar on another host is
+reached from this host's own address, a loopback one from loopback), or `host` when given. Via and
+Contact carry that socket's address and port.
 
-* one task drains the socket and feeds each response to the registration with its Call-ID;
+* one task per socket drains it and feeds each response to the registration with its Call-ID;
 * one task sleeps until the earliest `next_timer()` (or until woken by a new registration or a
   response) and calls `handle_timer(now)`: retransmissions, timeouts, refreshes;
 * after each input the registration's outgoing bytes go to its destination and its events set
@@ -31,6 +34,7 @@ from sipload.sip.ids import IdSource
 from sipload.sip.message import Response
 from sipload.sip.parser import parse_message
 from sipload.sip.registration import Failed, Op, Profile, Registered, Registration, Unregistered
+from sipload.transport.addresses import hostport, routed_source
 from sipload.transport.udp import Address, UdpSocket
 
 DEFAULT_SIP_PORT = 5060
@@ -69,43 +73,56 @@ async def resolve(text: str) -> Address:
 class AgentEntry:
     reg: Registration
     destination: Address
+    sock: UdpSocket
     successful: bool | None = None
     detail: str = ""
     stopping: bool = False
 
 
 class SipAgent:
-    def __init__(self, host: str = "127.0.0.1", *, expires: int = 300, ids: IdSource | None = None) -> None:
-        self.host = host
+    def __init__(self, host: str | None = None, *, expires: int = 300, ids: IdSource | None = None) -> None:
+        self.host = host            # None: the address routed toward each destination
         self.expires = expires
         self._ids = ids if ids is not None else IdSource()
-        self._sock: UdpSocket | None = None
+        self._sockets: dict[str, UdpSocket] = {}   # local address -> its socket
+        self._nursery: trio.Nursery | None = None
         self._entries: dict[str, AgentEntry] = {}   # registration id -> entry
         self._by_call_id: dict[str, AgentEntry] = {}
         self._wake = trio.Event()
 
-    @property
-    def local(self) -> Address:
-        if self._sock is None:
-            raise RuntimeError("SipAgent is not running")
-        return self._sock.local
+    def local_for(self, destination: Address) -> Address:
+        """The local address and port the agent sends from toward `destination` (its socket opened if new)."""
+        return self._socket_for(destination).local
 
-    async def run(self, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
-        with UdpSocket(self.host, 0) as sock:
-            self._sock = sock
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(sock.serve, self._on_datagram)
-                    nursery.start_soon(self._timers)
-                    task_status.started(sock.local)
-            finally:
-                self._sock = None
+    def _socket_for(self, destination: Address) -> UdpSocket:
+        if self._nursery is None:
+            raise RuntimeError("SipAgent is not running")
+        host = self.host or routed_source(destination)
+        sock = self._sockets.get(host)
+        if sock is None:
+            sock = UdpSocket(host, 0)
+            self._sockets[host] = sock
+            self._nursery.start_soon(sock.serve, self._on_datagram)
+        return sock
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._timers)
+                task_status.started()
+        finally:
+            self._nursery = None
+            for sock in self._sockets.values():
+                sock.close()
+            self._sockets.clear()
 
     def start(self, reg_id: str, *, username: str, password: str, proxy: str, outbound_proxy: str | None,
               auth_user: str | None, destination: Address) -> AgentEntry:
-        """Begin registering (the caller resolved `destination`: outboundProxy, else proxy)."""
-        host, port = self.local
-        sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        """Begin registering (the caller resolved `destination`: outboundProxy, else proxy). AddressError when
+        this host has no route toward it."""
+        sock = self._socket_for(destination)
+        sent_by = hostport(sock.host, sock.port)
         domain = proxy.removeprefix("sip:").split(";", 1)[0]
         profile = Profile(
             domain=domain, registrar_uri=f"sip:{domain}", expires=self.expires, user_agent="Ultravox",
@@ -114,7 +131,7 @@ class SipAgent:
         auth = DigestClient(auth_user or username, password, cnonce=self._ids.cnonce)
         reg = Registration(profile, user=username, contact=f"sip:{username}@{sent_by};transport=udp",
                            sent_by=sent_by, auth=auth, ids=self._ids)
-        entry = AgentEntry(reg, destination)
+        entry = AgentEntry(reg, destination, sock)
         self.stop(reg_id)
         self._entries[reg_id] = entry
         self._by_call_id[reg.call_id] = entry
@@ -166,7 +183,7 @@ class SipAgent:
 
     def _flush(self, entry: AgentEntry) -> None:
         reg = entry.reg
-        sock = self._sock
+        sock = entry.sock if self._nursery is not None else None
         for data in reg.take_outgoing():
             if sock is not None:
                 sock.send(data, entry.destination)

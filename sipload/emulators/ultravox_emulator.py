@@ -31,6 +31,7 @@ from sipload.emulators.gate import FORBIDDEN, RATE_LIMITED, UNAUTHENTICATED, Gat
 from sipload.emulators.requests import json_body
 from sipload.emulators.ultravox_agent import SipAgent, resolve, split_hostport
 from sipload.emulators.views import iso_z
+from sipload.transport.addresses import AddressError
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -175,8 +176,11 @@ class UltravoxEmulator:
             reg.problem = f"cannot resolve the proxy: {exc}"
             return
         reg.problem = None
-        self.agent.start(reg.registration_id, username=reg.username, password=reg.password, proxy=reg.proxy,
-                         outbound_proxy=reg.outbound_proxy, auth_user=reg.auth_user, destination=destination)
+        try:
+            self.agent.start(reg.registration_id, username=reg.username, password=reg.password, proxy=reg.proxy,
+                             outbound_proxy=reg.outbound_proxy, auth_user=reg.auth_user, destination=destination)
+        except (AddressError, OSError) as exc:
+            reg.problem = f"cannot send to the proxy: {exc}"
 
 
 def _validate(body: object, *, partial: bool) -> dict[str, list[str]]:

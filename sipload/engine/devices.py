@@ -95,8 +95,7 @@ def build_endpoints(
         group_slots = slots[g]
         routes = group_slots[placed[g] % len(group_slots)]
         placed[g] += 1
-        host, port = routes[0].local
-        sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        sent_by = routes[0].sent_by
         auth = DigestClient(cred.auth_user, password, cnonce=ids.cnonce, preference=preferences[g])
         profile = profiles[g]
         reg = Registration(

@@ -39,7 +39,8 @@ from sipload.sip.registration import (
 
 
 class Route(Protocol):
-    """One way to one destination: the local address it sends from and its send function."""
+    """One way to one destination: the local address it sends from, its send function, and the host:port
+    Via and Contact carry (the local address, or the advertised one)."""
 
     @property
     def local(self) -> tuple[str, int]: ...
@@ -49,6 +50,9 @@ class Route(Protocol):
 
     @property
     def key(self) -> int: ...
+
+    @property
+    def sent_by(self) -> str: ...
 
 
 _PHASE = {Op.REGISTER: Phase.REGISTER, Op.REFRESH: Phase.REFRESH, Op.UNREGISTER: Phase.UNREGISTER}
@@ -120,8 +124,7 @@ class Endpoint:
         self.avalanches = 0
 
     def sent_by_for(self, k: int) -> str:
-        host, port = self.routes[k].local
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return self.routes[k].sent_by
 
     def contact_for(self, k: int, reg: Registration) -> str:
         """The contact the endpoint registers with over route k (a stream's local port differs)."""

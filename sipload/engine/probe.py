@@ -2,7 +2,9 @@
 
 A load run against a registrar that is not there would otherwise spend Timer F (32 s) times the
 retries on every endpoint before saying anything useful. One OPTIONS with a short deadline turns
-that into a clear message at once.
+that into a clear message at once. The probe sends from the address routed toward the target (the
+engine's sockets bind the same one), so a registrar on another host answers it where it would answer
+the endpoints.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ from sipload.sip.errors import ParseError
 from sipload.sip.ids import IdSource
 from sipload.sip.message import Response
 from sipload.sip.parser import parse_message
+from sipload.transport.addresses import hostport, routed_source
 from sipload.transport.udp import Address, UdpSocket
 
 
 async def probe_udp(destination: Address, domain: str, *, timeout: float = 4.0) -> Response | str:
-    """The first response to an OPTIONS, or a sentence saying why there is none."""
+    """The first response to an OPTIONS, or a sentence saying why there is none (AddressError: no route)."""
     ids = IdSource()
-    host = "::1" if ":" in destination[0] else "127.0.0.1"
-    with UdpSocket(host, 0, buffer_bytes=65536) as sock:
-        local = f"[{sock.host}]:{sock.port}" if ":" in sock.host else f"{sock.host}:{sock.port}"
+    with UdpSocket(routed_source(destination), 0, buffer_bytes=65536) as sock:
+        local = hostport(sock.host, sock.port)
         call_id = ids.call_id()
         request = (
             f"OPTIONS sip:{domain} SIP/2.0\r\n"
@@ -54,4 +56,4 @@ async def probe_udp(destination: Address, domain: str, *, timeout: float = 4.0) 
         if got:
             return got[0]
         why = "connection refused (ICMP port unreachable)" if sock.last_error is not None else "no answer"
-        return f"no SIP answer from udp {destination[0]}:{destination[1]} within {timeout:g} s: {why}"
+        return f"no SIP answer from udp {hostport(*destination)} within {timeout:g} s: {why}"

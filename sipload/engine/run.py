@@ -33,6 +33,7 @@ from sipload.report.result import EndpointState, RunResult, build_result
 from sipload.report.writers import write_results
 from sipload.scenario import Scenario, SipUri, Transport
 from sipload.thresholds import evaluate
+from sipload.transport.addresses import AddressError
 from sipload.transport.udp import Address
 
 
@@ -131,7 +132,7 @@ async def run_scenario(
         async with trio.open_nursery() as nursery:
             try:
                 await state.run(nursery, handle_signals=handle_signals, stop=stop, probe=probe)
-            except (RunError, WorkerError, OSError) as exc:
+            except (RunError, WorkerError, AddressError, OSError) as exc:
                 state.error = str(exc) if not isinstance(exc, OSError) else f"cannot start: {exc}"
             nursery.cancel_scope.cancel()
     finally:
