@@ -18,7 +18,7 @@ use sipload_core::register::{build_register as core_build_register, RegisterFiel
 use sipload_core::ParseError;
 
 /// The bytes of a Python str (surrogateescape), borrowed when it is plain UTF-8.
-fn text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, [u8]>> {
+pub(crate) fn text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, [u8]>> {
     match s.to_str() {
         Ok(t) => Ok(Cow::Borrowed(t.as_bytes())),
         Err(_) => {
@@ -29,7 +29,7 @@ fn text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, [u8]>> {
 }
 
 /// A Python str of these bytes (surrogateescape).
-fn py_str<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyString>> {
+pub(crate) fn py_str<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyString>> {
     match std::str::from_utf8(b) {
         Ok(t) => Ok(PyString::new(py, t)),
         Err(_) => {
@@ -38,11 +38,11 @@ fn py_str<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyString>> {
     }
 }
 
-fn opt_str<'py>(py: Python<'py>, b: Option<&[u8]>) -> PyResult<Option<Bound<'py, PyString>>> {
+pub(crate) fn opt_str<'py>(py: Python<'py>, b: Option<&[u8]>) -> PyResult<Option<Bound<'py, PyString>>> {
     b.map(|b| py_str(py, b)).transpose()
 }
 
-fn parse_error(py: Python<'_>, e: ParseError) -> PyErr {
+pub(crate) fn parse_error(py: Python<'_>, e: ParseError) -> PyErr {
     let raised =
         py.import("sipload.sip.errors").and_then(|m| m.getattr("ParseError")).and_then(|cls| cls.call1((e.0.clone(),)));
     match raised {

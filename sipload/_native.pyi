@@ -1,0 +1,104 @@
+"""Types of `sipload._native`, the compiled core (src/rust/sipload-py, built by maturin).
+
+Text crosses as `str`: the bytes are those `str.encode("utf-8", "surrogateescape")` gives, as in
+`sipload.sip`. Parse errors raise `sipload.sip.errors.ParseError`; a digest error (a challenge that cannot
+be answered, CR/LF in a value) raises `ValueError`.
+"""
+
+from collections.abc import Callable, Sequence
+
+Param = tuple[str, str | None]
+NameAddr = tuple[str, str | None, list[Param]]  # (uri, display name, params)
+
+def hash_hex(algorithm: str, data: bytes) -> str:
+    """Lower-case hex digest of `data` with a Digest algorithm name (MD5, SHA-256, SHA-512-256, ...-sess)."""
+
+class Message:
+    """A parsed datagram; fields are checked when asked for, as in `sipload.sip.message`."""
+
+    @property
+    def is_response(self) -> bool: ...
+    @property
+    def status(self) -> int | None: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def method(self) -> str | None: ...
+    @property
+    def uri(self) -> str | None: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Every header line as (lower-case full name, value)."""
+    def get(self, name: str) -> str | None:
+        """The first line of a header (any spelling of its name, compact forms too), or None."""
+    def call_id(self) -> str: ...
+    def cseq(self) -> tuple[int, str]: ...
+    def top_via(self) -> tuple[str, str, int | None, list[Param]]:
+        """The top Via as (transport, host, port, params)."""
+    def branch(self) -> str | None: ...
+    def to_tag(self) -> str | None: ...
+    def to_addr(self) -> NameAddr: ...
+    def from_addr(self) -> NameAddr: ...
+    def contacts(self) -> list[NameAddr] | None:
+        """The Contact values; None for '*'."""
+    def expires(self) -> int | None: ...
+    def min_expires(self) -> int | None: ...
+    def retry_after(self) -> int | None: ...
+    def challenges(self, proxy: bool = False) -> list[Challenge]:
+        """The Digest challenges of WWW-Authenticate, or of Proxy-Authenticate with `proxy`."""
+
+def parse_message(data: bytes) -> Message:
+    """Parse one datagram; raise `sipload.sip.errors.ParseError` if it is not a SIP message."""
+
+class Challenge:
+    """One Digest challenge."""
+
+    @property
+    def realm(self) -> str: ...
+    @property
+    def nonce(self) -> str: ...
+    @property
+    def algorithm(self) -> str | None:
+        """The algorithm's canonical name; None when unsupported."""
+    @property
+    def algorithm_name(self) -> str: ...
+    @property
+    def qop(self) -> tuple[str, ...]: ...
+    @property
+    def opaque(self) -> str | None: ...
+    @property
+    def stale(self) -> bool: ...
+    @property
+    def domain(self) -> str | None: ...
+    @property
+    def userhash(self) -> bool: ...
+    @property
+    def proxy(self) -> bool: ...
+    @property
+    def supported(self) -> bool: ...
+
+def parse_challenges(values: Sequence[str], proxy: bool = False) -> list[Challenge]:
+    """Every Digest challenge of these header values, in order; other schemes are skipped."""
+
+def choose_challenge(challenges: Sequence[Challenge], preference: Sequence[str] | None = None) -> Challenge | None:
+    """The strongest supported challenge (first among equals), or the first in `preference` order."""
+
+class DigestClient:
+    """The Digest client of one endpoint (`sipload.sip.digest.DigestClient`'s twin)."""
+
+    def __init__(self, username: str, password: str | None = None, *, ha1: str | None = None,
+                 realm_for_ha1: str | None = None, cnonce: Callable[[], str],
+                 preference: Sequence[str] | None = None, ha1_algorithm: str | None = None) -> None: ...
+    def can_answer(self, challenge: Challenge) -> bool: ...
+    def authorize(self, challenge: Challenge, method: str, uri: str, body: bytes = b"") -> tuple[str, str]:
+        """(header name, header value) answering `challenge`; ValueError if it cannot be answered."""
+    def answer(self, challenges: Sequence[Challenge], method: str, uri: str,
+               body: bytes = b"") -> tuple[str, str] | None:
+        """Choose (preference, else strongest) and authorize; None if nothing can be answered."""
+
+def build_register(*, registrar_uri: str, transport: str, sent_by: str, branch: str, aor: str, from_tag: str,
+                   call_id: str, cseq: int, contact: str, expires: int, user_agent: str, route: str | None = None,
+                   supported: str | None = None, authorization: tuple[str, str] | None = None) -> bytes:
+    """The REGISTER bytes, as `sipload.sip.registration.Registration` builds them."""
