@@ -24,3 +24,12 @@ def test_schedule_expected_values_are_generated_from_the_python_schedule() -> No
     checked_in = (CRATE / "src" / "schedule_expected.rs").read_text()
     assert generated == checked_in, f"regenerate: python {script.relative_to(ROOT)} > src/.../schedule_expected.rs"
     assert generated.count("name: \"") == 14  # loads compared
+
+
+def test_printable_table_is_written_from_this_python() -> None:
+    """The native error messages quote text as Python's repr does, from a table of str.isprintable()."""
+    crate = ROOT / "src" / "rust" / "sipload-core"
+    generated = subprocess.run([sys.executable, str(crate / "tools" / "printable.py")], cwd=ROOT, check=True,
+                               capture_output=True, text=True).stdout
+    assert generated == (crate / "src" / "printable.rs").read_text(), "regenerate src/printable.rs"
+    assert "(0x7f, 0xa0)" in generated  # DEL and the C1 controls up to NO-BREAK SPACE

@@ -48,7 +48,8 @@ pub fn split_outside(text: &[u8], sep: u8) -> Result<Vec<&[u8]>> {
         }
     }
     if in_quotes {
-        return Err(ParseError::new(format!("unterminated quoted string in {}", shown(text, 80))));
+        let what = if sep == b';' { "parameters " } else { "" };
+        return Err(ParseError::new(format!("unterminated quoted string in {what}{}", shown(text, usize::MAX))));
     }
     parts.push(&text[start..]);
     Ok(parts)

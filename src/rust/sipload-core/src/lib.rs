@@ -8,6 +8,7 @@ pub mod digest;
 pub mod error;
 pub mod headers;
 pub mod message;
+mod printable;
 pub mod register;
 pub mod text;
 

@@ -8,7 +8,7 @@
 use crate::digest::{parse_challenges, Challenge};
 use crate::error::{shown, ParseError, Result};
 use crate::headers::{parse_cseq, parse_delta, parse_name_addr, parse_via, split_list, NameAddr, Via};
-use crate::text::{is_ascii_digits, is_token, is_token_byte, py_split, py_strip, strip_ascii};
+use crate::text::{is_ascii_digits, is_token, is_token_byte, py_split, py_strip, rstrip_ascii, strip_ascii};
 
 pub const MAX_HEAD_BYTES: usize = 65536;
 pub const MAX_HEADER_LINES: usize = 1000;
@@ -274,7 +274,7 @@ fn parse_head(head: &[u8], folded: bool) -> Result<(StartLine, HeaderLines, Opti
             let Some(colon) = line.iter().position(|&b| b == b':') else {
                 return Err(ParseError::new(format!(
                     "header line without a colon: {}",
-                    shown(strip_ascii(line, b" \t\r"), 60)
+                    shown(rstrip_ascii(line, b" \t\r"), 60)
                 )));
             };
             let Some(key) = header_key(&line[..colon]) else {

@@ -111,6 +111,12 @@ pub fn lstrip_ascii<'a>(s: &'a [u8], chars: &[u8]) -> &'a [u8] {
     s.get(start..).unwrap_or_default()
 }
 
+/// `str.rstrip(chars)` for ASCII `chars`.
+pub fn rstrip_ascii<'a>(s: &'a [u8], chars: &[u8]) -> &'a [u8] {
+    let end = s.iter().rposition(|b| !chars.contains(b)).map_or(0, |p| p + 1);
+    s.get(..end).unwrap_or_default()
+}
+
 /// RFC 3261 token character.
 pub fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b".!%*_+`'~-".contains(&b)
