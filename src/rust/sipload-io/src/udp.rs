@@ -277,6 +277,9 @@ fn is_icmp_error(e: i32) -> bool {
     matches!(e, libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN)
 }
 
+/// The clock of the native loop: Python's `time.monotonic()` on Linux.
+pub const CLOCK_MONOTONIC: libc::clockid_t = libc::CLOCK_MONOTONIC;
+
 /// A reading of the libc clock `clock` in ns (CLOCK_MONOTONIC is Python's `time.monotonic_ns()` and
 /// `time.perf_counter_ns()` on Linux; trio's clock is perf_counter plus an offset of its own).
 pub fn clock_ns(clock: libc::clockid_t) -> io::Result<i64> {

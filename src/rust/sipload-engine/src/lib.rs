@@ -1,0 +1,20 @@
+//! sipload's native fleet: the part of `sipload/engine/worker.py` that runs per message, for plain UDP
+//! groups, in one compiled loop.
+//!
+//! - [`machine`]: what the fleet needs of one endpoint's registration machine, and the events it reads.
+//! - [`recorder`]: the counts of `sipload/metrics/recorder.py` (latency buckets per phase and kind,
+//!   attempts, successes, failures by reason, responses by code), taken once per interval.
+//! - [`fleet`]: the endpoints of one worker on the open-loop arrival schedule, `max_in_flight`, timers,
+//!   the paced unregistration at the end; sans-IO (time is a parameter, datagrams in and out).
+//!
+//! - [`udp_loop`]: the system-call side, apart: the fleet's sockets drained and written in batches
+//!   (`sipload-io`'s recvmmsg/sendmmsg, whose `unsafe` stays there), on CLOCK_MONOTONIC.
+
+pub mod fleet;
+pub mod machine;
+pub mod recorder;
+pub mod udp_loop;
+
+pub use fleet::{EndpointReport, Fleet, FleetConfig, FleetCounters};
+pub use machine::{Event, Machine, Op};
+pub use recorder::{Kind, Phase, Recorder, Snapshot};
