@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import tomllib
 import re
 import shutil
 import subprocess
@@ -120,8 +121,9 @@ def test_schema_is_valid_and_shipped_as_package_data() -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
     root = Path(__file__).resolve().parents[1]
-    pyproject = (root / "pyproject.toml").read_text()
-    assert '"data/*"' in pyproject  # package-data: the schema is installed with the package
+    maturin = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["maturin"]
+    shipped = {item["path"] for item in maturin["include"] if item.get("format") == "wheel"}
+    assert "sipload/data/*" in shipped  # the schema is installed with the package
 
 
 def test_summaries_validate(run_dir: Path) -> None:
