@@ -13,10 +13,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import tomllib
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
