@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use sipload_io::udp::CLOCK_MONOTONIC;
-use sipload_io::{clock_ns, realtime_offset_ns, Options, RecvBatch, SendQueue, UdpSocket};
+use sipload_io::{clock_ns, realtime_offset_ns, Options, Poller, RecvBatch, SendQueue, UdpSocket};
 
 use crate::fleet::Fleet;
 use crate::machine::Machine;
@@ -55,6 +55,7 @@ pub struct UdpLoop {
     queues: Vec<SendQueue>,
     peer: SocketAddr,
     batch: RecvBatch,
+    poller: Poller,
     counters: LoopCounters,
 }
 
@@ -66,15 +67,20 @@ impl UdpLoop {
         let mut batch = RecvBatch::new(BATCH_SLOTS, SLOT_BYTES);
         batch.set_clock_offset_ns(realtime_offset_ns(CLOCK_MONOTONIC)?);
         let queues = sockets.iter().map(|_| SendQueue::new(SEND_QUEUE_LIMIT)).collect();
-        Ok(UdpLoop { sockets, queues, peer, batch, counters: LoopCounters::default() })
+        let poller = Poller::new()?;
+        for socket in &sockets {
+            poller.add(socket.raw_fd())?;
+        }
+        Ok(UdpLoop { sockets, queues, peer, batch, poller, counters: LoopCounters::default() })
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.sockets.iter().map(UdpSocket::local_addr).collect()
     }
 
-    pub fn fds(&self) -> Vec<i32> {
-        self.sockets.iter().map(UdpSocket::raw_fd).collect()
+    /// One fd readable when any socket is (for a trio task's `wait_readable`).
+    pub fn poll_fd(&self) -> i32 {
+        self.poller.raw_fd()
     }
 
     pub fn counters(&self) -> &LoopCounters {

@@ -2,6 +2,7 @@
 //!
 //! - [`udp`]: a batched UDP socket (recvmmsg/sendmmsg, kernel receive timestamps, large buffers, the raw
 //!   fd for a trio task's `wait_readable`). The only module with `unsafe`, around system calls.
+//! - [`poller`]: one epoll fd readable when any of a worker's sockets is (level-triggered).
 //! - [`timers`]: an indexed heap of deadlines for up to millions of keys, time as a parameter.
 //! - [`histogram`]: latency bucket counts in the layout `sipload/metrics/phases.py` merges.
 //! - [`send_queue`]: datagrams the socket did not take yet, in order, with buffers reused.
@@ -10,12 +11,14 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod histogram;
+pub mod poller;
 pub mod schedule;
 pub mod send_queue;
 pub mod timers;
 pub mod udp;
 
 pub use histogram::{bucket_index, Histogram, HIGHEST_US};
+pub use poller::Poller;
 pub use schedule::{Schedule, ScheduleError, Segment};
 pub use send_queue::SendQueue;
 pub use timers::{KeyOutOfRange, Timers};
