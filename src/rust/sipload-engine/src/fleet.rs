@@ -41,6 +41,8 @@ pub struct FleetCounters {
     pub in_flight: u64,
     pub retries: u64,
     pub unregister_timed_out: u64,
+    pub internal_errors: u64,
+    pub last_internal_error: String,
 }
 
 /// One endpoint's line in the results (`EndpointState`'s fields that the fleet knows).
@@ -403,6 +405,10 @@ impl<M: Machine> Fleet<M> {
     /// After any input of endpoint `i`: send what it produced, record its events, reschedule its timer.
     fn after_input(&mut self, i: u32) {
         let Some(slot) = self.slots.get_mut(i as usize) else { return };
+        if let Some(error) = slot.machine.take_error() {
+            self.counters.internal_errors += 1;
+            self.counters.last_internal_error = error.chars().take(300).collect();
+        }
         slot.machine.take_outgoing(&mut self.scratch_out);
         for data in self.scratch_out.drain(..) {
             self.outgoing.push((slot.socket, data));

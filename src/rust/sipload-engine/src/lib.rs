@@ -10,10 +10,13 @@
 //! - [`udp_loop`]: the system-call side, apart: the fleet's sockets drained and written in batches
 //!   (`sipload-io`'s recvmmsg/sendmmsg, whose `unsafe` stays there), on CLOCK_MONOTONIC.
 
+pub mod endpoint;
 pub mod fleet;
 pub mod machine;
 pub mod recorder;
 pub mod udp_loop;
+
+pub use sipload_io as io;
 
 pub use fleet::{EndpointReport, Fleet, FleetConfig, FleetCounters};
 pub use machine::{Event, Machine, Op};

@@ -96,4 +96,8 @@ pub trait Machine {
     fn bound_until(&self) -> Option<f64>;
     /// Stopped or gave up: nothing more will be sent.
     fn finished(&self) -> bool;
+    /// An error the last input raised (a bug in the machine: counted, the run goes on).
+    fn take_error(&mut self) -> Option<String> {
+        None
+    }
 }

@@ -7,6 +7,9 @@
 
 use std::borrow::Cow;
 
+mod registration;
+mod worker;
+
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -481,5 +484,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Message>()?;
     m.add_class::<Challenge>()?;
     m.add_class::<DigestClient>()?;
+    m.add_class::<registration::Registration>()?;
+    m.add_function(wrap_pyfunction!(registration::registration_table, m)?)?;
+    m.add_class::<worker::NativeWorker>()?;
     Ok(())
 }
