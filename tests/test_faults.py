@@ -86,7 +86,12 @@ async def test_loss_and_delay_at_the_registrar_recover_and_the_counts_agree(
     ops = v["registrations.succeeded"] + v["refreshes.succeeded"] + v["unregistrations.succeeded"]
     assert core.counters.auth_ok == ops, (core.counters, v)
     assert core.store.count(trio.current_time()).bindings == 0
-    assert report.left_bound == 0 and report.stray >= 0 and report.internal_errors == 0
+    # No response arrives twice. The registrar answers a retransmission again only once its response has
+    # left; on this wire (no delay of its own) a response that left has arrived and stopped Timer E, so
+    # every retransmission it saw came while the (delayed) response was pending and was absorbed.
+    # (With a 200 ms wire delay, 103 retransmissions are answered again and 103 responses are stray.)
+    assert report.stray == 0 and report.unparseable == 0 and report.foreign == 0
+    assert report.left_bound == 0 and report.internal_errors == 0
 
 
 REAL_LOSSY = """
