@@ -35,7 +35,6 @@ from common import (
     REPO,
     TABLE_HEAD,
     RunResult,
-    free_udp_port,
     kamailio,
     kill_group,
     machine,
@@ -45,6 +44,8 @@ from common import (
     tree_cpu,
     wait_quiet,
 )
+
+from sipload.testing.peers import free_port
 
 BASE = "embedded@base"
 
@@ -89,7 +90,7 @@ def one_run(target: str, rate: float, args: argparse.Namespace, work: Path) -> R
            else embedded_registrar(port, work, args.base if target == BASE else REPO))
     with ctx as registrar:
         cpu0 = registrar.cpu()
-        result = run_sipp("127.0.0.1", port, rate, total, work / "sipp", local_port=free_udp_port(),
+        result = run_sipp("127.0.0.1", port, rate, total, work / "sipp", local_port=free_port(),
                           timeout=args.seconds * 3 + 30)
         result.target_cpu_s = registrar.cpu() - cpu0
     result.tool = target

@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     TABLE_HEAD,
     RunResult,
-    free_udp_port,
     kamailio,
     machine,
     machine_line,
@@ -46,6 +45,8 @@ from common import (
     say,
     wait_quiet,
 )
+
+from sipload.testing.peers import free_port
 
 BASE = "sipload@base"
 
@@ -57,7 +58,7 @@ def one_run(tool: str, rate: float, seconds: float, args: argparse.Namespace, wo
         cpu0 = k.cpu()
         timeout = seconds * 3 + 30
         if tool == "SIPp":
-            result = run_sipp("127.0.0.1", args.port, rate, total, work / "sipp", local_port=free_udp_port(),
+            result = run_sipp("127.0.0.1", args.port, rate, total, work / "sipp", local_port=free_port(),
                               timeout=timeout)
         else:  # sipload, from this checkout or from --base
             other = {"repo": args.base, "tool": BASE} if tool == BASE else {}
