@@ -31,6 +31,8 @@ from sipload.testing.peers import (
     SIPP_STAT,
     KamailioPeer,
     PeerError,
+    have,
+    in_ci,
     parse_sipp_stats,
     prepare_sipp,
     start_kamailio,
@@ -45,6 +47,25 @@ CLEAN_ACHIEVED = 0.97   # a run that achieved less than 97 % of the offered rate
 
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ smoke
+SMOKE_HELP = ("a few seconds with tiny counts on loopback, to show that the script still runs "
+              "(tests/test_bench_smoke.py runs it): its figures measure nothing")
+
+
+def smoke_peers(part: str, *programs: str) -> bool:
+    """Whether the peers `part` of a --smoke run needs are installed; a part without them is skipped with a
+    line saying so, except under CI=true, where a missing peer ends the run (exit 2)."""
+    missing = [p for p in programs if not have(p)]
+    if not missing:
+        return True
+    text = f"{part}: {', '.join(missing)} not installed (peers/install)"
+    if in_ci():
+        say(f"smoke: cannot run {text}; CI=true: a missing peer is an error")
+        raise SystemExit(2)
+    say(f"smoke: skipped {text}")
+    return False
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -114,7 +135,11 @@ class Quiet:
 
 
 def wait_quiet(min_idle: float = 0.9, max_wait: float = 120.0, log: Callable[[str], None] = say) -> Quiet:
-    """Wait (bounded) until two 1-second samples in a row show >= min_idle of the CPUs idle."""
+    """Wait (bounded) until two 1-second samples in a row show >= min_idle of the CPUs idle; with max_wait <= 0
+    (--smoke), one quarter-second sample tells, without waiting."""
+    if max_wait <= 0:
+        idle = idle_share(0.25)
+        return Quiet(idle >= min_idle, idle, 0.0, " ".join(Path("/proc/loadavg").read_text().split()[:3]))
     start = time.monotonic()
     good = 0
     idle = 0.0
@@ -317,7 +342,7 @@ def run_sipp(host: str, port: int, rate: float, total: int, workdir: Path, *, lo
     if workdir.exists():
         shutil.rmtree(workdir)
     cmd = prepare_sipp(workdir, f"{host}:{port}", range(first_user, first_user + total), rate, total,
-                       "-trace_rtt", "-rtt_freq", "1000", local_port=local_port, timeout=timeout)
+                       "-trace_rtt", "-rtt_freq", str(min(1000, total)), local_port=local_port, timeout=timeout)
     result = RunResult("SIPp", f"{host}:{port}", rate, total)
     stat = workdir / SIPP_STAT
 

@@ -72,6 +72,27 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise PeerError("no port free for both TCP and UDP")
 
 
+def free_ports_in_a_row(n: int, host: str = "127.0.0.1") -> int:
+    """The first of `n` consecutive ports, each free for TCP and UDP on `host` right now (Kamailio's SIP
+    port, its JSON-RPC port next to it, ...)."""
+    for _ in range(50):
+        first = free_port(host)
+        if first + n <= 65536 and all(_free_for_both(host, port) for port in range(first + 1, first + n)):
+            return first
+    raise PeerError(f"no {n} consecutive ports free for both TCP and UDP")
+
+
+def _free_for_both(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        try:
+            tcp.bind((host, port))
+            udp.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 TEST_HOSTS = ipaddress.ip_network("198.18.0.0/15")   # the benchmarking range tests/netns.py's test hosts use
 
 
