@@ -1,7 +1,9 @@
 """Hold N endpoints registered and renewing, and measure generator memory and refresh punctuality.
 
     python bench/hold.py [--endpoints 100000] [--rate 2000] [--minutes 4] [--expires 300]
-                         [--target kamailio|embedded] [--workers N] [--port 5570]
+                         [--target kamailio|embedded] [--workers N] [--port 5570] [--write bench/RESULTS.md]
+                         [--keep DIR]
+    python bench/hold.py --smoke      # 40 endpoints, expiry 4 s, 6 s against the embedded registrar
 
 N endpoints arrive at --rate, register (digest) with Expires --expires and refresh at half of it
 (+-5 % jitter), for --minutes; then they unregister. Against Kamailio (peers/kamailio, fresh, on
@@ -30,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    SMOKE_HELP,
     descendants,
     kamailio,
     kill_group,
@@ -93,10 +96,15 @@ def main() -> None:
     ap.add_argument("--quiet-wait", type=float, default=120)
     ap.add_argument("--write", type=Path, default=None, help="append the report to this markdown file")
     ap.add_argument("--keep", type=Path, default=None, help="copy the run's results directory here")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
+    if args.smoke:   # no peer needed: the embedded registrar
+        args.endpoints, args.rate, args.minutes, args.expires = 40, 40.0, 0.1, 4
+        args.target, args.workers, args.quiet_wait = "embedded", 2, 0.0
+    settle = 1.0 if args.smoke else 5.0   # seconds after the arrivals and before the end left out of "holding"
     n = args.endpoints
     duration = args.minutes * 60
-    if n / args.rate + 5 > args.expires * 0.45:
+    if n / args.rate + settle > args.expires * 0.45:
         say("note: arrivals last longer than the first refreshes take to come: punctuality intervals shrink")
     m = machine()
     report = [f"## hold: {n:,} endpoints, expires {args.expires} s, {args.minutes:g} min against {args.target} "
@@ -157,11 +165,11 @@ def main() -> None:
         seen, within, p99, worst = refresh_lags(out)
         reg, ref, unreg = summary["registrations"], summary["refreshes"], summary["unregistrations"]
         # generator CPU while holding: from the end of the arrivals to the start of the unregistration
-        arrivals_end = n / args.rate + 5
-        hold = [s for s in samples if arrivals_end <= s[0] - samples[0][0] <= duration - 5]
+        arrivals_end = n / args.rate + settle
+        hold = [s for s in samples if arrivals_end <= s[0] - samples[0][0] <= duration - settle]
         hold_cpu = (hold[-1][1] - hold[0][1]) / (hold[-1][0] - hold[0][0]) if len(hold) > 1 else math.nan
         t0 = memory[0][0] if memory else 0.0
-        held = [m for m in memory if arrivals_end <= m[0] - t0 <= duration - 5]
+        held = [m for m in memory if arrivals_end <= m[0] - t0 <= duration - settle]
         held_workers = max((m[1] for m in held), default=0)
         held_main = max((m[2] for m in held), default=0)
         punctual = within / seen if seen else math.nan

@@ -1,7 +1,8 @@
 """sipload against SIPp, side by side, on a fresh Kamailio for every run.
 
     python bench/vs_sipp.py [--rates 2000,5000,10000,15000,20000,25000] [--seconds 10] [--reps 2]
-                            [--workers N] [--port 5270] [--write bench/RESULTS.md]
+                            [--workers N] [--port 5270] [--write bench/RESULTS.md] [--base DIR]
+    python bench/vs_sipp.py --smoke      # 200 registrations per tool, 1 worker, free ports: ~10 s
 
 For every offered rate and repetition, each tool (order alternating between repetitions) runs
 rate x seconds digest registrations (REGISTER -> 401 -> REGISTER with credentials -> 200, no refresh,
@@ -35,17 +36,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    SMOKE_HELP,
     TABLE_HEAD,
     RunResult,
-    free_udp_port,
     kamailio,
     machine,
     machine_line,
     run_sipload,
     run_sipp,
     say,
+    smoke_peers,
     wait_quiet,
 )
+
+from sipload.testing.peers import free_port, free_ports_in_a_row
 
 BASE = "sipload@base"
 
@@ -57,7 +61,7 @@ def one_run(tool: str, rate: float, seconds: float, args: argparse.Namespace, wo
         cpu0 = k.cpu()
         timeout = seconds * 3 + 30
         if tool == "SIPp":
-            result = run_sipp("127.0.0.1", args.port, rate, total, work / "sipp", local_port=free_udp_port(),
+            result = run_sipp("127.0.0.1", args.port, rate, total, work / "sipp", local_port=free_port(),
                               timeout=timeout)
         else:  # sipload, from this checkout or from --base
             other = {"repo": args.base, "tool": BASE} if tool == BASE else {}
@@ -124,9 +128,17 @@ def main() -> None:
     ap.add_argument("--base", type=Path, default=None, metavar="DIR",
                     help=f"also run sipload from this checkout as '{BASE}' (e.g. git archive REV | tar -x -C DIR): "
                          "before and after a change, side by side in the same run")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
-    rates = [float(r) for r in args.rates.split(",")]
     tools = args.tools.split(",") + ([BASE] if args.base is not None else [])
+    if args.smoke:
+        args.rates, args.seconds, args.reps, args.workers, args.quiet_wait = "200", 1.0, 1, 1, 0.0
+        args.port = free_ports_in_a_row(2)
+        if not smoke_peers("vs_sipp", "kamailio"):
+            return
+        if "SIPp" in tools and not smoke_peers("the SIPp runs", "sipp"):
+            tools.remove("SIPp")
+    rates = [float(r) for r in args.rates.split(",")]
     m = machine()
     head = [f"## sipload vs SIPp against Kamailio ({m['date']})", "",
             f"Machine: {machine_line(m)}", "",

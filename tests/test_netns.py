@@ -119,13 +119,13 @@ async def test_kamailio_on_another_host(site: Site, tmp_path: Path, transport: s
     peer = site.kamailio
     port = {"udp": peer.port, "tcp": peer.port, "tls": peer.tls_port, "ws": peer.ws_port}[transport]
     assert port is not None, f"Kamailio has no {transport} listener"
+    # over UDP a cross-check asks the registrar host's JSON-RPC while every endpoint holds
     text = kamailio_scenario(port, name=f"host-{transport}", transport=transport, first=first, count=12,
                              expires=30, rate=40, duration=1.5, host=peer.host,
-                             scheme="sips" if transport == "tls" else "sip")
-    if transport == "tls":
-        text = text.replace('domain = ', f'tls_ca = "{site.ca}"\ndomain = ', 1)
-    if transport == "udp":   # a cross-check asks the registrar host's JSON-RPC while every endpoint holds
-        text += f'\n[crosscheck]\nprovider = "kamailio"\nbase_url = "{peer.rpc_url}"\nwhen = "holding"\n'
+                             scheme="sips" if transport == "tls" else "sip",
+                             target={"tls_ca": str(site.ca)} if transport == "tls" else None,
+                             crosscheck={"provider": "kamailio", "base_url": peer.rpc_url, "when": "holding"}
+                             if transport == "udp" else None)
     outcome, held = await run_holding(site, text, tmp_path, users(first, 12))
     assert outcome.exit_code is ExitCode.OK, outcome.result.notes
     if transport == "udp":
@@ -143,8 +143,8 @@ async def test_source_addresses_of_this_host_spread_the_contacts(site: Site, tmp
     for address in extra:   # IP aliases on the load host (removed with the bridge)
         subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", net.bridge], check=True)
     text = kamailio_scenario(site.kamailio.port, name="aliases", first=31100, count=10, expires=30, rate=40,
-                             duration=1.5, host=site.kamailio.host)
-    text = text.replace("refresh_at", f'source_addresses = "{extra[0]}-{extra[1]}"\nrefresh_at', 1)
+                             duration=1.5, host=site.kamailio.host,
+                             endpoints={"source_addresses": f"{extra[0]}-{extra[1]}"})
     outcome, held = await run_holding(site, text, tmp_path, users(31100, 10))
     assert outcome.exit_code is ExitCode.OK, outcome.result.notes
     hosts = {c.split("@")[1].rsplit(":", 1)[0] for contacts in held.values() for c in contacts}
