@@ -7,9 +7,9 @@
 use std::rc::Rc;
 
 use sipload_core::message::Message;
-use sipload_core::registration::{self as reg, Profile, RegEvent, RegState, Registration, SplitMix};
+use sipload_core::registration::{self as reg, Profile, RegEvent, Registration, SplitMix};
 
-use crate::machine::{Event, Machine, Op, State};
+use crate::machine::{Event, Machine, State};
 
 pub struct Endpoint {
     pub reg: Registration,
@@ -31,30 +31,13 @@ impl Endpoint {
     }
 }
 
-fn op(o: reg::Op) -> Op {
-    match o {
-        reg::Op::Register => Op::Register,
-        reg::Op::Refresh => Op::Refresh,
-        reg::Op::Unregister => Op::Unregister,
-    }
-}
-
 impl Machine for Endpoint {
     fn call_id(&self) -> &[u8] {
         &self.reg.call_id
     }
 
     fn state(&self) -> State {
-        match self.reg.state {
-            RegState::Idle => State::Idle,
-            RegState::Registering => State::Registering,
-            RegState::Registered => State::Registered,
-            RegState::Refreshing => State::Refreshing,
-            RegState::Backoff => State::Backoff,
-            RegState::Unregistering => State::Unregistering,
-            RegState::Unregistered => State::Unregistered,
-            RegState::Failed => State::Failed,
-        }
+        self.reg.state
     }
 
     fn start(&mut self, now: f64) {
@@ -94,18 +77,18 @@ impl Machine for Endpoint {
         self.reg.drain_into(&mut Vec::new(), &mut self.events);
         for e in self.events.drain(..) {
             out.push(match e {
-                RegEvent::OpStarted { op: o, scheduled, now } => Event::OpStarted { op: op(o), scheduled, now },
-                RegEvent::Challenged { op: o, sent_at, now } => Event::Challenged { op: op(o), sent_at, now },
+                RegEvent::OpStarted { op: o, scheduled, now } => Event::OpStarted { op: o, scheduled, now },
+                RegEvent::Challenged { op: o, sent_at, now } => Event::Challenged { op: o, sent_at, now },
                 RegEvent::Registered { op: o, started_at, last_sent_at, now, .. } => {
-                    Event::Registered { op: op(o), started_at, last_sent_at, now }
+                    Event::Registered { op: o, started_at, last_sent_at, now }
                 }
                 RegEvent::Unregistered { started_at, last_sent_at, now } => {
                     Event::Unregistered { started_at, last_sent_at, now }
                 }
                 RegEvent::Failed { op: o, reason, status, final_, .. } => {
-                    Event::Failed { op: op(o), reason: reason.name(), status, final_ }
+                    Event::Failed { op: o, reason: reason.name(), status, final_ }
                 }
-                RegEvent::Retransmitted { op: o } => Event::Retransmitted { op: op(o) },
+                RegEvent::Retransmitted { op: o } => Event::Retransmitted { op: o },
             });
         }
     }

@@ -2,14 +2,7 @@
 //! events it reads from it: those of `sipload/sip/registration.py` with the fields the engine uses.
 
 use sipload_core::message::Message;
-
-/// The three operations the engine measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Register,
-    Refresh,
-    Unregister,
-}
+pub use sipload_core::registration::{Op, RegState as State};
 
 /// One event of a machine (the Python events `OpStarted`, `Challenged`, `Registered`, `Unregistered`,
 /// `Failed`, `Retransmitted`). Times are seconds on the fleet's clock.
@@ -47,35 +40,6 @@ pub enum Event {
     Retransmitted {
         op: Op,
     },
-}
-
-/// The machine's state as far as the fleet needs it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    Idle,
-    Registering,
-    Registered,
-    Refreshing,
-    Backoff,
-    Unregistering,
-    Unregistered,
-    Failed,
-}
-
-impl State {
-    /// The value of Python's `RegState`.
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Idle => "idle",
-            State::Registering => "registering",
-            State::Registered => "registered",
-            State::Refreshing => "refreshing",
-            State::Backoff => "backoff",
-            State::Unregistering => "unregistering",
-            State::Unregistered => "unregistered",
-            State::Failed => "failed",
-        }
-    }
 }
 
 /// One endpoint's registration machine, driven with `now` in seconds.
