@@ -6,6 +6,7 @@ be answered, CR/LF in a value) raises `ValueError`.
 """
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 Param = tuple[str, str | None]
 NameAddr = tuple[str, str | None, list[Param]]  # (uri, display name, params)
@@ -102,3 +103,46 @@ def build_register(*, registrar_uri: str, transport: str, sent_by: str, branch: 
                    call_id: str, cseq: int, contact: str, expires: int, user_agent: str, route: str | None = None,
                    supported: str | None = None, authorization: tuple[str, str] | None = None) -> bytes:
     """The REGISTER bytes, as `sipload.sip.registration.Registration` builds them."""
+
+class NativeWorker:
+    """One worker's plain-UDP fleet in one compiled loop (driven by `sipload.engine.native_worker`).
+
+    Built in three steps: the sockets, then profiles and endpoints, then `start()`. A panic inside `step()`
+    is counted as an internal error (see `counters()`), the fleet stops and its results stay readable."""
+
+    def __init__(self, locals: Sequence[tuple[str, int]], peer: tuple[str, int],
+                 schedule: tuple[object, ...], max_in_flight: int, seed: int) -> None:
+        """Sockets bound to `locals` (port 0: any), all sending to `peer`; `schedule` is ("constant", rate),
+        ("steps", [(rate, duration), ...]) or ("ramp", from, to, duration). OSError when a bind fails."""
+    def local_addresses(self) -> list[tuple[str, int]]: ...
+    def poll_fd(self) -> int:
+        """An fd readable when any of the sockets is."""
+    def timestamps(self) -> bool:
+        """Whether every socket reports kernel receive timestamps."""
+    def add_profile(self, *, domain: str, registrar_uri: str, expires: int, refresh_at: float,
+                    refresh_jitter: float, refresh_margin: float, user_agent: str, t1: float, t2: float, t4: float,
+                    max_retries: int, retry_backoff: float, retry_backoff_max: float, unregister_all: bool,
+                    reuse_nonce: bool, max_retry_after: float, preference: Sequence[str] | None = None) -> int:
+        """A device group's profile; its number for `add_endpoint`."""
+    def add_endpoint(self, profile: int, index: int, socket: int, username: str, contact: str, sent_by: str,
+                     auth_user: str, password: str) -> None:
+        """Endpoint `index` of the scenario, sending from socket number `socket`."""
+    def start(self) -> None:
+        """Arrivals are due from now on."""
+    @staticmethod
+    def now() -> float:
+        """CLOCK_MONOTONIC in seconds (the clock of `time.monotonic()`)."""
+    def step(self) -> tuple[int, int, bool, float | None]:
+        """One wake-up: (datagrams received, datagrams sent, still running, next deadline or None)."""
+    def request_stop(self, unregister: bool, timeout: float, end_rate: float) -> bool:
+        """End arrivals and unregister (paced at `end_rate`); False when nothing is left to wait for."""
+    def take_interval(self) -> dict[str, Any]:
+        """What the interval counted: histograms [(phase, kind, [(bucket, count)])], schedule_lag, attempts,
+        successes, failures [(phase, reason, n)], responses {code: n}, retransmissions, clamped."""
+    def gauges(self, now: float) -> dict[str, int]:
+        """registered, in_flight, retries, kernel_drops, stray, send_errors."""
+    def counters(self) -> dict[str, Any]:
+        """The worker report's counts (arrivals, stray, unparseable, foreign, errors)."""
+    def reports(self) -> list[tuple[int, str, int | None, str, int, int, str, str]]:
+        """Every endpoint: (index, state, last status, failure reason, registrations, refreshes, Call-ID,
+        contact)."""

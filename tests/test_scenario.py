@@ -867,7 +867,7 @@ def test_unknown_key_message_lists_known_keys(tmp_path: Path) -> None:
         load_scenario(path)
     assert str(info.value) == (
         f"{path}: load: unknown key 'rat' (known: rate, steps, ramp, max_in_flight, duration, "
-        "unregister, unregister_timeout, interval, tick)"
+        "unregister, unregister_timeout, interval, tick, engine)"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ from sipload.engine.cluster import parse_cluster
 from sipload.engine.run import ExitCode, RunError, RunInterrupted, run_scenario
 from sipload.report.result import RunResult
 from sipload.scenario import ScenarioError, load_scenario
+from sipload.scenario.schedule import ENGINES
 
 
 @click.command()
@@ -28,6 +30,9 @@ from sipload.scenario import ScenarioError, load_scenario
 @metrics_option
 @click.option("--cluster", metavar="ADDRESS", callback=lambda _c, _p, v: _check_cluster(v),
               help="Run the shards on a Dask cluster: tcp://SCHEDULER:8786, or local:N (N local processes).")
+@click.option("--engine", type=click.Choice(ENGINES),
+              help="What runs the UDP fleet (overrides load.engine): auto (default: the compiled engine where the "
+                   "scenario allows, else Python, saying why), native (refuse otherwise) or python.")
 @click.option("--quiet", is_flag=True, help="No progress lines, only the final summary.")
 def run(
     scenario: Path,
@@ -39,6 +44,7 @@ def run(
     workers: int | None,
     metrics: tuple[str, int] | None,
     cluster: str | None,
+    engine: str | None,
     quiet: bool,
 ) -> None:
     """Run SCENARIO (a TOML file) and write its results.
@@ -49,6 +55,8 @@ def run(
     try:
         sc = load_scenario(scenario).with_overrides(target=list(target) or None, endpoints=endpoints, rate=rate,
                                                     duration=duration)
+        if engine is not None:
+            sc = replace(sc, load=replace(sc.load, engine=engine))
     except ScenarioError as exc:
         click.echo(f"sipload: {exc}", err=True)
         sys.exit(ExitCode.USAGE)

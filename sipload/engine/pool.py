@@ -24,6 +24,7 @@ from typing import Any
 
 import trio
 
+from sipload.engine.native_worker import NativeWorker, make_worker
 from sipload.engine.worker import Destinations, Shard, Worker, WorkerError, WorkerReport
 from sipload.gcpolicy import hold_long_lived
 from sipload.metrics.recorder import IntervalSnapshot
@@ -78,7 +79,7 @@ class WorkerPool:
         self.destination = destination
         self.workers = max(1, workers)
         self.sink = sink
-        self._local: Worker | None = None
+        self._local: Worker | NativeWorker | None = None
         self._conns: list[multiprocessing.connection.Connection] = []
         self._stop_requested = False
         self.hold_hook: Callable[[list[EndpointState]], Awaitable[None]] | None = None  # one worker only
@@ -105,7 +106,7 @@ class WorkerPool:
         release_gc = hold_long_lived()
         try:
             if self.workers == 1:
-                self._local = Worker(self.scenario, self.destination, sink=lambda snap: self.sink(snap, 0))
+                self._local = make_worker(self.scenario, self.destination, sink=lambda snap: self.sink(snap, 0))
                 self._local.hold_hook = self.hold_hook
                 if self._stop_requested:
                     self._local.request_stop()
@@ -205,7 +206,7 @@ def worker_process(scenario: Scenario, destination: Address | Destinations, shar
 
 async def _worker_main(scenario: Scenario, destination: Address | Destinations, shard: Shard,
                        conn: multiprocessing.connection.Connection) -> None:
-    worker = Worker(scenario, destination, shard=shard, sink=lambda snap: conn.send(("snap", snap)))
+    worker = make_worker(scenario, destination, shard=shard, sink=lambda snap: conn.send(("snap", snap)))
     go = trio.Event()
 
     async def listen() -> None:

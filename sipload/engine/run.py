@@ -23,6 +23,7 @@ from sipload.engine.cluster import ClusterPool
 from sipload.engine.embedded import scenario_transports, start_embedded
 from sipload.engine.limits import check_resources
 from sipload.engine.live import LiveOutputs, open_live_outputs
+from sipload.engine.native_worker import choose_engine, engines_of
 from sipload.engine.pool import WorkerPool, default_workers
 from sipload.engine.probe import probe_udp
 from sipload.engine.resolve import ResolveError, resolve_target
@@ -173,6 +174,8 @@ class _RunState:
         self.live: LiveOutputs | None = None
         self.crosscheck: dict[str, Any] | None = None
         self.crosscheck_error: str | None = None
+        self.engines: dict[str, str] = {}
+        self.engine_note: str | None = None
 
     async def run(self, nursery: trio.Nursery, *, handle_signals: bool, stop: trio.Event | None,
                   probe: bool) -> None:
@@ -199,6 +202,14 @@ class _RunState:
                     raise RunError(f"target {scenario.target.registrar}: {answer}; is the registrar running?")
         if self.interrupted_by is not None:
             raise RunInterrupted(f"interrupted by {self.interrupted_by} before the run started")
+        try:
+            scenario, why_python = choose_engine(scenario, destinations)
+        except WorkerError as exc:
+            raise RunError(str(exc)) from None
+        self.scenario = scenario
+        self.engines = engines_of(scenario)
+        if why_python is not None:
+            self.engine_note = why_python
         workers = self.workers or default_workers(scenario)
         holding = scenario.crosscheck is not None and scenario.crosscheck.when == "holding"
         if holding and workers > 1:
@@ -214,6 +225,7 @@ class _RunState:
         self.agg.open_logs(self.out)
         self.live = open_live_outputs(scenario, self.out, self.agg.started_at_unix, exporter)
         how = f"Dask cluster {self.cluster}" if self.cluster else f"{workers} worker{'s' if workers > 1 else ''}"
+        how += f", {scenario.load.engine} engine"
         self.progress(
             f"sipload: {scenario.name}: {scenario.endpoints.count} endpoints -> {self.target_text}; "
             f"{how}; results in {self.out}"
@@ -305,9 +317,12 @@ class _RunState:
             self.live.close()
         partial = self.pool.partial_report() if self.pool is not None else None
         report = partial if partial is not None else self.report  # also when the run was cancelled
-        notes = [*self.lost, *([self.crosscheck_error] if self.crosscheck_error else [])]
-        return _result(self.scenario, self.agg, report, self.target_text,
-                       ended - self.agg.started_at_unix, self.interrupted_by, notes, self.crosscheck)
+        notes = [*self.lost, *([self.crosscheck_error] if self.crosscheck_error else []),
+                 *([self.engine_note] if self.engine_note else [])]
+        result = _result(self.scenario, self.agg, report, self.target_text,
+                         ended - self.agg.started_at_unix, self.interrupted_by, notes, self.crosscheck)
+        result.engines = self.engines
+        return result
 
 
 def _write_report(out: Path, progress: Callable[[str], None]) -> None:

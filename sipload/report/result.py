@@ -79,6 +79,7 @@ class RunResult:
     crosscheck: dict[str, Any] | None = None  # the provider cross-check (CrossCheckResult.to_dict()), if any
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # per device group
     keepalive: dict[str, int] = field(default_factory=dict)  # keep-alive/outbound/GRUU totals of the run
+    engines: dict[str, str] = field(default_factory=dict)  # device group -> "native" or "python"
 
 
     def passed(self) -> bool:
