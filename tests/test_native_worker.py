@@ -1,0 +1,185 @@
+"""The native engine as a user meets it: which scenarios it takes, and real runs on both engines.
+
+- `native_refusal` names what the native engine does not do yet; `choose_engine` settles `load.engine`
+  (auto: native where it can, else Python with a note; native: refuse with one line; python: Python);
+- the same run against a registrar on loopback gives the same counts, failures by reason and bindings on
+  both engines, and leaves nothing registered at the end, after a stop request too, with 1 and 2 workers;
+- `sipload run --engine` and `load.engine` reach summary.json and the header; a scenario the native engine
+  cannot run with `--engine native` is one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from click.testing import CliRunner
+from scenarios import scenario_toml
+
+from sipload.cli import main
+from sipload.engine.native_worker import choose_engine, native_refusal
+from sipload.engine.run import ExitCode, RunOutcome, run_scenario
+from sipload.engine.worker import WorkerError
+from sipload.registrar.core import RegistrarCore
+from sipload.registrar.listen import Listen
+from sipload.registrar.server import serve_registrar
+from sipload.registrar.settings import RegistrarSettings
+from sipload.scenario import Scenario, ScenarioError, parse_scenario
+
+DEST = ("127.0.0.1", 5060)
+
+
+def scenario(tmp_path: Path, *, registrar: str = "sip:127.0.0.1:5060", count: int = 20, rate: float = 40,
+             duration: str = "1500ms", endpoints: dict[str, Any] | None = None,
+             load: dict[str, Any] | None = None, groups: tuple[dict[str, Any], ...] = (),
+             target: dict[str, Any] | None = None) -> Scenario:
+    body = scenario_toml(
+        "native", seed=11, thresholds=["failures == 0"],
+        target={"registrar": registrar, "domain": "sipload.test", **(target or {})},
+        endpoints={"count": count, "expires": 2, "refresh_at": 0.5, "refresh_margin": "200ms",
+                   "username": "user{n}", "password": "pw-user{n}", **(endpoints or {})},
+        load={"rate": rate, "duration": duration, "interval": "500ms", "unregister_timeout": "5s", **(load or {})},
+        groups=groups)
+    return parse_scenario(body, tmp_path / "native.toml")
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"registrar": "sip:127.0.0.1:5060;transport=tcp"}, "the scenario uses TCP (the native engine does UDP)"),
+    ({"endpoints": {"socket": "per-endpoint"}}, "the scenario has a socket per endpoint"),
+    ({"groups": ({"name": "a", "share": 1.0, "keepalive": "10s"},)}, "the scenario uses keepalive"),
+    ({"groups": ({"name": "a", "share": 1.0, "outbound": True},)}, "the scenario uses outbound"),
+    ({"groups": ({"name": "a", "share": 0.5}, {"name": "b", "share": 0.5, "churn": {"share": 0.5, "every": "60s", "away": "30s"}})},
+     "group 'b' uses churn"),
+    ({"target": {"outbound_proxy": "sip:127.0.0.1:5070"}}, "an outbound proxy is set"),
+])
+def test_refusal_names_what_the_native_engine_does_not_do(tmp_path: Path, change: dict[str, Any],
+                                                          why: str) -> None:
+    sc = scenario(tmp_path, **change)
+    assert native_refusal(sc, DEST) == why
+    settled, note = choose_engine(sc, DEST)
+    assert settled.load.engine == "python" and note == f"the Python engine ran: {why}"
+    native = scenario(tmp_path, load={"engine": "native"}, **change)
+    with pytest.raises(WorkerError) as info:
+        choose_engine(native, DEST)
+    assert str(info.value) == f"--engine native: {why}; run it with --engine python (or auto)"
+
+
+def test_plain_udp_settles_on_native_unless_python_is_asked(tmp_path: Path) -> None:
+    plain = scenario(tmp_path, groups=({"name": "a", "share": 0.5, "wrong_passwords": 0.2},
+                                       {"name": "b", "share": 0.5, "expires": 30}))
+    assert native_refusal(plain, DEST) is None
+    assert choose_engine(plain, DEST)[0].load.engine == "native"
+    assert choose_engine(plain, DEST)[1] is None
+    python = scenario(tmp_path, load={"engine": "python"})
+    assert choose_engine(python, DEST) == (python, None)
+    several = {"UDP": (DEST, ("127.0.0.1", 5061))}
+    assert native_refusal(plain, several) == (
+        "the target resolves to several UDP servers (failover is done by the Python engine)")
+
+
+def test_an_engine_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError) as info:
+        scenario(tmp_path, load={"engine": "rust"})
+    assert str(info.value).endswith("native.toml: load.engine: must be one of 'auto', 'native', 'python', got 'rust'")
+
+
+async def run_against_registrar(tmp_path: Path, sc_of: Any, *, workers: int | None = None,
+                                stop_after_registered: bool = False) -> tuple[RunOutcome, int, RegistrarCore]:
+    """Run `sc_of(target uri)` against an embedded registrar on loopback; (outcome, bindings left, core)."""
+    core = RegistrarCore(RegistrarSettings(realm="sipload.test", min_expires=1), now=trio.current_time())
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        listens = await nursery.start(partial(serve_registrar, core.settings, [Listen("udp", "127.0.0.1", 0)],
+                                              core=core, out=lambda _: None))
+        sc = sc_of(f"sip:127.0.0.1:{listens[0].port}")
+        if stop_after_registered:
+            async def stop_when_all_bound() -> None:
+                while sum(len(b) for _, b in core.store.aors(trio.current_time())) < sc.endpoints.count:
+                    await trio.sleep(0.05)
+                stop.set()
+            nursery.start_soon(stop_when_all_bound)
+        with trio.fail_after(60):
+            outcome = await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False,
+                                         stop=stop, workers=workers)
+        left = sum(len(b) for _, b in core.store.aors(trio.current_time()))
+        nursery.cancel_scope.cancel()
+    return outcome, left, core
+
+
+def counts(outcome: RunOutcome) -> dict[str, Any]:
+    r = outcome.result
+    return {"registrations": (r.registrations.attempted, r.registrations.succeeded, r.registrations.failed),
+            "unregistrations": r.unregistrations.succeeded, "failures": r.failures,
+            "states": sorted((e.index, e.username, e.state, e.failure_reason) for e in r.endpoint_states)}
+
+
+@pytest.mark.parametrize("engine", ["native", "python"])
+async def test_a_run_registers_refreshes_and_unregisters_every_endpoint(tmp_path: Path, engine: str) -> None:
+    outcome, left, _ = await run_against_registrar(
+        tmp_path, lambda uri: scenario(tmp_path, registrar=uri, load={"engine": engine}))
+    r = outcome.result
+    assert outcome.exit_code is ExitCode.OK, r.notes
+    assert r.engines == {"default": engine}
+    assert (r.registrations.attempted, r.registrations.succeeded) == (20, 20)
+    assert r.refreshes.succeeded >= 20   # a 2 s expiry refreshed at ~1 s within a 1.5 s run and its stop
+    assert r.unregistrations.succeeded == 20 and left == 0
+    assert r.retransmissions == 0 and r.failures == {}
+    assert r.responses["401"] >= 20 and r.responses["200"] >= 60
+    assert r.latency_ms["register"]["count"] == 20 and r.service_ms["register"]["p50"] > 0
+    summary = json.loads((outcome.out_dir / "summary.json").read_text())
+    assert summary["engines"] == {"default": engine}
+    assert len((outcome.out_dir / "endpoints.csv").read_text().splitlines()) == 21
+
+
+async def test_both_engines_give_the_same_counts_failures_and_states(tmp_path: Path) -> None:
+    """Wrong passwords, and a registrar that wants another password for everybody in one group."""
+    groups = ({"name": "good", "share": 0.5, "wrong_passwords": 0.25}, {"name": "bad", "share": 0.5,
+                                                                         "password": "nope-{n}"})
+    seen = {}
+    for engine in ("native", "python"):
+        outcome, left, _ = await run_against_registrar(
+            tmp_path / engine, lambda uri, e=engine: scenario(tmp_path, registrar=uri, count=24,
+                                                              load={"engine": e}, groups=groups))
+        assert outcome.result.engines == {"good": engine, "bad": engine}
+        assert left == 0
+        seen[engine] = counts(outcome)
+    assert seen["native"] == seen["python"]
+    assert seen["native"]["failures"] == {"auth_rejected": 15}   # 12 of "bad", 3 wrong passwords of "good"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_stop_unregisters_every_bound_endpoint(tmp_path: Path, workers: int) -> None:
+    """As Ctrl-C and SIGTERM do: arrivals end, every bound endpoint unregisters, results are written."""
+    outcome, left, _ = await run_against_registrar(
+        tmp_path, lambda uri: scenario(tmp_path, registrar=uri, count=30, rate=200, duration="60s",
+                                       endpoints={"expires": 60}, load={"engine": "native"}),
+        workers=workers, stop_after_registered=True)
+    r = outcome.result
+    assert r.engines == {"default": "native"}
+    assert r.registrations.succeeded == 30 and r.unregistrations.succeeded == 30 and left == 0
+    assert r.duration_s < 30 and (outcome.out_dir / "summary.json").exists()
+
+
+def test_the_cli_names_the_engine_and_refuses_what_native_cannot_run(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(scenario_toml(
+        "cli", seed=1, target={"registrar": "embedded", "domain": "sipload.test"},
+        endpoints={"count": 5, "expires": 30}, load={"rate": 50, "duration": "300ms"},
+        registrar={"min_expires": 1}))
+    runner = CliRunner()
+    res = runner.invoke(main, ["run", str(path), "--engine", "native", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "1 worker, native engine" in res.output
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["engines"] == {"default": "native"}
+    tcp = tmp_path / "tcp.toml"
+    tcp.write_text(scenario_toml(
+        "cli", target={"registrar": "sip:127.0.0.1:1;transport=tcp", "domain": "sipload.test"},
+        endpoints={"count": 5}, load={"rate": 50, "duration": "300ms", "engine": "native"}))
+    res = runner.invoke(main, ["run", str(tcp), "--out", str(tmp_path / "b")])
+    assert res.exit_code == ExitCode.USAGE
+    assert res.output.strip().splitlines()[-1].endswith(
+        "--engine native: the scenario uses TCP (the native engine does UDP); run it with --engine python (or auto)")
