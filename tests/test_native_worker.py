@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import trio
 from click.testing import CliRunner
-from scenarios import scenario_toml
 
+from scenarios import scenario_toml
 from sipload.cli import main
 from sipload.engine.native_worker import choose_engine, native_refusal
 from sipload.engine.run import ExitCode, RunOutcome, run_scenario
@@ -52,7 +52,8 @@ def scenario(tmp_path: Path, *, registrar: str = "sip:127.0.0.1:5060", count: in
     ({"endpoints": {"socket": "per-endpoint"}}, "the scenario has a socket per endpoint"),
     ({"groups": ({"name": "a", "share": 1.0, "keepalive": "10s"},)}, "the scenario uses keepalive"),
     ({"groups": ({"name": "a", "share": 1.0, "outbound": True},)}, "the scenario uses outbound"),
-    ({"groups": ({"name": "a", "share": 0.5}, {"name": "b", "share": 0.5, "churn": {"share": 0.5, "every": "60s", "away": "30s"}})},
+    ({"groups": ({"name": "a", "share": 0.5},
+                 {"name": "b", "share": 0.5, "churn": {"share": 0.5, "every": "60s", "away": "30s"}})},
      "group 'b' uses churn"),
     ({"target": {"outbound_proxy": "sip:127.0.0.1:5070"}}, "an outbound proxy is set"),
 ])

@@ -46,7 +46,6 @@ from sipload.sip.failures import FailureReason
 from sipload.transport.addresses import hostport
 from sipload.transport.udp import Address
 
-
 BATCH_MIN = 8  # datagrams moved by one step from which the next waits a tick
 
 
