@@ -11,6 +11,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -184,3 +187,24 @@ def test_the_cli_names_the_engine_and_refuses_what_native_cannot_run(tmp_path: P
     assert res.exit_code == ExitCode.USAGE
     assert res.output.strip().splitlines()[-1].endswith(
         "--engine native: the scenario uses TCP (the native engine does UDP); run it with --engine python (or auto)")
+
+
+def test_a_source_tree_without_the_extension_runs_on_python_and_says_why(tmp_path: Path) -> None:
+    """`python -m sipload` from a checkout that was installed without -e imports the unbuilt tree."""
+    shutil.copytree(Path(__file__).parent.parent / "sipload", tmp_path / "sipload",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    (tmp_path / "s.toml").write_text(scenario_toml(
+        "unbuilt", seed=1, target={"registrar": "embedded", "domain": "sipload.test"},
+        endpoints={"count": 5, "expires": 30}, load={"rate": 50, "duration": "300ms"},
+        registrar={"min_expires": 1}))
+    done = subprocess.run([sys.executable, "-m", "sipload", "run", "s.toml", "--out", "out", "--quiet"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["engines"] == {"default": "python"} and summary["registrations"]["succeeded"] == 5
+    assert any(n.startswith("the Python engine ran: the native extension is not built (")
+               and n.endswith("pip install -e . builds it") for n in summary["notes"]), summary["notes"]
+    refused = subprocess.run([sys.executable, "-m", "sipload", "run", "s.toml", "--out", "out2", "--engine",
+                              "native"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == ExitCode.USAGE and "Traceback" not in refused.stderr
+    assert "--engine native: the native extension is not built" in refused.stderr

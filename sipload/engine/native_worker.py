@@ -30,7 +30,6 @@ from dataclasses import replace
 
 import trio
 
-from sipload import _native
 from sipload.engine.devices import build_profile
 from sipload.engine.limits import check_resources
 from sipload.engine.routes import Destinations, Routes, WorkerError
@@ -46,11 +45,19 @@ from sipload.sip.failures import FailureReason
 from sipload.transport.addresses import hostport
 from sipload.transport.udp import Address
 
+try:
+    from sipload import _native
+    NOT_BUILT: str | None = None
+except ImportError as exc:  # a source tree whose extension was never compiled
+    NOT_BUILT = f"the native extension is not built ({exc}); pip install -e . builds it"
+
 BATCH_MIN = 8  # datagrams moved by one step from which the next waits a tick
 
 
 def native_refusal(scenario: Scenario, destination: Address | Destinations) -> str | None:
     """Why the native engine cannot run this scenario (None: it can)."""
+    if NOT_BUILT is not None:
+        return NOT_BUILT
     plan = plan_fleet(scenario.fleet, scenario.endpoints.count, scenario.seed)
     for group in plan.groups:
         what = f"group {group.name!r}" if len(plan.groups) > 1 else "the scenario"
