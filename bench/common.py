@@ -451,11 +451,15 @@ class SiploadRun:
 
 
 def start_sipload(scenario: Path, out: Path, workers: int | None,
-                  on_line: Callable[[str], None] | None = None, repo: Path = REPO) -> SiploadRun:
-    """`sipload run` from the checkout `repo` (default: this one; another for before/after comparisons)."""
+                  on_line: Callable[[str], None] | None = None, repo: Path = REPO,
+                  engine: str | None = None) -> SiploadRun:
+    """`sipload run` from the checkout `repo` (default: this one; another for before/after comparisons);
+    `engine`: its --engine (None: the checkout's default)."""
     cmd = [sys.executable, "-m", "sipload", "run", str(scenario), "--out", str(out)]
     if workers is not None:
         cmd += ["--workers", str(workers)]
+    if engine is not None:
+        cmd += ["--engine", engine]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     proc = subprocess.Popen(cmd, cwd=repo, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -477,17 +481,18 @@ def start_sipload(scenario: Path, out: Path, workers: int | None,
 
 def run_sipload(target: str, rate: float, total: int, workdir: Path, *, timeout: float,
                 workers: int | None = None, first_user: int = 1, repo: Path = REPO,
-                tool: str | None = None) -> RunResult:
-    """sipload (from `repo`) at `rate`/s for `total` registrations (as SIPp: no refresh, no unregister)."""
+                tool: str | None = None, engine: str | None = None) -> RunResult:
+    """sipload (from `repo`, on `engine`) at `rate`/s for `total` registrations (as SIPp: no refresh, no
+    unregister)."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     duration = (total - 1) / rate + 2.0   # every arrival, and 2 s for the last answers
     scenario = sipload_scenario(workdir / "bench.toml", name="vs-sipp", target=target, rate=rate, total=total,
                                 duration=duration, first=first_user)
-    name = tool or ("sipload" if workers is None else f"sipload/{workers}w")
+    name = tool or ("sipload" if workers is None else f"sipload/{workers}w") + (f" {engine}" if engine else "")
     result = RunResult(name, target, rate, total)
-    run = start_sipload(scenario, workdir / "out", workers, repo=repo)
+    run = start_sipload(scenario, workdir / "out", workers, repo=repo, engine=engine)
     try:
         with CpuSampler(run.proc.pid, lambda: run.registered) as sampler:
             try:

@@ -1,8 +1,11 @@
 """sipload against SIPp, side by side, on a fresh Kamailio for every run.
 
     python bench/vs_sipp.py [--rates 2000,5000,10000,15000,20000,25000] [--seconds 10] [--reps 2]
-                            [--workers N] [--port 5270] [--write bench/RESULTS.md] [--base DIR]
-    python bench/vs_sipp.py --smoke      # 200 registrations per tool, 1 worker, free ports: ~10 s
+                            [--workers N] [--tools SIPp,native,python] [--port 5270] [--write bench/RESULTS.md] [--base DIR]
+    python bench/vs_sipp.py --smoke      # 200 registrations per tool, 1 worker, free ports: ~15 s
+
+The tools: SIPp and sipload on its engines (--tools SIPp,native,python: the native, compiled one and the
+Python one; `auto` is sipload's default choice), each run as a user runs it.
 
 For every offered rate and repetition, each tool (order alternating between repetitions) runs
 rate x seconds digest registrations (REGISTER -> 401 -> REGISTER with credentials -> 200, no refresh,
@@ -32,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -63,8 +67,8 @@ def one_run(tool: str, rate: float, seconds: float, args: argparse.Namespace, wo
         if tool == "SIPp":
             result = run_sipp("127.0.0.1", args.port, rate, total, work / "sipp", local_port=free_port(),
                               timeout=timeout)
-        else:  # sipload, from this checkout or from --base
-            other = {"repo": args.base, "tool": BASE} if tool == BASE else {}
+        else:  # sipload on one engine, from this checkout, or from --base (its default engine)
+            other: dict[str, Any] = {"repo": args.base, "tool": BASE} if tool == BASE else {"engine": tool}
             result = run_sipload(f"sip:127.0.0.1:{args.port}", rate, total, work / "sipload", timeout=timeout,
                                  workers=args.workers, **other)
         result.target_cpu_s = k.cpu() - cpu0
@@ -120,7 +124,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--workers", type=int, default=None, help="sipload --workers (default: its own: one per core)")
-    ap.add_argument("--tools", default="SIPp,sipload")
+    ap.add_argument("--tools", default="SIPp,native,python",
+                    help="SIPp and sipload's engines (native, python, auto), in the order of the first repetition")
     ap.add_argument("--port", type=int, default=5270, help="Kamailio's SIP port (JSON-RPC: port + 1)")
     ap.add_argument("--quiet-idle", type=float, default=0.9)
     ap.add_argument("--quiet-wait", type=float, default=120.0)
