@@ -126,6 +126,8 @@ impl<I: Ids> Machine for CoreMachine<I> {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
     use std::sync::Arc;
 
     use sipload_core::ids::PyRandom;
@@ -195,5 +197,20 @@ mod tests {
         let taken = m.take_error().unwrap();
         assert!(taken == "ProtocolError: registration of u1: no transition for start in registering", "{taken}");
         assert_eq!(m.take_error(), None);
+    }
+
+    #[test]
+    fn a_workers_machines_share_one_source_drawn_as_pythons_idsource() {
+        // Python: ids = IdSource(random.Random(42)); ids.call_id(), ids.tag(), ids.call_id()
+        let ids = Rc::new(RefCell::new(PyRandom::new(42)));
+        let profile = Arc::new(Profile { domain: b"sipload.test".to_vec(), ..Profile::default() });
+        let make = |user: &[u8]| {
+            let reg = Registration::new(profile.clone(), user, b"sip:u@h", b"h", None, ids.clone(), None, 1).unwrap();
+            CoreMachine::new(reg)
+        };
+        let (first, second) = (make(b"u0"), make(b"u1"));
+        assert_eq!(first.call_id(), b"06671ad11c80317fa3b1799d@sipload");
+        assert_eq!(first.inner.from_tag, b"4668bdd640fb");
+        assert_eq!(second.call_id(), b"23b8c1e9392456de3eb13b90@sipload");
     }
 }
