@@ -25,6 +25,18 @@ impl std::error::Error for ParseError {}
 
 pub type Result<T> = std::result::Result<T, ParseError>;
 
+/// An input a state machine has no transition for (`sipload.sip.errors.ProtocolError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError(pub String);
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
 /// What Python's `repr(text[:limit])` shows for this header text (decoded with `surrogateescape`: an
 /// invalid byte is one code point, shown as `\udcXX`), so that both cores word their errors alike.
 pub(crate) fn shown(text: &[u8], limit: usize) -> String {

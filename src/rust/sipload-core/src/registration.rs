@@ -1,112 +1,53 @@
-//! The registration machine of one endpoint (RFC 3261 §10), sans-IO: `sipload/sip/registration.py`'s twin
-//! for plain bindings (no RFC 5626 outbound, no RFC 5627 GRUU: those stay with the Python engine).
+//! The registration machine of one endpoint (RFC 3261 §10), sans-IO: `sipload/sip/registration.py`
+//! in Rust, with the same table, the same handlers and the same bytes and events.
 //!
-//! The same table `(state, input) -> (handler, next states)` as Python's `_TABLE`, row for row: `dispatch`
-//! looks the pair up (none: [`ProtocolError`]), runs the handler, and refuses a next state its row does not
-//! list. Inputs: `start` / `stop`, a response (classified by status once the transaction passes it up),
-//! the transaction's outcome without a response (TIMEOUT, TRANSPORT_ERROR) and the machine's own deadlines
-//! (REFRESH_TIMER, BACKOFF_TIMER). Out: request bytes (`take_outgoing`) and events (`take_events`), with the
-//! fields and order of the Python events. Time is a parameter (f64 seconds), as in Python.
+//! One [`Registration`] owns one binding: an AoR, a Contact and one Call-ID kept across every refresh,
+//! the CSeq rising by one per request. Inputs carry `now` (seconds; no clock is read here):
+//! [`start`](Registration::start) / [`stop`](Registration::stop), [`receive`](Registration::receive)
+//! (a response the engine matched by Call-ID), [`handle_timer`](Registration::handle_timer) (at or
+//! after [`next_timer`](Registration::next_timer)), [`transport_error`](Registration::transport_error)
+//! and [`flow_failed`](Registration::flow_failed). Out come datagrams
+//! ([`take_outgoing`](Registration::take_outgoing)) and [`RegEvent`]s
+//! ([`take_events`](Registration::take_events)).
 //!
-//! Randomness comes from an [`Ids`] source the caller gives: branches, cnonces and the refresh jitter are
-//! drawn from it in the order the Python machine draws them from its `IdSource` (one branch per request
-//! sent, one cnonce per answer that needs it, one uniform per refresh scheduled with jitter), so a test
-//! that gives both machines sources with the same sequence gets the same bytes; the native loop gives a
-//! fast generator of its own ([`SplitMix`]).
+//! The machine is the table [`TABLE`]: `(state, input) -> (handler, next states)`, one row per pair,
+//! exactly Python's `_TABLE`. `dispatch` looks the pair up (none: a protocol error), runs the handler
+//! and sets the state it returned, which must be one its row lists (else a protocol error: a bug).
+//! Every request runs in a [`NonInviteClientTransaction`] (Timer E/F), built only when the request
+//! gets another input than its final response (a timer, a 1xx, a transport error), as in Python.
+//!
+//! Identifiers and the refresh jitter come from an [`Ids`] in the order the Python machine draws them
+//! from its `IdSource` (see `ids.rs` for why the generator itself is mirrored): Call-ID and From tag at
+//! creation (then the +sip.instance, if drawn), a cnonce before the branch of each request whose
+//! credentials need one, the jitter when a 200 schedules the refresh.
+//!
+//! Text is bytes: what the Python side has as `str` decoded with `surrogateescape`. No input panics:
+//! every failure the Python machine raises is an [`MachineError`] here, after the same changes of state.
 
-use crate::digest::{choose_challenge, Challenge, DigestClient};
-use crate::granted::granted_expiry;
-use crate::message::Message;
+use std::sync::Arc;
+
+use crate::digest::{choose_challenge, AuthError, Challenge, DigestClient};
+use crate::error::{shown, ParseError, ProtocolError};
+use crate::failures::FailureReason;
+use crate::granted::{granted_expiry, read_flow, Flow};
+use crate::headers::parse_delta;
+use crate::ids::Ids;
+use crate::message::{Message, StartLine};
 use crate::register::{build_register, RegisterFields};
-use crate::transaction::{NonInviteClientTransaction, TxAction, TxState};
-pub use crate::transaction::{ProtocolError, Timers};
+use crate::transaction::{py_max, py_min, NonInviteClientTransaction, Timers, TxAction, TxState};
 
-/// Where random identifiers come from (`sipload.sip.ids.IdSource`'s methods the machine calls).
-pub trait Ids {
-    /// "z9hG4bK" and 16 hex digits.
-    fn branch(&mut self) -> Vec<u8>;
-    /// 16 hex digits.
-    fn cnonce(&mut self) -> Vec<u8>;
-    /// Python's `random.uniform(low, high)`.
-    fn uniform(&mut self, low: f64, high: f64) -> f64;
-}
-
-/// A fast generator of identifiers (SplitMix64) for the native loop: the formats of `IdSource`.
-#[derive(Clone, Debug)]
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A Call-ID: 24 hex digits and "@sipload".
-    pub fn call_id(&mut self) -> Vec<u8> {
-        let (a, b) = (self.next_u64(), self.next_u64() >> 32);
-        format!("{a:016x}{b:08x}@sipload").into_bytes()
-    }
-
-    /// A From tag: 12 hex digits.
-    pub fn tag(&mut self) -> Vec<u8> {
-        format!("{:012x}", self.next_u64() >> 16).into_bytes()
-    }
-}
-
-impl Ids for SplitMix {
-    fn branch(&mut self) -> Vec<u8> {
-        format!("z9hG4bK{:016x}", self.next_u64()).into_bytes()
-    }
-
-    fn cnonce(&mut self) -> Vec<u8> {
-        format!("{:016x}", self.next_u64()).into_bytes()
-    }
-
-    fn uniform(&mut self, low: f64, high: f64) -> f64 {
-        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        low + (high - low) * unit
-    }
-}
-
-/// What endpoints of one group share (`Profile`).
-#[derive(Clone, Debug)]
-pub struct Profile {
-    pub registrar_uri: Vec<u8>,
-    pub domain: Vec<u8>,
-    pub transport: Vec<u8>,
-    pub expires: u64,
-    pub refresh_at: f64,
-    pub refresh_jitter: f64,
-    pub refresh_margin: f64,
-    pub user_agent: Vec<u8>,
-    pub timers: Timers,
-    pub max_retries: u32,
-    pub retry_backoff: f64,
-    pub retry_backoff_max: f64,
-    pub route: Option<Vec<u8>>,
-    pub unregister_all: bool,
-    pub reuse_nonce: bool,
-    pub max_retry_after: f64,
-}
-
-impl Profile {
-    pub fn reliable(&self) -> bool {
-        !self.transport.eq_ignore_ascii_case(b"UDP")
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RegState {
     Idle,
     Registering,
     Registered,
     Refreshing,
+    /// Waiting to retry the current operation.
     Backoff,
     Unregistering,
+    /// Final: stopped, nothing bound.
     Unregistered,
+    /// Final: gave up (the reason is in the Failed event).
     Failed,
 }
 
@@ -122,7 +63,8 @@ impl RegState {
         RegState::Failed,
     ];
 
-    pub fn name(self) -> &'static str {
+    /// The Python enum's value.
+    pub fn value(self) -> &'static str {
         match self {
             RegState::Idle => "idle",
             RegState::Registering => "registering",
@@ -136,19 +78,29 @@ impl RegState {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RegInput {
     Start,
     Stop,
+    /// 1xx.
     Provisional,
+    /// 2xx.
     Ok,
+    /// 401 / 407.
     Challenge,
+    /// 423.
     TooBrief,
+    /// 408, 480, 500, 502, 503, 504: retry with backoff.
     Retry,
+    /// Any other final response.
     Reject,
+    /// The transaction's Timer F fired: no final response.
     Timeout,
+    /// The request could not be sent.
     TransportError,
+    /// The refresh is due (also: register again after a failed refresh).
     RefreshTimer,
+    /// The wait before retrying the operation is over.
     BackoffTimer,
 }
 
@@ -168,7 +120,7 @@ impl RegInput {
         RegInput::BackoffTimer,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub fn value(self) -> &'static str {
         match self {
             RegInput::Start => "start",
             RegInput::Stop => "stop",
@@ -186,7 +138,8 @@ impl RegInput {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The three phases the engine measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     Register,
     Refresh,
@@ -194,96 +147,146 @@ pub enum Op {
 }
 
 impl Op {
-    pub fn name(self) -> &'static str {
+    pub fn value(self) -> &'static str {
         match self {
             Op::Register => "register",
             Op::Refresh => "refresh",
             Op::Unregister => "unregister",
         }
     }
-}
 
-/// `sipload.sip.failures.FailureReason`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureReason {
-    Timeout,
-    AuthRejected,
-    Forbidden,
-    NotFound,
-    IntervalTooBrief,
-    ServerError,
-    UnexpectedStatus,
-    TransportError,
-    ParseError,
-    UnsupportedAuth,
-    Interrupted,
-}
-
-impl FailureReason {
-    pub fn name(self) -> &'static str {
+    /// The state of a request in flight of this operation (`_BUSY`; BACKOFF goes back to it).
+    fn busy(self) -> RegState {
         match self {
-            FailureReason::Timeout => "timeout",
-            FailureReason::AuthRejected => "auth_rejected",
-            FailureReason::Forbidden => "forbidden",
-            FailureReason::NotFound => "not_found",
-            FailureReason::IntervalTooBrief => "interval_too_brief",
-            FailureReason::ServerError => "server_error",
-            FailureReason::UnexpectedStatus => "unexpected_status",
-            FailureReason::TransportError => "transport_error",
-            FailureReason::ParseError => "parse_error",
-            FailureReason::UnsupportedAuth => "unsupported_auth",
-            FailureReason::Interrupted => "interrupted",
+            Op::Register => RegState::Registering,
+            Op::Refresh => RegState::Refreshing,
+            Op::Unregister => RegState::Unregistering,
         }
     }
+}
 
-    /// No answer, a broken transport or a server error: a failed refresh is tried again later.
-    pub fn may_pass(self) -> bool {
-        matches!(self, FailureReason::Timeout | FailureReason::TransportError | FailureReason::ServerError)
+/// The handlers of the table (Python's method names in [`Handler::name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Handler {
+    Ignore,
+    BeginRegister,
+    BeginRefresh,
+    BeginUnregister,
+    StopIdle,
+    DeferStop,
+    StopAtRest,
+    Resend,
+    OnUnregistered,
+    OnRegistered,
+    OnChallenge,
+    OnTooBrief,
+    OnRetry,
+    OnReject,
+    OnTimeout,
+    OnTransportError,
+}
+
+impl Handler {
+    pub fn name(self) -> &'static str {
+        match self {
+            Handler::Ignore => "_ignore",
+            Handler::BeginRegister => "_begin_register",
+            Handler::BeginRefresh => "_begin_refresh",
+            Handler::BeginUnregister => "_begin_unregister",
+            Handler::StopIdle => "_stop_idle",
+            Handler::DeferStop => "_defer_stop",
+            Handler::StopAtRest => "_stop_at_rest",
+            Handler::Resend => "_resend",
+            Handler::OnUnregistered => "_on_unregistered",
+            Handler::OnRegistered => "_on_registered",
+            Handler::OnChallenge => "_on_challenge",
+            Handler::OnTooBrief => "_on_too_brief",
+            Handler::OnRetry => "_on_retry",
+            Handler::OnReject => "_on_reject",
+            Handler::OnTimeout => "_on_timeout",
+            Handler::OnTransportError => "_on_transport_error",
+        }
     }
 }
 
-/// The events of `sipload/sip/registration.py`, with its fields.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RegEvent {
-    OpStarted {
-        op: Op,
-        scheduled: f64,
-        now: f64,
-    },
-    Challenged {
-        op: Op,
-        sent_at: f64,
-        now: f64,
-    },
-    Registered {
-        op: Op,
-        expires: u64,
-        started_at: f64,
-        last_sent_at: f64,
-        now: f64,
-    },
-    Unregistered {
-        started_at: f64,
-        last_sent_at: f64,
-        now: f64,
-    },
-    Failed {
-        op: Op,
-        reason: FailureReason,
-        status: Option<u16>,
-        started_at: f64,
-        now: f64,
-        final_: bool,
-        detail: String,
-    },
-    Retransmitted {
-        op: Op,
-    },
+/// One row: the pair, its handler, and the states the handler may lead to (the usual one first).
+pub type Row = ((RegState, RegInput), (Handler, &'static [RegState]));
+
+/// THE TABLE, row for row Python's `_TABLE` (see its comments for why each refinement exists).
+pub const TABLE: &[Row] = {
+    use Handler as H;
+    use RegInput as I;
+    use RegState as S;
+    &[
+        ((S::Idle, I::Start), (H::BeginRegister, &[S::Registering])),
+        ((S::Idle, I::Stop), (H::StopIdle, &[S::Unregistered])),
+        // REGISTERING: the initial REGISTER is in flight. FAILED: gave up; UNREGISTERING: the 200
+        // came after a stop, which waited for it.
+        ((S::Registering, I::Stop), (H::DeferStop, &[S::Registering])),
+        ((S::Registering, I::Provisional), (H::Ignore, &[S::Registering])),
+        ((S::Registering, I::Ok), (H::OnRegistered, &[S::Registered, S::Unregistering, S::Failed])),
+        ((S::Registering, I::Challenge), (H::OnChallenge, &[S::Registering, S::Failed])),
+        ((S::Registering, I::TooBrief), (H::OnTooBrief, &[S::Registering, S::Failed])),
+        ((S::Registering, I::Retry), (H::OnRetry, &[S::Backoff, S::Failed])),
+        ((S::Registering, I::Reject), (H::OnReject, &[S::Failed])),
+        ((S::Registering, I::Timeout), (H::OnTimeout, &[S::Backoff, S::Failed])),
+        ((S::Registering, I::TransportError), (H::OnTransportError, &[S::Backoff, S::Failed])),
+        // REGISTERED: bound, the refresh is scheduled.
+        ((S::Registered, I::RefreshTimer), (H::BeginRefresh, &[S::Refreshing])),
+        ((S::Registered, I::Stop), (H::BeginUnregister, &[S::Unregistering])),
+        // REFRESHING: as REGISTERING; a stop that waited for a failure unregisters when the registrar
+        // may still hold the binding (UNREGISTERING).
+        ((S::Refreshing, I::Stop), (H::DeferStop, &[S::Refreshing])),
+        ((S::Refreshing, I::Provisional), (H::Ignore, &[S::Refreshing])),
+        ((S::Refreshing, I::Ok), (H::OnRegistered, &[S::Registered, S::Unregistering, S::Failed])),
+        ((S::Refreshing, I::Challenge), (H::OnChallenge, &[S::Refreshing, S::Failed, S::Unregistering])),
+        ((S::Refreshing, I::TooBrief), (H::OnTooBrief, &[S::Refreshing, S::Failed, S::Unregistering])),
+        ((S::Refreshing, I::Retry), (H::OnRetry, &[S::Backoff, S::Failed, S::Unregistering])),
+        ((S::Refreshing, I::Reject), (H::OnReject, &[S::Failed, S::Unregistering])),
+        ((S::Refreshing, I::Timeout), (H::OnTimeout, &[S::Backoff, S::Failed, S::Unregistering])),
+        ((S::Refreshing, I::TransportError), (H::OnTransportError, &[S::Backoff, S::Failed, S::Unregistering])),
+        // BACKOFF: waiting to retry the operation; the retry goes back to the operation's own state.
+        ((S::Backoff, I::BackoffTimer), (H::Resend, &[S::Registering, S::Refreshing, S::Unregistering])),
+        ((S::Backoff, I::Stop), (H::StopAtRest, &[S::Unregistered, S::Unregistering])),
+        // UNREGISTERING: a stop changes nothing, a failure is final.
+        ((S::Unregistering, I::Stop), (H::Ignore, &[S::Unregistering])),
+        ((S::Unregistering, I::Provisional), (H::Ignore, &[S::Unregistering])),
+        ((S::Unregistering, I::Ok), (H::OnUnregistered, &[S::Unregistered])),
+        ((S::Unregistering, I::Challenge), (H::OnChallenge, &[S::Unregistering, S::Failed])),
+        ((S::Unregistering, I::TooBrief), (H::OnTooBrief, &[S::Unregistering, S::Failed])),
+        ((S::Unregistering, I::Retry), (H::OnRetry, &[S::Backoff, S::Failed])),
+        ((S::Unregistering, I::Reject), (H::OnReject, &[S::Failed])),
+        ((S::Unregistering, I::Timeout), (H::OnTimeout, &[S::Backoff, S::Failed])),
+        ((S::Unregistering, I::TransportError), (H::OnTransportError, &[S::Backoff, S::Failed])),
+        // UNREGISTERED: final.
+        ((S::Unregistered, I::Stop), (H::Ignore, &[S::Unregistered])),
+        // FAILED: final, except after a refresh that failed for a reason that may pass.
+        ((S::Failed, I::Stop), (H::StopAtRest, &[S::Failed, S::Unregistering])),
+        ((S::Failed, I::RefreshTimer), (H::BeginRefresh, &[S::Refreshing])),
+    ]
+};
+
+const NO_ROW: u8 = u8::MAX;
+
+/// `INDEX[state][input]`: the row of TABLE for the pair, or NO_ROW (built once, at compile time).
+const INDEX: [[u8; 12]; 8] = {
+    let mut index = [[NO_ROW; 12]; 8];
+    let mut row = 0;
+    while row < TABLE.len() {
+        let ((state, input), _) = TABLE[row];
+        index[state as usize][input as usize] = row as u8;
+        row += 1;
+    }
+    index
+};
+
+/// The row of `(state, input)`, if the table has one.
+pub fn row(state: RegState, input: RegInput) -> Option<&'static (Handler, &'static [RegState])> {
+    let at = INDEX.get(state as usize)?.get(input as usize).copied()?;
+    TABLE.get(usize::from(at)).map(|(_, entry)| entry)
 }
 
-const MAX_STALE_RETRIES: u32 = 2;
-const MAX_BRIEF_RETRIES: u32 = 2;
-
+/// The input a final (or provisional) status is (`classify`).
 pub fn classify(status: u16) -> RegInput {
     match status {
         0..=199 => RegInput::Provisional,
@@ -304,136 +307,211 @@ fn reject_reason(status: u16) -> FailureReason {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Handler {
-    BeginRegister,
-    StopIdle,
-    DeferStop,
-    Ignore,
-    OnRegistered,
-    OnChallenge,
-    OnTooBrief,
-    OnRetry,
-    OnReject,
-    OnTimeout,
-    OnTransportError,
-    BeginRefresh,
-    BeginUnregister,
-    Resend,
-    StopAtRest,
-    OnUnregistered,
+const MAX_STALE_RETRIES: u32 = 2;
+/// 423s answered per operation.
+const MAX_BRIEF_RETRIES: u32 = 2;
+
+/// What endpoints of one group share (`Profile`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// AoR host, e.g. "sipload.test".
+    pub domain: Vec<u8>,
+    /// Request-URI, e.g. "sip:sipload.test".
+    pub registrar_uri: Vec<u8>,
+    /// Via transport token.
+    pub transport: Vec<u8>,
+    /// Requested expiry.
+    pub expires: u64,
+    /// Fraction of the granted expiry.
+    pub refresh_at: f64,
+    /// +- fraction of the granted expiry.
+    pub refresh_jitter: f64,
+    /// Refresh at least this many seconds before expiry.
+    pub refresh_margin: f64,
+    pub user_agent: Vec<u8>,
+    pub timers: Timers,
+    /// Retries of one operation after a timeout / 5xx.
+    pub max_retries: i64,
+    /// First backoff, doubling.
+    pub retry_backoff: f64,
+    pub retry_backoff_max: f64,
+    /// Outbound proxy, as a Route header value.
+    pub route: Option<Vec<u8>>,
+    /// Unregister with Contact: *.
+    pub unregister_all: bool,
+    /// Refresh with the last challenge (nc+1) instead of waiting for a 401.
+    pub reuse_nonce: bool,
+    /// Retry-After values above this are capped.
+    pub max_retry_after: f64,
+    /// RFC 5626: +sip.instance + reg-id, Supported: path, outbound.
+    pub outbound: bool,
+    /// RFC 5627: +sip.instance, Supported: gruu.
+    pub gruu: bool,
 }
 
-/// THE TABLE (Python's `_TABLE`, row for row): the handler, and the next states it may return (the first
-/// is the usual one).
-pub fn table(state: RegState, input: RegInput) -> Option<(&'static str, &'static [RegState])> {
-    entry(state, input).map(|(h, next)| (handler_name(h), next))
-}
-
-fn handler_name(h: Handler) -> &'static str {
-    match h {
-        Handler::BeginRegister => "_begin_register",
-        Handler::StopIdle => "_stop_idle",
-        Handler::DeferStop => "_defer_stop",
-        Handler::Ignore => "_ignore",
-        Handler::OnRegistered => "_on_registered",
-        Handler::OnChallenge => "_on_challenge",
-        Handler::OnTooBrief => "_on_too_brief",
-        Handler::OnRetry => "_on_retry",
-        Handler::OnReject => "_on_reject",
-        Handler::OnTimeout => "_on_timeout",
-        Handler::OnTransportError => "_on_transport_error",
-        Handler::BeginRefresh => "_begin_refresh",
-        Handler::BeginUnregister => "_begin_unregister",
-        Handler::Resend => "_resend",
-        Handler::StopAtRest => "_stop_at_rest",
-        Handler::OnUnregistered => "_on_unregistered",
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            domain: Vec::new(),
+            registrar_uri: Vec::new(),
+            transport: b"UDP".to_vec(),
+            expires: 3600,
+            refresh_at: 0.5,
+            refresh_jitter: 0.0,
+            refresh_margin: 2.0,
+            user_agent: b"sipload".to_vec(),
+            timers: Timers::default(),
+            max_retries: 3,
+            retry_backoff: 1.0,
+            retry_backoff_max: 30.0,
+            route: None,
+            unregister_all: false,
+            reuse_nonce: true,
+            max_retry_after: 3600.0,
+            outbound: false,
+            gruu: false,
+        }
     }
 }
 
-fn entry(state: RegState, input: RegInput) -> Option<(Handler, &'static [RegState])> {
-    use Handler as H;
-    use RegInput as I;
-    use RegState as S;
-    Some(match (state, input) {
-        (S::Idle, I::Start) => (H::BeginRegister, &[S::Registering]),
-        (S::Idle, I::Stop) => (H::StopIdle, &[S::Unregistered]),
-        (S::Registering, I::Stop) => (H::DeferStop, &[S::Registering]),
-        (S::Registering, I::Provisional) => (H::Ignore, &[S::Registering]),
-        (S::Registering, I::Ok) => (H::OnRegistered, &[S::Registered, S::Unregistering, S::Failed]),
-        (S::Registering, I::Challenge) => (H::OnChallenge, &[S::Registering, S::Failed]),
-        (S::Registering, I::TooBrief) => (H::OnTooBrief, &[S::Registering, S::Failed]),
-        (S::Registering, I::Retry) => (H::OnRetry, &[S::Backoff, S::Failed]),
-        (S::Registering, I::Reject) => (H::OnReject, &[S::Failed]),
-        (S::Registering, I::Timeout) => (H::OnTimeout, &[S::Backoff, S::Failed]),
-        (S::Registering, I::TransportError) => (H::OnTransportError, &[S::Backoff, S::Failed]),
-        (S::Registered, I::RefreshTimer) => (H::BeginRefresh, &[S::Refreshing]),
-        (S::Registered, I::Stop) => (H::BeginUnregister, &[S::Unregistering]),
-        (S::Refreshing, I::Stop) => (H::DeferStop, &[S::Refreshing]),
-        (S::Refreshing, I::Provisional) => (H::Ignore, &[S::Refreshing]),
-        (S::Refreshing, I::Ok) => (H::OnRegistered, &[S::Registered, S::Unregistering, S::Failed]),
-        (S::Refreshing, I::Challenge) => (H::OnChallenge, &[S::Refreshing, S::Failed, S::Unregistering]),
-        (S::Refreshing, I::TooBrief) => (H::OnTooBrief, &[S::Refreshing, S::Failed, S::Unregistering]),
-        (S::Refreshing, I::Retry) => (H::OnRetry, &[S::Backoff, S::Failed, S::Unregistering]),
-        (S::Refreshing, I::Reject) => (H::OnReject, &[S::Failed, S::Unregistering]),
-        (S::Refreshing, I::Timeout) => (H::OnTimeout, &[S::Backoff, S::Failed, S::Unregistering]),
-        (S::Refreshing, I::TransportError) => (H::OnTransportError, &[S::Backoff, S::Failed, S::Unregistering]),
-        (S::Backoff, I::BackoffTimer) => (H::Resend, &[S::Registering, S::Refreshing, S::Unregistering]),
-        (S::Backoff, I::Stop) => (H::StopAtRest, &[S::Unregistered, S::Unregistering]),
-        (S::Unregistering, I::Stop) => (H::Ignore, &[S::Unregistering]),
-        (S::Unregistering, I::Provisional) => (H::Ignore, &[S::Unregistering]),
-        (S::Unregistering, I::Ok) => (H::OnUnregistered, &[S::Unregistered]),
-        (S::Unregistering, I::Challenge) => (H::OnChallenge, &[S::Unregistering, S::Failed]),
-        (S::Unregistering, I::TooBrief) => (H::OnTooBrief, &[S::Unregistering, S::Failed]),
-        (S::Unregistering, I::Retry) => (H::OnRetry, &[S::Backoff, S::Failed]),
-        (S::Unregistering, I::Reject) => (H::OnReject, &[S::Failed]),
-        (S::Unregistering, I::Timeout) => (H::OnTimeout, &[S::Backoff, S::Failed]),
-        (S::Unregistering, I::TransportError) => (H::OnTransportError, &[S::Backoff, S::Failed]),
-        (S::Unregistered, I::Stop) => (H::Ignore, &[S::Unregistered]),
-        (S::Failed, I::Stop) => (H::StopAtRest, &[S::Failed, S::Unregistering]),
-        (S::Failed, I::RefreshTimer) => (H::BeginRefresh, &[S::Refreshing]),
-        _ => return None,
-    })
-}
-
-fn busy(op: Op) -> RegState {
-    match op {
-        Op::Register => RegState::Registering,
-        Op::Refresh => RegState::Refreshing,
-        Op::Unregister => RegState::Unregistering,
+impl Profile {
+    /// Any transport but UDP.
+    pub fn reliable(&self) -> bool {
+        !self.transport.eq_ignore_ascii_case(b"UDP")
     }
 }
 
-/// The binding of one endpoint.
-#[derive(Clone, Debug)]
-pub struct Registration {
-    pub aor: Vec<u8>,
+/// What the machine tells the engine. Times are seconds on the caller's clock.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegEvent {
+    /// An operation sent its first request; `scheduled` is when it was due (a refresh's deadline).
+    OpStarted {
+        op: Op,
+        scheduled: f64,
+        now: f64,
+    },
+    /// The first request of an operation was challenged (the challenge phase).
+    Challenged {
+        op: Op,
+        sent_at: f64,
+        now: f64,
+    },
+    /// `expires` granted; `last_sent_at`: the request that got the 200 (the authenticated leg).
+    Registered {
+        op: Op,
+        expires: u64,
+        started_at: f64,
+        last_sent_at: f64,
+        now: f64,
+    },
+    Unregistered {
+        started_at: f64,
+        last_sent_at: f64,
+        now: f64,
+    },
+    /// `final_` false: a retry is scheduled. `detail` is text (bytes as the Python str has them).
+    Failed {
+        op: Op,
+        reason: FailureReason,
+        status: Option<u16>,
+        started_at: f64,
+        now: f64,
+        final_: bool,
+        detail: Vec<u8>,
+    },
+    Retransmitted {
+        op: Op,
+    },
+}
+
+/// What the Python machine raises, here returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineError {
+    /// `ProtocolError`: an input with no transition (the message as text bytes).
+    Protocol(Vec<u8>),
+    /// `ParseError` out of a handler (a 200's Service-Route, Path or Require that does not split).
+    Parse(ParseError),
+    /// `ValueError` of the digest client.
+    Auth(AuthError),
+}
+
+impl From<ProtocolError> for MachineError {
+    fn from(e: ProtocolError) -> Self {
+        MachineError::Protocol(e.0.into_bytes())
+    }
+}
+
+impl From<ParseError> for MachineError {
+    fn from(e: ParseError) -> Self {
+        MachineError::Parse(e)
+    }
+}
+
+impl From<AuthError> for MachineError {
+    fn from(e: AuthError) -> Self {
+        MachineError::Auth(e)
+    }
+}
+
+pub type MachineResult<T> = Result<T, MachineError>;
+
+fn joined(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// `instance_urn`: a version-4 UUID URN from 128 random bits (RFC 5626 §4.1).
+pub fn instance_urn(ids: &mut impl Ids) -> Vec<u8> {
+    let mut n = ids.getrandbits(128);
+    n &= !(0xc000u128 << 48);
+    n |= 0x8000u128 << 48;
+    n &= !(0xf000u128 << 64);
+    n |= 4u128 << 76;
+    let h = format!("{n:032x}");
+    let part = |a: usize, b: usize| h.get(a..b).unwrap_or_default();
+    format!("urn:uuid:{}-{}-{}-{}-{}", part(0, 8), part(8, 12), part(12, 16), part(16, 20), part(20, 32)).into_bytes()
+}
+
+/// The binding of one endpoint; see the module doc.
+#[derive(Debug, Clone)]
+pub struct Registration<I: Ids> {
+    pub profile: Arc<Profile>,
     pub user: Vec<u8>,
+    pub aor: Vec<u8>,
+    /// URI, e.g. "sip:user1@127.0.0.1:5080;transport=udp".
     pub contact: Vec<u8>,
+    /// Via sent-by, e.g. "127.0.0.1:5080".
     pub sent_by: Vec<u8>,
     pub call_id: Vec<u8>,
     pub from_tag: Vec<u8>,
     pub state: RegState,
     pub granted_expires: Option<u64>,
+    /// Until when the registrar may hold our binding.
     pub bound_until: Option<f64>,
-    auth: Option<DigestClient>,
+    pub service_route: Vec<Vec<u8>>,
+    pub path: Vec<Vec<u8>>,
+    auth: Option<Box<DigestClient>>,
+    ids: I,
+    flow: Option<Box<Flow>>,
     cseq: u32,
     expires_requested: u64,
     op: Op,
     op_started: f64,
     attempt_sent_at: f64,
     answered_at: f64,
-    tx: Option<NonInviteClientTransaction>,
+    /// The transaction, once its request had another input than its final response.
+    tx: Option<Box<NonInviteClientTransaction>>,
+    /// The send time of a request whose transaction had no input yet.
     tx_at: Option<f64>,
     pending_request: Vec<u8>,
-    challenge: Option<Challenge>,
+    challenge: Option<Box<Challenge>>,
     challenged_this_op: bool,
     sent_credentials: bool,
     used_cached_nonce: bool,
     stale_retries: u32,
     brief_retries: u32,
-    branch: Vec<u8>,
-    retries: u32,
+    /// Of the request in flight: a response must carry it.
+    branch: String,
+    retries: i64,
     refresh_due: Option<f64>,
     backoff_until: Option<f64>,
     stop_requested: bool,
@@ -441,30 +519,36 @@ pub struct Registration {
     events: Vec<RegEvent>,
 }
 
-/// Whether `needle` occurs in `haystack` (Python's `in` on str).
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-impl Registration {
-    /// `Registration(profile, user=, contact=, sent_by=, auth=, ids=)` with the Call-ID and From tag the
-    /// caller drew (Python draws them from its IdSource in that order).
+impl<I: Ids> Registration<I> {
+    /// As `Registration(profile, user=, contact=, sent_by=, auth=, ids=, instance=, reg_id=)`; the
+    /// error is the ValueError of a bad instance or reg_id (outbound / GRUU only).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        profile: &Profile,
+        profile: Arc<Profile>,
         user: &[u8],
         contact: &[u8],
         sent_by: &[u8],
         auth: Option<DigestClient>,
-        call_id: Vec<u8>,
-        from_tag: Vec<u8>,
-    ) -> Self {
-        let mut aor = b"sip:".to_vec();
-        aor.extend_from_slice(user);
-        aor.push(b'@');
-        aor.extend_from_slice(&profile.domain);
-        Registration {
-            aor,
+        mut ids: I,
+        instance: Option<&[u8]>,
+        reg_id: i64,
+    ) -> Result<Self, String> {
+        let aor = joined(&[b"sip:", user, b"@", &profile.domain]);
+        let call_id = ids.call_id().into_bytes();
+        let from_tag = ids.tag().into_bytes();
+        let mut flow = None;
+        if profile.outbound || profile.gruu {
+            let instance = match instance {
+                Some(i) => i.to_vec(),
+                None => instance_urn(&mut ids),
+            };
+            flow = Some(Box::new(Flow::new(profile.outbound, profile.gruu, &instance, reg_id)?));
+        }
+        let expires_requested = profile.expires;
+        Ok(Registration {
+            profile,
             user: user.to_vec(),
+            aor,
             contact: contact.to_vec(),
             sent_by: sent_by.to_vec(),
             call_id,
@@ -472,9 +556,13 @@ impl Registration {
             state: RegState::Idle,
             granted_expires: None,
             bound_until: None,
-            auth,
+            service_route: Vec::new(),
+            path: Vec::new(),
+            auth: auth.map(Box::new),
+            ids,
+            flow,
             cseq: 0,
-            expires_requested: profile.expires,
+            expires_requested,
             op: Op::Register,
             op_started: 0.0,
             attempt_sent_at: 0.0,
@@ -488,77 +576,76 @@ impl Registration {
             used_cached_nonce: false,
             stale_retries: 0,
             brief_retries: 0,
-            branch: Vec::new(),
+            branch: String::new(),
             retries: 0,
             refresh_due: None,
             backoff_until: None,
             stop_requested: false,
             outgoing: Vec::new(),
             events: Vec::new(),
-        }
+        })
     }
 
-    pub fn cseq(&self) -> u32 {
-        self.cseq
+    // --- RFC 5626 / 5627 -------------------------------------------------------------------
+    /// Our +sip.instance, with outbound or GRUU.
+    pub fn instance(&self) -> Option<&[u8]> {
+        self.flow.as_deref().map(|f| f.instance.as_slice())
     }
 
-    pub fn refresh_due(&self) -> Option<f64> {
-        self.refresh_due
+    pub fn reg_id(&self) -> Option<u32> {
+        self.flow.as_deref().and_then(|f| f.reg_id)
     }
 
-    pub fn finished(&self) -> bool {
-        matches!(self.state, RegState::Unregistered | RegState::Failed) && self.tx.is_none() && self.tx_at.is_none()
+    /// The public GRUU the last 200 gave our binding (RFC 5627 §5).
+    pub fn pub_gruu(&self) -> Option<&[u8]> {
+        self.flow.as_deref().and_then(|f| f.pub_gruu.as_deref())
     }
 
-    pub fn take_outgoing(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.outgoing)
+    pub fn temp_gruu(&self) -> Option<&[u8]> {
+        self.flow.as_deref().and_then(|f| f.temp_gruu.as_deref())
     }
 
-    pub fn take_events(&mut self) -> Vec<RegEvent> {
-        std::mem::take(&mut self.events)
+    /// The last 200 had `Require: outbound` (RFC 5626 §6).
+    pub fn outbound_required(&self) -> bool {
+        self.flow.as_deref().is_some_and(|f| f.outbound_required)
     }
 
-    /// Move the outgoing datagrams and events into the caller's buffers (no allocation per call).
-    pub fn drain_into(&mut self, out: &mut Vec<Vec<u8>>, events: &mut Vec<RegEvent>) {
-        out.append(&mut self.outgoing);
-        events.append(&mut self.events);
+    // --- public inputs ----------------------------------------------------------------------
+    pub fn start(&mut self, now: f64) -> MachineResult<()> {
+        self.dispatch(RegInput::Start, None, now)
     }
 
-    pub fn start(&mut self, p: &Profile, ids: &mut dyn Ids, now: f64) -> Result<(), ProtocolError> {
-        self.dispatch(p, ids, RegInput::Start, None, now)
-    }
-
-    pub fn stop(&mut self, p: &Profile, ids: &mut dyn Ids, now: f64) -> Result<(), ProtocolError> {
-        self.dispatch(p, ids, RegInput::Stop, None, now)
+    pub fn stop(&mut self, now: f64) -> MachineResult<()> {
+        self.dispatch(RegInput::Stop, None, now)
     }
 
     /// Feed a response; false when it does not belong to the current request (stray, late).
-    pub fn receive(
-        &mut self,
-        p: &Profile,
-        ids: &mut dyn Ids,
-        response: &Message,
-        now: f64,
-        arrived: Option<f64>,
-    ) -> Result<bool, ProtocolError> {
+    ///
+    /// `arrived`: when it reached the socket, if known (not after `now`): the latencies in the events
+    /// end then; the next request, its timers and the state take `now`.
+    pub fn receive(&mut self, response: &Message, now: f64, arrived: Option<f64>) -> MachineResult<bool> {
         match &self.tx {
             None if self.tx_at.is_none() => return Ok(false),
             Some(tx) if matches!(tx.state, TxState::Completed | TxState::Terminated) => return Ok(false),
             _ => {}
         }
-        let Ok((cseq, method)) = response.cseq() else { return Ok(false) };
+        let Ok((cseq, method)) = response.cseq() else {
+            return Ok(false);
+        };
         if cseq != self.cseq || method != b"REGISTER" {
             return Ok(false);
         }
         match response.get("via") {
-            Some(via) if contains(via, &self.branch) => {}
-            _ => return Ok(false),
+            Some(via) if contains(via, self.branch.as_bytes()) => {}
+            _ => return Ok(false), // forged, or another transaction's
         }
-        let Some(status) = response.status() else { return Ok(false) };
+        let StartLine::Response { status, .. } = response.start else {
+            return Ok(false);
+        };
         let action = if self.tx.is_none() && (200..=699).contains(&status) {
-            TxAction::PassFinal
+            TxAction::PassFinal // what a transaction still in Trying answers to a final response
         } else {
-            self.transaction(p).receive_response(status, now)?
+            self.transaction().receive_response(status, now)?
         };
         if action == TxAction::PassFinal {
             self.answered_at = match arrived {
@@ -567,15 +654,15 @@ impl Registration {
             };
             self.tx = None;
             self.tx_at = None;
-            self.pending_request = Vec::new();
-            self.dispatch(p, ids, classify(status), Some(response), now)?;
+            self.pending_request = Vec::new(); // answered: never retransmitted
+            self.dispatch(classify(status), Some(response), now)?;
         }
         Ok(true)
     }
 
-    pub fn next_timer(&self, p: &Profile) -> Option<f64> {
+    pub fn next_timer(&self) -> Option<f64> {
         let mut deadline = match (self.tx_at, &self.tx) {
-            (Some(sent), _) => Some(p.timers.first_deadline(sent, p.reliable())),
+            (Some(sent), _) => Some(self.profile.timers.first_deadline(sent, self.profile.reliable())),
             (None, Some(tx)) => tx.next_timer(),
             (None, None) => None,
         };
@@ -588,88 +675,127 @@ impl Registration {
     }
 
     /// The current transaction, built now if it had no input yet (exactly as at its send time).
-    fn transaction(&mut self, p: &Profile) -> &mut NonInviteClientTransaction {
-        let sent = self.tx_at.take();
-        self.tx.get_or_insert_with(|| NonInviteClientTransaction::new(sent.unwrap_or(0.0), p.reliable(), p.timers))
+    fn transaction(&mut self) -> &mut NonInviteClientTransaction {
+        let sent = if self.tx.is_none() { self.tx_at.take().unwrap_or_default() } else { 0.0 };
+        let (reliable, timers) = (self.profile.reliable(), self.profile.timers);
+        self.tx.get_or_insert_with(|| Box::new(NonInviteClientTransaction::new(sent, reliable, timers)))
     }
 
-    pub fn handle_timer(&mut self, p: &Profile, ids: &mut dyn Ids, now: f64) -> Result<(), ProtocolError> {
+    pub fn handle_timer(&mut self, now: f64) -> MachineResult<()> {
         if self.tx_at.is_some() {
-            self.transaction(p);
+            self.transaction();
         }
-        let fired = match self.tx.as_mut() {
-            Some(tx) if tx.next_timer().is_some_and(|d| d <= now) => {
-                Some((tx.handle_timer(now)?, tx.state == TxState::Terminated))
-            }
-            _ => None,
-        };
-        if let Some((actions, terminated)) = fired {
+        if let Some(mut tx) = self.tx.take() {
             let mut timed_out = false;
-            for action in actions {
-                match action {
-                    TxAction::Retransmit => {
-                        self.outgoing.push(self.pending_request.clone());
-                        self.events.push(RegEvent::Retransmitted { op: self.op });
+            if tx.next_timer().is_some_and(|d| d <= now) {
+                let actions = match tx.handle_timer(now) {
+                    Ok(actions) => actions,
+                    Err(e) => {
+                        self.tx = Some(tx);
+                        return Err(e.into());
                     }
-                    TxAction::Timeout => {
-                        self.tx = None;
-                        timed_out = true;
-                        self.dispatch(p, ids, RegInput::Timeout, None, now)?;
+                };
+                for action in actions {
+                    match action {
+                        TxAction::Retransmit => {
+                            self.outgoing.push(self.pending_request.clone());
+                            self.events.push(RegEvent::Retransmitted { op: self.op });
+                        }
+                        TxAction::Timeout => {
+                            timed_out = true; // the transaction is forgotten before the machine hears of it
+                            self.dispatch(RegInput::Timeout, None, now)?;
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
-            if terminated && !timed_out {
-                self.tx = None; // Timer K: the transaction is over
+            if !timed_out && tx.state != TxState::Terminated {
+                self.tx = Some(tx);
             }
         }
         if self.refresh_due.is_some_and(|d| d <= now) {
-            self.dispatch(p, ids, RegInput::RefreshTimer, None, now)?;
+            self.dispatch(RegInput::RefreshTimer, None, now)?;
         }
         if self.backoff_until.is_some_and(|d| d <= now) {
             self.backoff_until = None;
-            self.dispatch(p, ids, RegInput::BackoffTimer, None, now)?;
+            self.dispatch(RegInput::BackoffTimer, None, now)?;
         }
         Ok(())
     }
 
-    /// The last send failed (refused, reset...).
-    pub fn transport_error(&mut self, p: &Profile, ids: &mut dyn Ids, now: f64) -> Result<(), ProtocolError> {
+    /// The last send failed (connection refused, reset...).
+    pub fn transport_error(&mut self, now: f64) -> MachineResult<()> {
         if self.tx_at.is_some() {
-            self.transaction(p);
+            self.transaction();
         }
-        let Some(tx) = self.tx.as_mut() else { return Ok(()) };
+        let Some(tx) = self.tx.as_mut() else {
+            return Ok(());
+        };
         if tx.transport_error(now)? == TxAction::TransportFailed {
             self.tx = None;
-            self.dispatch(p, ids, RegInput::TransportError, None, now)?;
+            self.dispatch(RegInput::TransportError, None, now)?;
         }
         Ok(())
     }
 
-    fn dispatch(
-        &mut self,
-        p: &Profile,
-        ids: &mut dyn Ids,
-        input: RegInput,
-        response: Option<&Message>,
-        now: f64,
-    ) -> Result<(), ProtocolError> {
-        let user = String::from_utf8_lossy(&self.user).into_owned();
-        let Some((handler, next)) = entry(self.state, input) else {
-            return Err(ProtocolError(format!(
-                "registration of {user}: no transition for {} in {}",
-                input.name(),
-                self.state.name()
-            )));
+    /// The flow under this binding failed: a request in flight fails as a transport error; a binding at
+    /// rest is refreshed at once (RFC 5626 §4.4.1).
+    pub fn flow_failed(&mut self, now: f64) -> MachineResult<()> {
+        if self.tx.is_some() || self.tx_at.is_some() {
+            self.transport_error(now)
+        } else {
+            if let (RegState::Registered, Some(due)) = (self.state, self.refresh_due) {
+                self.refresh_due = Some(py_min(due, now));
+            }
+            Ok(())
+        }
+    }
+
+    pub fn take_outgoing(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    pub fn take_events(&mut self) -> Vec<RegEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn refresh_due(&self) -> Option<f64> {
+        self.refresh_due
+    }
+
+    /// Stopped or gave up, and nothing in flight.
+    pub fn finished(&self) -> bool {
+        matches!(self.state, RegState::Unregistered | RegState::Failed) && self.tx.is_none() && self.tx_at.is_none()
+    }
+
+    pub fn cseq(&self) -> u32 {
+        self.cseq
+    }
+
+    /// Feed one input of the table directly, as Python's `_dispatch` (tests reach the PROVISIONAL rows
+    /// so: the transaction absorbs a 1xx).
+    pub fn dispatch_input(&mut self, input: RegInput, response: Option<&Message>, now: f64) -> MachineResult<()> {
+        self.dispatch(input, response, now)
+    }
+
+    // --- the table --------------------------------------------------------------------------
+    fn protocol_error(&self, text: &str) -> MachineError {
+        MachineError::Protocol(joined(&[b"registration of ", &self.user, b": ", text.as_bytes()]))
+    }
+
+    fn dispatch(&mut self, input: RegInput, response: Option<&Message>, now: f64) -> MachineResult<()> {
+        let Some(&(handler, next_states)) = row(self.state, input) else {
+            return Err(self.protocol_error(&format!("no transition for {} in {}", input.value(), self.state.value())));
         };
-        let state = self.run(handler, p, ids, response, now)?;
-        if !next.contains(&state) {
-            let allowed: Vec<&str> = next.iter().map(|s| s.name()).collect();
-            return Err(ProtocolError(format!(
-                "registration of {user}: {} in {} led to {}, the table allows {}",
-                input.name(),
-                self.state.name(),
-                state.name(),
+        let state = self.run(handler, response, now)?;
+        if !next_states.contains(&state) {
+            // a handler chose a state the table does not list: a bug here
+            let allowed: Vec<&str> = next_states.iter().map(|s| s.value()).collect();
+            return Err(self.protocol_error(&format!(
+                "{} in {} led to {}, the table allows {}",
+                input.value(),
+                self.state.value(),
+                state.value(),
                 allowed.join(", ")
             )));
         }
@@ -677,94 +803,103 @@ impl Registration {
         Ok(())
     }
 
-    fn run(
-        &mut self,
-        handler: Handler,
-        p: &Profile,
-        ids: &mut dyn Ids,
-        response: Option<&Message>,
-        now: f64,
-    ) -> Result<RegState, ProtocolError> {
-        let missing = || ProtocolError("a response handler without a response".into());
-        Ok(match handler {
-            Handler::Ignore => self.state,
-            Handler::BeginRegister => self.begin_op(p, ids, Op::Register, now, None),
-            Handler::BeginRefresh => {
-                let scheduled = self.refresh_due.take();
-                self.begin_op(p, ids, Op::Refresh, now, scheduled)
-            }
-            Handler::BeginUnregister => {
-                self.refresh_due = None;
-                self.begin_op(p, ids, Op::Unregister, now, None)
-            }
-            Handler::StopIdle => RegState::Unregistered,
-            Handler::DeferStop => {
-                self.stop_requested = true;
-                self.state
-            }
-            Handler::StopAtRest => self.stop_without_request(p, ids, self.state, now),
-            Handler::Resend => {
-                let credentials = self.next_credentials(p, ids);
-                self.send(p, ids, now, credentials);
-                busy(self.op)
-            }
-            Handler::OnUnregistered => {
-                self.bound_until = None;
-                self.granted_expires = None;
-                self.events.push(RegEvent::Unregistered {
-                    started_at: self.op_started,
-                    last_sent_at: self.attempt_sent_at,
-                    now: self.answered_at,
-                });
-                RegState::Unregistered
-            }
-            Handler::OnRegistered => self.on_registered(p, ids, response.ok_or_else(missing)?, now),
-            Handler::OnChallenge => self.on_challenge(p, ids, response.ok_or_else(missing)?, now),
-            Handler::OnTooBrief => self.on_too_brief(p, ids, response.ok_or_else(missing)?, now),
-            Handler::OnRetry => {
-                let response = response.ok_or_else(missing)?;
-                let status = response.status().unwrap_or(0);
-                let retry_after = response
-                    .delta("retry-after", "Retry-After")
-                    .ok()
-                    .flatten()
-                    .map(|v| crate::transaction::py_min(v as f64, p.max_retry_after));
-                let reason = if status == 408 { FailureReason::Timeout } else { FailureReason::ServerError };
-                self.fail_or_retry(p, ids, reason, Some(status), now, false, retry_after, String::new())
-            }
-            Handler::OnReject => {
-                let response = response.ok_or_else(missing)?;
-                let status = response.status().unwrap_or(0);
-                let reason = match &response.start {
-                    crate::message::StartLine::Response { reason, .. } => String::from_utf8_lossy(reason).into_owned(),
-                    crate::message::StartLine::Request { .. } => String::new(),
-                };
-                self.give_up(p, ids, reject_reason(status), Some(status), now, format!("{status} {reason}"))
-            }
-            Handler::OnTimeout => {
-                self.fail_or_retry(p, ids, FailureReason::Timeout, None, now, false, None, String::new())
-            }
-            Handler::OnTransportError => {
-                self.fail_or_retry(p, ids, FailureReason::TransportError, None, now, false, None, String::new())
-            }
-        })
+    fn need<'m>(&self, response: Option<&'m Message>) -> MachineResult<&'m Message> {
+        response.ok_or_else(|| self.protocol_error("a response input without its response"))
     }
 
-    fn on_registered(&mut self, p: &Profile, ids: &mut dyn Ids, response: &Message, now: f64) -> RegState {
-        let granted = granted_expiry(response, &self.contact, self.expires_requested);
+    fn run(&mut self, handler: Handler, response: Option<&Message>, now: f64) -> MachineResult<RegState> {
+        match handler {
+            Handler::Ignore => Ok(self.state),
+            Handler::BeginRegister => self.begin_op(Op::Register, now, None),
+            Handler::BeginRefresh => {
+                let scheduled = self.refresh_due.take();
+                self.begin_op(Op::Refresh, now, scheduled)
+            }
+            Handler::BeginUnregister => self.begin_unregister(now),
+            Handler::StopIdle => Ok(RegState::Unregistered),
+            Handler::DeferStop => {
+                self.stop_requested = true; // acted on when the request in flight has its outcome
+                Ok(self.state)
+            }
+            Handler::StopAtRest => self.stop_without_request(self.state, now),
+            Handler::Resend => {
+                let credentials = self.next_credentials()?;
+                self.send(now, credentials);
+                Ok(self.op.busy())
+            }
+            Handler::OnUnregistered => Ok(self.on_unregistered()),
+            Handler::OnRegistered => {
+                let r = self.need(response)?;
+                self.on_registered(r, now)
+            }
+            Handler::OnChallenge => {
+                let r = self.need(response)?;
+                self.on_challenge(r, now)
+            }
+            Handler::OnTooBrief => {
+                let r = self.need(response)?;
+                self.on_too_brief(r, now)
+            }
+            Handler::OnRetry => {
+                let r = self.need(response)?;
+                self.on_retry(r, now)
+            }
+            Handler::OnReject => {
+                let r = self.need(response)?;
+                let (status, reason) = match &r.start {
+                    StartLine::Response { status, reason } => (*status, reason.as_slice()),
+                    StartLine::Request { .. } => (0, &b""[..]),
+                };
+                let detail = joined(&[status.to_string().as_bytes(), b" ", reason]);
+                self.give_up(reject_reason(status), Some(status), now, detail)
+            }
+            Handler::OnTimeout => self.fail_or_retry(FailureReason::Timeout, None, now, false, None, Vec::new()),
+            Handler::OnTransportError => {
+                self.fail_or_retry(FailureReason::TransportError, None, now, false, None, Vec::new())
+            }
+        }
+    }
+
+    // --- handlers ---------------------------------------------------------------------------
+    fn begin_unregister(&mut self, now: f64) -> MachineResult<RegState> {
+        self.refresh_due = None;
+        self.begin_op(Op::Unregister, now, None)
+    }
+
+    fn on_unregistered(&mut self) -> RegState {
+        self.bound_until = None;
+        self.granted_expires = None;
+        if let Some(flow) = self.flow.as_deref_mut() {
+            flow.pub_gruu = None;
+            flow.temp_gruu = None;
+        }
+        self.events.push(RegEvent::Unregistered {
+            started_at: self.op_started,
+            last_sent_at: self.attempt_sent_at,
+            now: self.answered_at,
+        });
+        RegState::Unregistered
+    }
+
+    fn on_registered(&mut self, response: &Message, now: f64) -> MachineResult<RegState> {
+        let requested = self.expires_requested;
+        let granted = match self.flow.as_deref_mut() {
+            None => granted_expiry(response, &self.contact, requested),
+            Some(flow) => read_flow(flow, response, &self.contact, requested)?,
+        };
         let status = response.status();
         if granted == 0 {
             return self.give_up(
-                p,
-                ids,
                 FailureReason::UnexpectedStatus,
                 status,
                 now,
-                "200 OK granted no expiry to our contact".into(),
+                b"200 OK granted no expiry to our contact".to_vec(),
             );
         }
         self.granted_expires = Some(granted);
         self.bound_until = Some(now + granted as f64);
+        self.service_route = owned(response.get_list("service-route")?);
+        self.path = owned(response.get_list("path")?);
         self.events.push(RegEvent::Registered {
             op: self.op,
             expires: granted,
@@ -774,22 +909,25 @@ impl Registration {
         });
         if self.stop_requested {
             self.stop_requested = false;
-            self.refresh_due = None;
-            return self.begin_op(p, ids, Op::Unregister, now, None);
+            return self.begin_unregister(now);
         }
-        self.schedule_refresh(p, ids, granted, now);
-        RegState::Registered
+        self.schedule_refresh(granted, now);
+        Ok(RegState::Registered)
     }
 
-    fn on_challenge(&mut self, p: &Profile, ids: &mut dyn Ids, response: &Message, now: f64) -> RegState {
-        let status = response.status();
-        let proxy = status == Some(407);
-        let challenges = match response.challenges(proxy) {
+    fn on_challenge(&mut self, response: &Message, now: f64) -> MachineResult<RegState> {
+        let status = response.status().unwrap_or_default();
+        let challenges = match response.challenges(status == 407) {
             Ok(c) => c,
-            Err(e) => return self.give_up(p, ids, FailureReason::ParseError, status, now, e.0),
+            Err(e) => return self.give_up(FailureReason::ParseError, Some(status), now, e.0.into_bytes()),
         };
         if self.auth.is_none() {
-            return self.give_up(p, ids, FailureReason::AuthRejected, status, now, "challenged, no credentials".into());
+            return self.give_up(
+                FailureReason::AuthRejected,
+                Some(status),
+                now,
+                b"challenged, no credentials".to_vec(),
+            );
         }
         if !self.sent_credentials && !self.challenged_this_op {
             self.events.push(RegEvent::Challenged {
@@ -799,71 +937,71 @@ impl Registration {
             });
         }
         if self.sent_credentials {
+            // Credentials we sent were challenged again: normal when they came from a cached nonce or
+            // when the server says stale=true; otherwise rejected.
             let stale = challenges.iter().any(|c| c.stale);
             if stale && self.stale_retries < MAX_STALE_RETRIES {
                 self.stale_retries += 1;
             } else if !self.used_cached_nonce {
-                return self.give_up(p, ids, FailureReason::AuthRejected, status, now, "credentials rejected".into());
+                return self.give_up(FailureReason::AuthRejected, Some(status), now, b"credentials rejected".to_vec());
             }
         }
-        let Some(auth) = self.auth.as_mut() else { return self.state };
-        let answerable: Vec<&Challenge> = challenges.iter().filter(|c| auth.can_answer(c)).collect();
-        let preference = auth.preference.clone();
-        let Some(chosen) = choose_challenge(&answerable, preference.as_deref()).cloned() else {
-            let names: Vec<String> =
-                challenges.iter().map(|c| String::from_utf8_lossy(&c.algorithm_name).into_owned()).collect();
-            let names = if names.is_empty() { "none".to_string() } else { names.join(", ") };
-            return self.give_up(
-                p,
-                ids,
-                FailureReason::UnsupportedAuth,
-                status,
-                now,
-                format!("no digest challenge we can answer (offered: {names})"),
-            );
+        let chosen = {
+            let Some(auth) = self.auth.as_deref_mut() else {
+                return Ok(self.state);
+            };
+            let mut answerable = Vec::with_capacity(challenges.len());
+            for c in &challenges {
+                if auth.can_answer(c) {
+                    answerable.push(c);
+                }
+            }
+            choose_challenge(&answerable, auth.preference.as_deref()).cloned()
+        };
+        let Some(chosen) = chosen else {
+            let names: Vec<&[u8]> = challenges.iter().map(|c| c.algorithm_name.as_slice()).collect();
+            let names = if names.is_empty() { b"none".to_vec() } else { names.join(&b", "[..]) };
+            let detail = joined(&[b"no digest challenge we can answer (offered: ", &names, b")"]);
+            return self.give_up(FailureReason::UnsupportedAuth, Some(status), now, detail);
         };
         self.challenged_this_op = true;
-        let credentials = self.authorize(p, ids, &chosen);
-        self.challenge = Some(chosen);
-        self.send(p, ids, now, credentials);
-        self.state
+        self.challenge = Some(Box::new(chosen));
+        let credentials = self.authorize_cached()?;
+        self.send(now, credentials);
+        Ok(self.state)
     }
 
-    fn authorize(&mut self, p: &Profile, ids: &mut dyn Ids, challenge: &Challenge) -> Option<(&'static str, Vec<u8>)> {
-        let auth = self.auth.as_mut()?;
-        let mut cnonce = || Ok(ids.cnonce());
-        auth.authorize(challenge, b"REGISTER", &p.registrar_uri, b"", &mut cnonce).ok()
-    }
-
-    fn on_too_brief(&mut self, p: &Profile, ids: &mut dyn Ids, response: &Message, now: f64) -> RegState {
-        let raw = response.get("min-expires");
-        let minimum: i64 = match crate::headers::parse_delta(raw.unwrap_or_default(), "Min-Expires") {
-            Ok(v) => v as i64,
+    fn on_too_brief(&mut self, response: &Message, now: f64) -> MachineResult<RegState> {
+        let header = response.get("min-expires");
+        let minimum: i64 = match parse_delta(header.unwrap_or_default(), "Min-Expires") {
+            Ok(m) => m as i64,
             Err(_) => -1,
         };
-        self.brief_retries += 1;
-        if minimum <= self.expires_requested as i64 || minimum > (1i64 << 31) || self.brief_retries > MAX_BRIEF_RETRIES
-        {
-            let shown = match raw {
-                Some(v) => crate::error::shown(v, usize::MAX),
-                None => "None".to_string(),
-            };
-            return self.give_up(
-                p,
-                ids,
-                FailureReason::IntervalTooBrief,
-                Some(423),
-                now,
-                format!("423 with Min-Expires {shown}"),
-            );
+        self.brief_retries += 1; // a registrar raising Min-Expires forever must not loop
+        if minimum <= self.expires_requested as i64 || minimum > 1 << 31 || self.brief_retries > MAX_BRIEF_RETRIES {
+            let shown = header.map_or_else(|| "None".to_string(), |h| shown(h, usize::MAX));
+            let detail = format!("423 with Min-Expires {shown}").into_bytes();
+            return self.give_up(FailureReason::IntervalTooBrief, Some(423), now, detail);
         }
         self.expires_requested = minimum as u64;
-        let credentials = self.next_credentials(p, ids);
-        self.send(p, ids, now, credentials);
-        self.state
+        let credentials = self.next_credentials()?;
+        self.send(now, credentials);
+        Ok(self.state)
     }
 
-    fn begin_op(&mut self, p: &Profile, ids: &mut dyn Ids, op: Op, now: f64, scheduled: Option<f64>) -> RegState {
+    fn on_retry(&mut self, response: &Message, now: f64) -> MachineResult<RegState> {
+        let retry_after = response
+            .get("retry-after")
+            .and_then(|v| parse_delta(v, "Retry-After").ok())
+            .map(|d| py_min(d as f64, self.profile.max_retry_after));
+        let status = response.status().unwrap_or_default();
+        let reason = if status == 408 { FailureReason::Timeout } else { FailureReason::ServerError };
+        self.fail_or_retry(reason, Some(status), now, false, retry_after, Vec::new())
+    }
+
+    // --- helpers ----------------------------------------------------------------------------
+    /// The first request of operation `op`; returns the operation's state (a request in flight).
+    fn begin_op(&mut self, op: Op, now: f64, scheduled: Option<f64>) -> MachineResult<RegState> {
         self.events.push(RegEvent::OpStarted { op, scheduled: scheduled.unwrap_or(now), now });
         self.op = op;
         self.op_started = now;
@@ -872,138 +1010,135 @@ impl Registration {
         self.stale_retries = 0;
         self.brief_retries = 0;
         if op != Op::Refresh {
-            self.expires_requested = p.expires;
+            self.expires_requested = self.profile.expires;
         }
-        let credentials = self.next_credentials(p, ids);
-        self.send(p, ids, now, credentials);
-        busy(op)
+        let credentials = self.next_credentials()?;
+        self.send(now, credentials);
+        Ok(op.busy())
     }
 
-    /// The cached challenge answered again with nc+1, for a new request of this operation.
-    fn next_credentials(&mut self, p: &Profile, ids: &mut dyn Ids) -> Option<(&'static str, Vec<u8>)> {
-        if self.auth.is_none() || !p.reuse_nonce {
-            return None;
-        }
-        let challenge = self.challenge.clone()?;
-        self.authorize(p, ids, &challenge)
+    /// `auth.authorize(challenge, "REGISTER", registrar_uri)` of the cached challenge, the cnonce
+    /// drawn from our ids.
+    fn authorize_cached(&mut self) -> MachineResult<Option<(&'static str, Vec<u8>)>> {
+        let (Some(auth), Some(challenge)) = (self.auth.as_deref_mut(), self.challenge.as_deref()) else {
+            return Ok(None);
+        };
+        let ids = &mut self.ids;
+        let mut cnonce = || Ok(ids.cnonce().into_bytes());
+        Ok(Some(auth.authorize(challenge, b"REGISTER", &self.profile.registrar_uri, b"", &mut cnonce)?))
     }
 
-    fn send(&mut self, p: &Profile, ids: &mut dyn Ids, now: f64, credentials: Option<(&'static str, Vec<u8>)>) {
+    /// Credentials for a new request of this operation: the cached challenge with nc+1.
+    fn next_credentials(&mut self) -> MachineResult<Option<(&'static str, Vec<u8>)>> {
+        if !self.profile.reuse_nonce {
+            return Ok(None);
+        }
+        self.authorize_cached()
+    }
+
+    fn send(&mut self, now: f64, credentials: Option<(&'static str, Vec<u8>)>) {
         self.cseq = self.cseq.wrapping_add(1);
         self.sent_credentials = credentials.is_some();
         self.used_cached_nonce = credentials.is_some() && !self.challenged_this_op;
+        let request = self.build(credentials.as_ref().map(|(n, v)| (n.as_bytes(), v.as_slice())));
+        self.pending_request = request.clone();
+        self.attempt_sent_at = now;
+        self.tx = None;
+        self.tx_at = Some(now); // the transaction is built only if it gets another input than its final response
+        self.outgoing.push(request);
+    }
+
+    fn build(&mut self, authorization: Option<(&[u8], &[u8])>) -> Vec<u8> {
+        let p = &self.profile;
         let unregister = self.op == Op::Unregister;
-        let expires = if unregister { 0 } else { self.expires_requested };
+        let flow = self.flow.as_deref();
         let contact = if unregister && p.unregister_all {
             b"*".to_vec()
         } else {
-            let mut c = Vec::with_capacity(self.contact.len() + 2);
-            c.push(b'<');
-            c.extend_from_slice(&self.contact);
-            c.push(b'>');
-            c
+            let params = flow.map_or(&b""[..], |f| f.contact_params.as_slice());
+            joined(&[b"<", &self.contact, b">", params])
         };
-        self.branch = ids.branch();
-        let request = build_register(&RegisterFields {
+        self.branch = self.ids.branch();
+        build_register(&RegisterFields {
             registrar_uri: &p.registrar_uri,
             transport: &p.transport,
             sent_by: &self.sent_by,
-            branch: &self.branch,
+            branch: self.branch.as_bytes(),
             route: p.route.as_deref(),
             aor: &self.aor,
             from_tag: &self.from_tag,
             call_id: &self.call_id,
             cseq: self.cseq,
             contact: &contact,
-            supported: None,
-            expires,
-            authorization: credentials.as_ref().map(|(n, v)| (n.as_bytes(), v.as_slice())),
+            supported: flow.map(|f| f.supported.as_slice()),
+            expires: if unregister { 0 } else { self.expires_requested },
+            authorization,
             user_agent: &p.user_agent,
-        });
-        self.pending_request = request.clone();
-        self.attempt_sent_at = now;
-        self.tx = None;
-        self.tx_at = Some(now);
-        self.outgoing.push(request);
+        })
     }
 
-    fn schedule_refresh(&mut self, p: &Profile, ids: &mut dyn Ids, granted: u64, now: f64) {
+    fn schedule_refresh(&mut self, granted: u64, now: f64) {
+        let p = &self.profile;
         let granted = granted as f64;
         let mut delay = granted * p.refresh_at;
         if p.refresh_jitter != 0.0 {
-            delay += ids.uniform(-p.refresh_jitter, p.refresh_jitter) * granted;
+            delay += self.ids.uniform(-p.refresh_jitter, p.refresh_jitter) * granted;
         }
-        delay = crate::transaction::py_min(delay, granted - p.refresh_margin);
-        let floor = crate::transaction::py_min(granted * 0.5, 1.0);
-        self.refresh_due = Some(now + if floor > delay { floor } else { delay });
+        delay = py_min(delay, granted - p.refresh_margin);
+        self.refresh_due = Some(now + py_max(delay, py_min(granted * 0.5, 1.0)));
     }
 
     fn give_up(
         &mut self,
-        p: &Profile,
-        ids: &mut dyn Ids,
         reason: FailureReason,
         status: Option<u16>,
         now: f64,
-        detail: String,
-    ) -> RegState {
-        self.fail_or_retry(p, ids, reason, status, now, true, None, detail)
+        detail: Vec<u8>,
+    ) -> MachineResult<RegState> {
+        self.fail_or_retry(reason, status, now, true, None, detail)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Retry the operation after a backoff (BACKOFF), or give up on it (bounded by max_retries):
+    /// FAILED, or UNREGISTERING when a stop was waiting for this outcome and we may be bound.
     fn fail_or_retry(
         &mut self,
-        p: &Profile,
-        ids: &mut dyn Ids,
         reason: FailureReason,
         status: Option<u16>,
         now: f64,
         final_: bool,
         retry_after: Option<f64>,
-        detail: String,
-    ) -> RegState {
+        detail: Vec<u8>,
+    ) -> MachineResult<RegState> {
+        let p = Arc::clone(&self.profile);
         let stopping = self.stop_requested && self.op != Op::Unregister;
+        let (op, started_at) = (self.op, self.op_started);
         if !final_ && !stopping && self.retries < p.max_retries {
             self.retries += 1;
-            let backoff =
-                crate::transaction::py_min(p.retry_backoff * 2f64.powi(self.retries as i32 - 1), p.retry_backoff_max);
+            let doubling = 2f64.powi(i32::try_from(self.retries - 1).unwrap_or(i32::MAX));
+            let backoff = py_min(p.retry_backoff * doubling, p.retry_backoff_max);
             let delay = retry_after.unwrap_or(backoff);
-            self.events.push(RegEvent::Failed {
-                op: self.op,
-                reason,
-                status,
-                started_at: self.op_started,
-                now,
-                final_: false,
-                detail,
-            });
+            self.events.push(RegEvent::Failed { op, reason, status, started_at, now, final_: false, detail });
             self.backoff_until = Some(now + delay);
-            return RegState::Backoff;
+            return Ok(RegState::Backoff);
         }
-        self.events.push(RegEvent::Failed {
-            op: self.op,
-            reason,
-            status,
-            started_at: self.op_started,
-            now,
-            final_: true,
-            detail,
-        });
-        if self.op == Op::Unregister {
-            return RegState::Failed;
+        self.events.push(RegEvent::Failed { op, reason, status, started_at, now, final_: true, detail });
+        if op == Op::Unregister {
+            return Ok(RegState::Failed); // we tried; the registrar expires the binding on its own
         }
         if self.stop_requested {
             self.stop_requested = false;
-            return self.stop_without_request(p, ids, RegState::Failed, now);
+            return self.stop_without_request(RegState::Failed, now);
         }
-        if self.op == Op::Refresh && reason.may_pass() {
-            let wait = if p.retry_backoff_max > 1.0 { p.retry_backoff_max } else { 1.0 };
-            self.refresh_due = Some(now + wait);
+        if op == Op::Refresh && reason.may_pass() {
+            // the registrar went away (restarted?): register again after a backoff, as a phone would
+            self.refresh_due = Some(now + py_max(p.retry_backoff_max, 1.0));
         }
-        RegState::Failed
+        Ok(RegState::Failed)
     }
 
-    fn stop_without_request(&mut self, p: &Profile, ids: &mut dyn Ids, state: RegState, now: f64) -> RegState {
+    /// Stop in `state` (BACKOFF or FAILED) with no request in flight: unregister if the registrar may
+    /// still hold us, else stay FAILED or end UNREGISTERED.
+    fn stop_without_request(&mut self, state: RegState, now: f64) -> MachineResult<RegState> {
         if state == RegState::Backoff && self.op != Op::Unregister {
             self.events.push(RegEvent::Failed {
                 op: self.op,
@@ -1012,66 +1147,25 @@ impl Registration {
                 started_at: self.op_started,
                 now,
                 final_: true,
-                detail: "stopped while waiting to retry".into(),
+                detail: b"stopped while waiting to retry".to_vec(),
             });
         }
         self.backoff_until = None;
         self.refresh_due = None;
         if self.bound_until.is_some_and(|b| b > now) {
-            return self.begin_op(p, ids, Op::Unregister, now, None);
+            return self.begin_op(Op::Unregister, now, None);
         }
-        if state == RegState::Failed {
-            state
-        } else {
-            RegState::Unregistered
-        }
+        Ok(if state == RegState::Failed { RegState::Failed } else { RegState::Unregistered })
     }
+}
+
+fn owned(list: Vec<&[u8]>) -> Vec<Vec<u8>> {
+    list.into_iter().map(<[u8]>::to_vec).collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_pair_is_in_the_table_or_refused() {
-        let mut listed = 0;
-        for s in RegState::ALL {
-            for i in RegInput::ALL {
-                if let Some((_, next)) = table(s, i) {
-                    listed += 1;
-                    assert!(!next.is_empty());
-                }
-            }
-        }
-        assert_eq!(listed, 36); // the rows of Python's _TABLE
-    }
-
-    #[test]
-    fn a_stop_in_a_state_without_a_row_is_a_protocol_error() {
-        let profile = Profile {
-            registrar_uri: b"sip:t".to_vec(),
-            domain: b"t".to_vec(),
-            transport: b"UDP".to_vec(),
-            expires: 60,
-            refresh_at: 0.5,
-            refresh_jitter: 0.0,
-            refresh_margin: 2.0,
-            user_agent: b"sipload".to_vec(),
-            timers: Timers::default(),
-            max_retries: 3,
-            retry_backoff: 1.0,
-            retry_backoff_max: 30.0,
-            route: None,
-            unregister_all: false,
-            reuse_nonce: true,
-            max_retry_after: 3600.0,
-        };
-        let mut ids = SplitMix(1);
-        let mut reg = Registration::new(&profile, b"a", b"sip:a@h", b"h", None, b"c".to_vec(), b"t".to_vec());
-        reg.start(&profile, &mut ids, 0.0).expect("start");
-        assert_eq!(reg.state, RegState::Registering);
-        let err = reg.start(&profile, &mut ids, 0.0).expect_err("no row");
-        assert_eq!(err.0, "registration of a: no transition for start in registering");
-        assert_eq!(reg.take_outgoing().len(), 1);
-    }
-}
+mod tests;

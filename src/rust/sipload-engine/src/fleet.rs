@@ -387,7 +387,7 @@ impl<M: Machine> Fleet<M> {
                 let state = s.machine.state();
                 let state = match (state, s.failure) {
                     (State::Failed, Some(reason)) => format!("failed:{reason}"),
-                    _ => state.name().to_string(),
+                    _ => state.value().to_string(),
                 };
                 EndpointReport {
                     index: s.index,

@@ -2,6 +2,7 @@
 //! groups, in one compiled loop.
 //!
 //! - [`machine`]: what the fleet needs of one endpoint's registration machine, and the events it reads.
+//! - [`core_machine`]: sipload-core's registration machine as such a machine (its errors counted).
 //! - [`recorder`]: the counts of `sipload/metrics/recorder.py` (latency buckets per phase and kind,
 //!   attempts, successes, failures by reason, responses by code), taken once per interval.
 //! - [`fleet`]: the endpoints of one worker on the open-loop arrival schedule, `max_in_flight`, timers,
@@ -10,7 +11,7 @@
 //! - [`udp_loop`]: the system-call side, apart: the fleet's sockets drained and written in batches
 //!   (`sipload-io`'s recvmmsg/sendmmsg, whose `unsafe` stays there), on CLOCK_MONOTONIC.
 
-pub mod endpoint;
+pub mod core_machine;
 pub mod fleet;
 pub mod machine;
 pub mod recorder;

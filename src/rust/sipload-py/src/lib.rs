@@ -91,8 +91,8 @@ fn hash_hex(algorithm: &Bound<'_, PyString>, data: &[u8]) -> PyResult<String> {
 
 /// A parsed datagram (`parse_message`); fields are checked when asked for, as in `sipload.sip.message`.
 #[pyclass(frozen, module = "sipload._native")]
-struct Message {
-    inner: core_message::Message,
+pub(crate) struct Message {
+    pub(crate) inner: core_message::Message,
 }
 
 #[pymethods]
@@ -485,7 +485,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Challenge>()?;
     m.add_class::<DigestClient>()?;
     m.add_class::<registration::Registration>()?;
-    m.add_function(wrap_pyfunction!(registration::registration_table, m)?)?;
     m.add_class::<worker::NativeWorker>()?;
     Ok(())
 }

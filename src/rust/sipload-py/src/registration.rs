@@ -1,211 +1,301 @@
-//! `sipload._native.Registration`: the native registration machine, driven from Python exactly as
-//! `sipload.sip.registration.Registration` is, for the differential tests (and nothing per message in a
-//! run: the native worker drives its machines itself).
+//! `sipload._native.Registration`: sipload-core's registration machine with the Python machine's
+//! face, for the differential tests (tests/test_native_registration.py) and for Python callers.
 //!
-//! The profile is read from a `sipload.sip.registration.Profile`; ids come from a Python object with
-//! `branch()`, `cnonce()` and `uniform(low, high)` (an `IdSource`), so both machines can draw the same
-//! sequence. A `ProtocolError` of the machine is raised as `sipload.sip.errors.ProtocolError`.
+//! It reads a `sipload.sip.registration.Profile`, takes the digest client's arguments (`auth_user`,
+//! `password`, `ha1`...) and a `seed`: its identifiers come from CPython's `random.Random(seed)`
+//! drawn in the Python machine's order, so `IdSource(random.Random(seed))` on the Python side gives
+//! the same bytes. Responses are `_native.Message`s; events are the Python event dataclasses
+//! (`OpStarted`, `Registered`, `Failed`...) with `Op` and `FailureReason` members, so that they compare
+//! with `==`. A `ProtocolError` or `ParseError` of the machine is raised as the Python one.
 
-use pyo3::exceptions::PyValueError;
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
 
 use sipload_core::digest::{Algorithm, DigestClient};
-use sipload_core::message::parse_message;
-use sipload_core::registration::{self as reg, Ids, Profile, RegEvent, Timers};
+use sipload_core::ids::PyRandom;
+use sipload_core::message::StartLine;
+use sipload_core::registration::{self as core, MachineError, Profile, RegEvent, RegInput, RegState, TABLE};
+use sipload_core::transaction::Timers;
 
-use crate::{parse_error, py_str, text};
+use crate::{opt_str, parse_error, py_str, text, Message};
 
-/// A Python IdSource seen as the machine's Ids; the first error a call raised is kept and re-raised.
-struct PyIds<'py> {
-    source: Bound<'py, PyAny>,
-    error: Option<PyErr>,
-}
-
-impl PyIds<'_> {
-    fn text(&mut self, method: &str) -> Vec<u8> {
-        let got = self
-            .source
-            .call_method0(method)
-            .and_then(|v| v.cast_into::<PyString>().map_err(PyErr::from))
-            .and_then(|s| Ok(text(&s)?.into_owned()));
-        got.unwrap_or_else(|e| {
-            self.error.get_or_insert(e);
-            Vec::new()
-        })
-    }
-}
-
-impl Ids for PyIds<'_> {
-    fn branch(&mut self) -> Vec<u8> {
-        self.text("branch")
-    }
-
-    fn cnonce(&mut self) -> Vec<u8> {
-        self.text("cnonce")
-    }
-
-    fn uniform(&mut self, low: f64, high: f64) -> f64 {
-        self.source.call_method1("uniform", (low, high)).and_then(|v| v.extract::<f64>()).unwrap_or_else(|e| {
-            self.error.get_or_insert(e);
-            low
-        })
-    }
+fn attr<'py, T: FromPyObjectOwned<'py>>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<T> {
+    obj.getattr(name)?.extract::<T>().map_err(|e| {
+        let e: PyErr = e.into();
+        PyValueError::new_err(format!("profile.{name}: {e}"))
+    })
 }
 
 fn attr_text(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u8>> {
     let value = obj.getattr(name)?;
-    Ok(text(value.cast::<PyString>()?)?.into_owned())
+    let s = value.cast::<PyString>().map_err(|_| PyTypeError::new_err(format!("profile.{name}: expected a str")))?;
+    Ok(text(s)?.into_owned())
 }
 
-/// The native Profile of a `sipload.sip.registration.Profile` (outbound and GRUU refused).
-pub(crate) fn profile_of(p: &Bound<'_, PyAny>) -> PyResult<Profile> {
-    if p.getattr("outbound")?.is_truthy()? || p.getattr("gruu")?.is_truthy()? {
-        return Err(PyValueError::new_err("the native machine does plain bindings: no outbound, no GRUU"));
-    }
+/// The core's `Profile` from a `sipload.sip.registration.Profile`.
+fn profile_of(p: &Bound<'_, PyAny>) -> PyResult<Profile> {
+    let expires: i64 = attr(p, "expires")?;
+    let expires = u64::try_from(expires)
+        .map_err(|_| PyValueError::new_err(format!("profile.expires: must be >= 0, got {expires}")))?;
     let timers = p.getattr("timers")?;
+    let timers =
+        Timers::new(attr(&timers, "t1")?, attr(&timers, "t2")?, attr(&timers, "t4")?).map_err(PyValueError::new_err)?;
     let route = p.getattr("route")?;
+    let route = if route.is_none() {
+        None
+    } else {
+        Some(
+            text(route.cast::<PyString>().map_err(|_| PyTypeError::new_err("profile.route: expected a str"))?)?
+                .into_owned(),
+        )
+    };
     Ok(Profile {
-        registrar_uri: attr_text(p, "registrar_uri")?,
         domain: attr_text(p, "domain")?,
+        registrar_uri: attr_text(p, "registrar_uri")?,
         transport: attr_text(p, "transport")?,
-        expires: p.getattr("expires")?.extract()?,
-        refresh_at: p.getattr("refresh_at")?.extract()?,
-        refresh_jitter: p.getattr("refresh_jitter")?.extract()?,
-        refresh_margin: p.getattr("refresh_margin")?.extract()?,
+        expires,
+        refresh_at: attr(p, "refresh_at")?,
+        refresh_jitter: attr(p, "refresh_jitter")?,
+        refresh_margin: attr(p, "refresh_margin")?,
         user_agent: attr_text(p, "user_agent")?,
-        timers: Timers {
-            t1: timers.getattr("t1")?.extract()?,
-            t2: timers.getattr("t2")?.extract()?,
-            t4: timers.getattr("t4")?.extract()?,
-        },
-        max_retries: p.getattr("max_retries")?.extract()?,
-        retry_backoff: p.getattr("retry_backoff")?.extract()?,
-        retry_backoff_max: p.getattr("retry_backoff_max")?.extract()?,
-        route: if route.is_none() { None } else { Some(text(route.cast::<PyString>()?)?.into_owned()) },
-        unregister_all: p.getattr("unregister_all")?.is_truthy()?,
-        reuse_nonce: p.getattr("reuse_nonce")?.is_truthy()?,
-        max_retry_after: p.getattr("max_retry_after")?.extract()?,
+        timers,
+        max_retries: attr(p, "max_retries")?,
+        retry_backoff: attr(p, "retry_backoff")?,
+        retry_backoff_max: attr(p, "retry_backoff_max")?,
+        route,
+        unregister_all: attr(p, "unregister_all")?,
+        reuse_nonce: attr(p, "reuse_nonce")?,
+        max_retry_after: attr(p, "max_retry_after")?,
+        outbound: attr(p, "outbound")?,
+        gruu: attr(p, "gruu")?,
     })
 }
 
-pub(crate) fn algorithms(names: Option<Vec<String>>) -> PyResult<Option<Vec<Algorithm>>> {
-    names
-        .map(|list| {
-            list.iter()
-                .map(|n| {
-                    Algorithm::parse(n.as_bytes())
-                        .ok_or_else(|| PyValueError::new_err(format!("unknown digest algorithm {n:?}")))
-                })
-                .collect()
-        })
-        .transpose()
+/// The key of `random.Random(seed)`: the little-endian 32-bit words of `abs(seed)`; a seed of None is
+/// drawn from `os.urandom(16)`, as `IdSource()` draws it.
+fn random_of(py: Python<'_>, seed: Option<&Bound<'_, PyInt>>) -> PyResult<PyRandom> {
+    let number = match seed {
+        Some(s) => s.call_method0("__abs__")?,
+        None => {
+            let bytes = py.import("os")?.call_method1("urandom", (16,))?;
+            py.get_type::<PyInt>().call_method1("from_bytes", (bytes, "big"))?
+        }
+    };
+    let bits: usize = number.call_method0("bit_length")?.extract()?;
+    let length = bits.div_ceil(32).max(1) * 4;
+    let bytes = number.call_method1("to_bytes", (length, "little"))?;
+    let bytes = bytes.cast::<PyBytes>()?.as_bytes();
+    let key: Vec<u32> = bytes.chunks(4).map(|c| c.iter().rev().fold(0u32, |n, &b| (n << 8) | u32::from(b))).collect();
+    Ok(PyRandom::from_key(&key))
 }
 
-fn protocol_error(py: Python<'_>, e: reg::ProtocolError) -> PyErr {
-    match py.import("sipload.sip.errors").and_then(|m| m.getattr("ProtocolError")).and_then(|c| c.call1((e.0,))) {
-        Ok(value) => PyErr::from_value(value),
-        Err(err) => err,
+fn algorithm_of(name: &Bound<'_, PyString>) -> PyResult<Algorithm> {
+    let t = text(name)?;
+    Algorithm::ALL
+        .into_iter()
+        .find(|a| a.name().as_bytes() == t.as_ref())
+        .ok_or_else(|| PyValueError::new_err(format!("unknown digest algorithm {:?}", String::from_utf8_lossy(&t))))
+}
+
+fn machine_error(py: Python<'_>, e: MachineError) -> PyErr {
+    match e {
+        MachineError::Parse(e) => parse_error(py, e),
+        MachineError::Auth(e) => PyValueError::new_err(e.0),
+        MachineError::Protocol(message) => {
+            let raised = py_str(py, &message)
+                .and_then(|m| py.import("sipload.sip.errors")?.getattr("ProtocolError")?.call1((m,)));
+            match raised {
+                Ok(value) => PyErr::from_value(value),
+                Err(err) => err,
+            }
+        }
     }
 }
 
-#[pyclass(module = "sipload._native", unsendable)]
-pub struct Registration {
-    inner: reg::Registration,
-    profile: Profile,
-    ids: Py<PyAny>,
+fn input_of(value: &str) -> PyResult<RegInput> {
+    RegInput::ALL
+        .into_iter()
+        .find(|i| i.value() == value)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown registration input {value:?}")))
 }
 
-impl Registration {
-    fn drive<T>(
-        &mut self,
-        py: Python<'_>,
-        f: impl FnOnce(&mut reg::Registration, &Profile, &mut dyn Ids) -> Result<T, reg::ProtocolError>,
-    ) -> PyResult<T> {
-        let mut ids = PyIds { source: self.ids.bind(py).clone(), error: None };
-        let result = f(&mut self.inner, &self.profile, &mut ids);
-        if let Some(e) = ids.error {
-            return Err(e);
-        }
-        result.map_err(|e| protocol_error(py, e))
-    }
-}
+/// (state, input, handler name, next states), as values.
+type TableRow<'py> = (&'static str, &'static str, &'static str, Bound<'py, PyTuple>);
 
-fn op_name(op: reg::Op) -> &'static str {
-    op.name()
-}
-
-fn event_tuple<'py>(py: Python<'py>, e: &RegEvent) -> PyResult<Bound<'py, PyTuple>> {
-    Ok(match e {
-        RegEvent::OpStarted { op, scheduled, now } => {
-            ("OpStarted", op_name(*op), *scheduled, *now).into_pyobject(py)?
-        }
-        RegEvent::Challenged { op, sent_at, now } => ("Challenged", op_name(*op), *sent_at, *now).into_pyobject(py)?,
-        RegEvent::Registered { op, expires, started_at, last_sent_at, now } => {
-            ("Registered", op_name(*op), *expires, *started_at, *last_sent_at, *now).into_pyobject(py)?
-        }
-        RegEvent::Unregistered { started_at, last_sent_at, now } => {
-            ("Unregistered", *started_at, *last_sent_at, *now).into_pyobject(py)?
-        }
-        RegEvent::Failed { op, reason, status, started_at, now, final_, detail } => {
-            ("Failed", op_name(*op), reason.name(), *status, *started_at, *now, *final_, py_str(py, detail.as_bytes())?)
-                .into_pyobject(py)?
-        }
-        RegEvent::Retransmitted { op } => ("Retransmitted", op_name(*op)).into_pyobject(py)?,
-    })
+/// One endpoint's registration machine (`sipload.sip.registration.Registration`'s twin).
+#[pyclass(module = "sipload._native")]
+pub(crate) struct Registration {
+    inner: core::Registration<PyRandom>,
 }
 
 #[pymethods]
 impl Registration {
-    /// `Registration(profile, user=, contact=, sent_by=, auth=, ids=)` with the Call-ID and From tag given
-    /// (`auth`: (username, password) or None; `preference`: digest algorithm names).
     #[new]
-    #[pyo3(signature = (profile, *, user, contact, sent_by, auth, ids, call_id, from_tag, preference=None))]
+    #[pyo3(signature = (profile, *, user, contact, sent_by, seed=None, auth_user=None, password=None, ha1=None,
+                        realm_for_ha1=None, preference=None, ha1_algorithm=None, instance=None, reg_id=1))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         profile: &Bound<'_, PyAny>,
         user: &Bound<'_, PyString>,
         contact: &Bound<'_, PyString>,
         sent_by: &Bound<'_, PyString>,
-        auth: Option<(Bound<'_, PyString>, Bound<'_, PyString>)>,
-        ids: Py<PyAny>,
-        call_id: &Bound<'_, PyString>,
-        from_tag: &Bound<'_, PyString>,
-        preference: Option<Vec<String>>,
+        seed: Option<&Bound<'_, PyInt>>,
+        auth_user: Option<&Bound<'_, PyString>>,
+        password: Option<&Bound<'_, PyString>>,
+        ha1: Option<&Bound<'_, PyString>>,
+        realm_for_ha1: Option<&Bound<'_, PyString>>,
+        preference: Option<Vec<Bound<'_, PyString>>>,
+        ha1_algorithm: Option<&Bound<'_, PyString>>,
+        instance: Option<&Bound<'_, PyString>>,
+        reg_id: i64,
     ) -> PyResult<Self> {
         let profile = profile_of(profile)?;
-        let client = match &auth {
-            Some((username, password)) => Some(
-                DigestClient::new(&text(username)?, Some(&text(password)?), None, None, algorithms(preference)?, None)
-                    .map_err(|e| PyValueError::new_err(e.0))?,
-            ),
+        let auth = match auth_user {
             None => None,
+            Some(username) => {
+                let password = password.map(text).transpose()?;
+                let ha1 = ha1.map(text).transpose()?;
+                let realm = realm_for_ha1.map(text).transpose()?;
+                let preference = preference.map(|p| p.iter().map(algorithm_of).collect()).transpose()?;
+                let client = DigestClient::new(
+                    &text(username)?,
+                    password.as_deref(),
+                    ha1.as_deref(),
+                    realm.as_deref(),
+                    preference,
+                    ha1_algorithm.map(algorithm_of).transpose()?,
+                )
+                .map_err(|e| PyValueError::new_err(e.0))?;
+                Some(client)
+            }
         };
-        let inner = reg::Registration::new(
-            &profile,
+        let instance = instance.map(text).transpose()?;
+        let inner = core::Registration::new(
+            Arc::new(profile),
             &text(user)?,
             &text(contact)?,
             &text(sent_by)?,
-            client,
-            text(call_id)?.into_owned(),
-            text(from_tag)?.into_owned(),
-        );
-        Ok(Registration { inner, profile, ids })
+            auth,
+            random_of(py, seed)?,
+            instance.as_deref(),
+            reg_id,
+        )
+        .map_err(PyValueError::new_err)?;
+        Ok(Registration { inner })
     }
 
+    fn start(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
+        self.inner.start(now).map_err(|e| machine_error(py, e))
+    }
+
+    fn stop(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
+        self.inner.stop(now).map_err(|e| machine_error(py, e))
+    }
+
+    /// Feed a response; False when it does not belong to the current request (stray, late).
+    #[pyo3(signature = (response, now, arrived=None))]
+    fn receive(
+        &mut self,
+        py: Python<'_>,
+        response: PyRef<'_, Message>,
+        now: f64,
+        arrived: Option<f64>,
+    ) -> PyResult<bool> {
+        if !matches!(response.inner.start, StartLine::Response { .. }) {
+            return Err(PyTypeError::new_err("receive() takes a response, not a request"));
+        }
+        self.inner.receive(&response.inner, now, arrived).map_err(|e| machine_error(py, e))
+    }
+
+    fn next_timer(&self) -> Option<f64> {
+        self.inner.next_timer()
+    }
+
+    fn handle_timer(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
+        self.inner.handle_timer(now).map_err(|e| machine_error(py, e))
+    }
+
+    fn transport_error(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
+        self.inner.transport_error(now).map_err(|e| machine_error(py, e))
+    }
+
+    fn flow_failed(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
+        self.inner.flow_failed(now).map_err(|e| machine_error(py, e))
+    }
+
+    /// Feed one input of the table directly (`Registration._dispatch`), for tests.
+    #[pyo3(signature = (input, response, now))]
+    fn _dispatch(
+        &mut self,
+        py: Python<'_>,
+        input: &str,
+        response: Option<PyRef<'_, Message>>,
+        now: f64,
+    ) -> PyResult<()> {
+        let input = input_of(input)?;
+        self.inner.dispatch_input(input, response.as_ref().map(|m| &m.inner), now).map_err(|e| machine_error(py, e))
+    }
+
+    fn take_outgoing<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.inner.take_outgoing().iter().map(|d| PyBytes::new(py, d)))
+    }
+
+    /// The events since the last call, as `sipload.sip.registration`'s event dataclasses.
+    fn take_events<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = self.inner.take_events();
+        let module = py.import("sipload.sip.registration")?;
+        let op_class = module.getattr("Op")?;
+        let op = |o: core::Op| op_class.call1((o.value(),));
+        let out = PyList::empty(py);
+        for event in events {
+            let value = match event {
+                RegEvent::OpStarted { op: o, scheduled, now } => {
+                    module.getattr("OpStarted")?.call1((op(o)?, scheduled, now))?
+                }
+                RegEvent::Challenged { op: o, sent_at, now } => {
+                    module.getattr("Challenged")?.call1((op(o)?, sent_at, now))?
+                }
+                RegEvent::Registered { op: o, expires, started_at, last_sent_at, now } => {
+                    module.getattr("Registered")?.call1((op(o)?, expires, started_at, last_sent_at, now))?
+                }
+                RegEvent::Unregistered { started_at, last_sent_at, now } => {
+                    module.getattr("Unregistered")?.call1((started_at, last_sent_at, now))?
+                }
+                RegEvent::Failed { op: o, reason, status, started_at, now, final_, detail } => {
+                    let reason = module.getattr("FailureReason")?.call1((reason.value(),))?;
+                    let args = (op(o)?, reason, status, started_at, now, final_, py_str(py, &detail)?);
+                    module.getattr("Failed")?.call1(args)?
+                }
+                RegEvent::Retransmitted { op: o } => module.getattr("Retransmitted")?.call1((op(o)?,))?,
+            };
+            out.append(value)?;
+        }
+        Ok(out)
+    }
+
+    /// The state's value ("idle", "registering", ...).
     #[getter]
     fn state(&self) -> &'static str {
-        self.inner.state.name()
+        self.inner.state.value()
     }
 
     #[getter]
-    fn cseq(&self) -> u32 {
-        self.inner.cseq()
+    fn refresh_due(&self) -> Option<f64> {
+        self.inner.refresh_due()
     }
 
     #[getter]
     fn finished(&self) -> bool {
         self.inner.finished()
+    }
+
+    #[getter]
+    fn cseq(&self) -> u32 {
+        self.inner.cseq()
     }
 
     #[getter]
@@ -219,60 +309,80 @@ impl Registration {
     }
 
     #[getter]
-    fn refresh_due(&self) -> Option<f64> {
-        self.inner.refresh_due()
+    fn service_route(&self, py: Python<'_>) -> PyResult<Vec<Py<PyString>>> {
+        self.inner.service_route.iter().map(|v| Ok(py_str(py, v)?.unbind())).collect()
     }
 
-    fn start(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
-        self.drive(py, |r, p, ids| r.start(p, ids, now))
+    #[getter]
+    fn path(&self, py: Python<'_>) -> PyResult<Vec<Py<PyString>>> {
+        self.inner.path.iter().map(|v| Ok(py_str(py, v)?.unbind())).collect()
     }
 
-    fn stop(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
-        self.drive(py, |r, p, ids| r.stop(p, ids, now))
+    #[getter]
+    fn user<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        py_str(py, &self.inner.user)
     }
 
-    /// Feed a response's bytes; False when it is not for the request in flight. ParseError if they do not
-    /// parse (the engine counts such a datagram before any machine sees it).
-    #[pyo3(signature = (data, now, arrived=None))]
-    fn receive(&mut self, py: Python<'_>, data: &[u8], now: f64, arrived: Option<f64>) -> PyResult<bool> {
-        let msg = parse_message(data).map_err(|e| parse_error(py, e))?;
-        self.drive(py, |r, p, ids| r.receive(p, ids, &msg, now, arrived))
+    #[getter]
+    fn aor<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        py_str(py, &self.inner.aor)
     }
 
-    fn next_timer(&self) -> Option<f64> {
-        self.inner.next_timer(&self.profile)
+    #[getter]
+    fn contact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        py_str(py, &self.inner.contact)
     }
 
-    fn handle_timer(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
-        self.drive(py, |r, p, ids| r.handle_timer(p, ids, now))
+    #[getter]
+    fn sent_by<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        py_str(py, &self.inner.sent_by)
     }
 
-    fn transport_error(&mut self, py: Python<'_>, now: f64) -> PyResult<()> {
-        self.drive(py, |r, p, ids| r.transport_error(p, ids, now))
+    #[getter]
+    fn call_id<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        py_str(py, &self.inner.call_id)
     }
 
-    fn take_outgoing<'py>(&mut self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
-        self.inner.take_outgoing().iter().map(|b| PyBytes::new(py, b)).collect()
+    #[getter]
+    #[allow(clippy::wrong_self_convention)] // the From header's tag, not a conversion
+    fn from_tag<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        py_str(py, &self.inner.from_tag)
     }
 
-    /// The events as tuples: ("OpStarted", op, scheduled, now), ("Challenged", op, sent_at, now),
-    /// ("Registered", op, expires, started_at, last_sent_at, now), ("Unregistered", started_at,
-    /// last_sent_at, now), ("Failed", op, reason, status, started_at, now, final, detail), ("Retransmitted", op).
-    fn take_events<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
-        self.inner.take_events().iter().map(|e| event_tuple(py, e)).collect()
+    #[getter]
+    fn instance<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyString>>> {
+        opt_str(py, self.inner.instance())
     }
-}
 
-/// Every (state, input) pair of the native table: (state, input, handler name, next states), in order.
-#[pyfunction]
-pub fn registration_table() -> Vec<(&'static str, &'static str, &'static str, Vec<&'static str>)> {
-    let mut out = Vec::new();
-    for s in reg::RegState::ALL {
-        for i in reg::RegInput::ALL {
-            if let Some((handler, next)) = reg::table(s, i) {
-                out.push((s.name(), i.name(), handler, next.iter().map(|n| n.name()).collect()));
-            }
-        }
+    #[getter]
+    fn reg_id(&self) -> Option<u32> {
+        self.inner.reg_id()
     }
-    out
+
+    #[getter]
+    fn pub_gruu<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyString>>> {
+        opt_str(py, self.inner.pub_gruu())
+    }
+
+    #[getter]
+    fn temp_gruu<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyString>>> {
+        opt_str(py, self.inner.temp_gruu())
+    }
+
+    #[getter]
+    fn outbound_required(&self) -> bool {
+        self.inner.outbound_required()
+    }
+
+    /// The table: `[(state, input, handler name, (next states...))]`, values as Python's `_TABLE` has them.
+    #[staticmethod]
+    fn table(py: Python<'_>) -> PyResult<Vec<TableRow<'_>>> {
+        TABLE
+            .iter()
+            .map(|((state, input), (handler, next))| {
+                let next = PyTuple::new(py, next.iter().map(|s: &RegState| s.value()))?;
+                Ok((state.value(), input.value(), handler.name(), next))
+            })
+            .collect()
+    }
 }

@@ -6,24 +6,45 @@
 //! it is counted as an internal error with its message, the fleet stops, and the results so far stay
 //! readable; it never reaches Python as a crash.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use sipload_core::digest::DigestClient;
-use sipload_core::registration::{Profile, Registration, SplitMix, Timers};
-use sipload_engine::endpoint::Endpoint;
+use sipload_core::digest::{Algorithm, DigestClient};
+use sipload_core::ids::PyRandom;
+use sipload_core::registration::{Profile, Registration};
+use sipload_core::transaction::Timers;
+use sipload_engine::core_machine::CoreMachine;
 use sipload_engine::io::{Schedule, ScheduleError};
 use sipload_engine::udp_loop::{monotonic, UdpLoop};
 use sipload_engine::{Fleet, FleetConfig};
 
-use crate::registration::algorithms;
 use crate::{py_str, text};
+
+/// The worker's one id source, shared by its machines (as `sipload/engine/worker.py` shares its
+/// `IdSource`): `random.Random(seed)`, drawn in the Python machines' order.
+type SharedIds = Rc<RefCell<PyRandom>>;
+type Endpoint = CoreMachine<SharedIds>;
+
+fn algorithms(names: Option<Vec<String>>) -> PyResult<Option<Vec<Algorithm>>> {
+    names
+        .map(|list| {
+            list.iter()
+                .map(|n| {
+                    Algorithm::parse(n.as_bytes())
+                        .ok_or_else(|| PyValueError::new_err(format!("unknown digest algorithm {n:?}")))
+                })
+                .collect()
+        })
+        .transpose()
+}
 
 fn address(host: &str, port: u16) -> PyResult<SocketAddr> {
     let ip: IpAddr = host.parse().map_err(|_| PyValueError::new_err(format!("not an IP address: {host:?}")))?;
@@ -48,8 +69,8 @@ pub struct NativeWorker {
     io: UdpLoop,
     schedule: Schedule,
     max_in_flight: u64,
-    ids: SplitMix,
-    profiles: Vec<Rc<Profile>>,
+    ids: SharedIds,
+    profiles: Vec<Arc<Profile>>,
     preferences: Vec<Option<Vec<String>>>,
     pending: Vec<(Endpoint, u64, u16)>,
     contacts: HashMap<u64, Vec<u8>>,
@@ -91,7 +112,7 @@ impl NativeWorker {
             io,
             schedule: schedule_of(schedule)?,
             max_in_flight,
-            ids: SplitMix(seed),
+            ids: Rc::new(RefCell::new(PyRandom::new(seed))),
             profiles: Vec::new(),
             preferences: Vec::new(),
             pending: Vec::new(),
@@ -143,7 +164,8 @@ impl NativeWorker {
         preference: Option<Vec<String>>,
     ) -> PyResult<usize> {
         algorithms(preference.clone())?; // checked here; each endpoint's client takes the list
-        self.profiles.push(Rc::new(Profile {
+        let timers = Timers::new(t1, t2, t4).map_err(PyValueError::new_err)?;
+        self.profiles.push(Arc::new(Profile {
             registrar_uri: text(registrar_uri)?.into_owned(),
             domain: text(domain)?.into_owned(),
             transport: b"UDP".to_vec(),
@@ -152,14 +174,16 @@ impl NativeWorker {
             refresh_jitter,
             refresh_margin,
             user_agent: text(user_agent)?.into_owned(),
-            timers: Timers { t1, t2, t4 },
-            max_retries,
+            timers,
+            max_retries: i64::from(max_retries),
             retry_backoff,
             retry_backoff_max,
             route: None,
             unregister_all,
             reuse_nonce,
             max_retry_after,
+            outbound: false,
+            gruu: false,
         }));
         self.preferences.push(preference);
         Ok(self.profiles.len() - 1)
@@ -189,12 +213,11 @@ impl NativeWorker {
         let auth = DigestClient::new(&text(auth_user)?, Some(&text(password)?), None, None, preference, None)
             .map_err(|e| PyValueError::new_err(e.0))?;
         let contact = text(contact)?.into_owned();
-        let call_id = self.ids.call_id();
-        let from_tag = self.ids.tag();
-        let reg = Registration::new(&p, &text(username)?, &contact, &text(sent_by)?, Some(auth), call_id, from_tag);
-        let ids = SplitMix(self.ids.next_u64());
+        let reg =
+            Registration::new(p, &text(username)?, &contact, &text(sent_by)?, Some(auth), self.ids.clone(), None, 1)
+                .map_err(PyValueError::new_err)?;
         self.contacts.insert(index, contact);
-        self.pending.push((Endpoint::new(reg, p, ids), index, socket));
+        self.pending.push((CoreMachine::new(reg), index, socket));
         Ok(())
     }
 
