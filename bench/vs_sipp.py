@@ -1,7 +1,8 @@
 """sipload against SIPp, side by side, on a fresh Kamailio for every run.
 
     python bench/vs_sipp.py [--rates 2000,5000,10000,15000,20000,25000] [--seconds 10] [--reps 2]
-                            [--workers N] [--tools SIPp,native,python] [--port 5270] [--write bench/RESULTS.md] [--base DIR]
+                            [--workers N] [--tools SIPp,native,python] [--port 5270] [--write bench/RESULTS.md]
+                            [--base DIR]
     python bench/vs_sipp.py --smoke      # 200 registrations per tool, 1 worker, free ports: ~15 s
 
 The tools: SIPp and sipload on its engines (--tools SIPp,native,python: the native, compiled one and the
