@@ -178,11 +178,17 @@ class Registration:
     def table() -> list[tuple[str, str, str, tuple[str, ...]]]:
         """`(state, input, handler name, next states)` per row, as `sipload.sip.registration._TABLE` has them."""
 
+class Waker:
+    """Ends a `NativeWorker.run_until` early; callable from any thread while the worker runs."""
+
+    def wake(self) -> None: ...
+
 class NativeWorker:
     """One worker's plain-UDP fleet in one compiled loop (driven by `sipload.engine.native_worker`).
 
     Built in three steps: the sockets, then profiles and endpoints, then `start()`. A panic inside `step()`
-    is counted as an internal error (see `counters()`), the fleet stops and its results stay readable."""
+    or `run_until()` is counted as an internal error (see `counters()`), the fleet stops and its results
+    stay readable. While `run_until` runs (in another thread), only its `Waker` may be touched."""
 
     def __init__(self, locals: Sequence[tuple[str, int]], peer: tuple[str, int],
                  schedule: tuple[object, ...], max_in_flight: int, seed: int) -> None:
@@ -208,6 +214,16 @@ class NativeWorker:
         """CLOCK_MONOTONIC in seconds (the clock of `time.monotonic()`)."""
     def step(self) -> tuple[int, int, bool, float | None]:
         """One wake-up: (datagrams received, datagrams sent, still running, next deadline or None)."""
+    def waker(self) -> Waker:
+        """What ends a `run_until` early, from another thread."""
+    def set_pacing(self, quiet_rate: float, busy_rate: float, busy_above: float, burst: float) -> None:
+        """Pace `run_until`'s wake-ups: a bucket of `burst` (>= 1) wake-ups refilled at `quiet_rate` a second,
+        at `busy_rate` while the worker moves more than `busy_above` datagrams a second (rates > 0, inf:
+        unpaced). ValueError otherwise."""
+    def run_until(self, until: float) -> tuple[int, int, int, bool, bool]:
+        """Step and wait (paced) until `until` (monotonic seconds), a `Waker.wake()` or the end of the stop,
+        the GIL released: (steps, datagrams received, datagrams sent, still running, woken). OSError when
+        the wait itself fails."""
     def request_stop(self, unregister: bool, timeout: float, end_rate: float) -> bool:
         """End arrivals and unregister (paced at `end_rate`); False when nothing is left to wait for."""
     def take_interval(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from click.testing import CliRunner
 
 from scenarios import scenario_toml
@@ -166,6 +167,30 @@ async def test_a_stop_unregisters_every_bound_endpoint(tmp_path: Path, workers: 
     assert r.engines == {"default": "native"}
     assert r.registrations.succeeded == 30 and r.unregistrations.succeeded == 30 and left == 0
     assert r.duration_s < 30 and (outcome.out_dir / "summary.json").exists()
+
+
+async def test_the_loop_runs_in_a_thread_until_its_waker_ends_it() -> None:
+    """What `NativeWorker.request_stop` relies on: `run_until` (GIL released, in a trio thread) comes back
+    at once when woken from the trio thread, and paces only with valid rates."""
+    from sipload import _native
+    native = _native.NativeWorker([("127.0.0.1", 0)], ("127.0.0.1", 9), ("constant", 10.0), 10, 1)
+    with pytest.raises(ValueError, match="pacing needs rates > 0"):
+        native.set_pacing(0.0, 1000.0, 8000.0, 8.0)
+    native.set_pacing(4000.0, 1000.0, 8000.0, 8.0)
+    native.start()
+    waker = native.waker()
+    outcomes: list[tuple[int, int, int, bool, bool]] = []
+
+    async def run() -> None:
+        outcomes.append(await trio.to_thread.run_sync(native.run_until, native.now() + 60.0))
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            await trio.testing.wait_all_tasks_blocked()
+            waker.wake()
+    assert outcomes and outcomes[0][3:] == (True, True)   # still running, woken
+    assert native.counters()["internal_errors"] == 0
 
 
 def test_the_cli_names_the_engine_and_refuses_what_native_cannot_run(tmp_path: Path) -> None:

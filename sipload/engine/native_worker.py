@@ -11,11 +11,15 @@ message in Python, as `Worker` does: the run's end and the hold hook, the stop r
 the parent), the interval snapshots (the native counts become an `IntervalSnapshot` the parent merges as
 any other), the worker report and the endpoints' lines.
 
-Batching: a quiet worker wakes at once for each datagram and exactly at its next deadline, so that an
-answer that needs a next request (a challenge) is served without delay. A busy one (a step that moved
-`BATCH_MIN` datagrams or more) sleeps one `load.tick` before its next step, so that what arrives or falls due
-within the tick is handled in one wake-up: each wake-up costs tens of microseconds on a VM, and the answers
-keep their kernel receive timestamps, so no latency grows by the wait.
+The loop runs in Rust: `run_until()` steps, waits for a datagram or the next deadline and steps again
+until the next moment this task cares about (an interval's end, the run's end), the GIL released, in a
+thread of trio's (`trio.to_thread.run_sync`); a stop request or the end of the hold wakes it early
+through its `Waker`. Its wake-ups are paced: a quiet worker wakes at once for each datagram and each
+deadline (up to `QUIET_WAKES_PER_TICK` per `load.tick`, in bursts of `WAKE_BURST`), so that a challenge is
+answered without delay; a busy one (more than `BUSY_DATAGRAMS` a second in or out) once per tick, each
+wake-up handling what arrived or fell due since. A wake-up costs tens of microseconds on a VM; the
+answers keep their kernel receive timestamps (no latency grows by the wait) and a send the pacing delays
+is measured from its intended start. `load.tick = 0`: unpaced, a wake-up for every datagram and deadline.
 
 What it does not do yet, `native_refusal` says, and `sipload run` then keeps the Python engine for the
 scenario (the notes and summary.json say which engine ran and why).
@@ -23,7 +27,6 @@ scenario (the notes and summary.json say which engine ran and why).
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -51,7 +54,9 @@ try:
 except ImportError as exc:  # a source tree whose extension was never compiled
     NOT_BUILT = f"the native extension is not built ({exc}); pip install -e . builds it"
 
-BATCH_MIN = 8  # datagrams moved by one step from which the next waits a tick
+QUIET_WAKES_PER_TICK = 4  # a quiet worker's wake-ups per load.tick at most (4,000/s at the default 1 ms)
+BUSY_DATAGRAMS = 8000.0  # datagrams a second (in + out: ~2,000 registrations) from which a worker is busy
+WAKE_BURST = 8.0  # wake-ups a worker may take at once before the pacing holds it
 
 
 def native_refusal(scenario: Scenario, destination: Address | Destinations) -> str | None:
@@ -136,15 +141,15 @@ class NativeWorker:
         seed = seed if seed is not None else scenario.seed
         self._seed = random.Random(None if seed is None else seed * 7919 + shard.worker).getrandbits(64)
         self._stop_requested = False
-        self._scope: trio.CancelScope | None = None
+        self._waker: _native.Waker | None = None
         self._native: _native.NativeWorker | None = None
         self._usernames: dict[int, tuple[str, str]] = {}
 
     def request_stop(self) -> None:
         """Stop arrivals and unregister (Ctrl-C, SIGTERM, the parent asking)."""
         self._stop_requested = True
-        if self._scope is not None:
-            self._scope.cancel()
+        if self._waker is not None:
+            self._waker.wake()
 
     def _build(self) -> _native.NativeWorker:
         sc, plan = self.scenario, self.plan
@@ -207,8 +212,9 @@ class NativeWorker:
 
     async def _drive(self, native: _native.NativeWorker, nursery: trio.Nursery) -> None:
         load = self.scenario.load
-        tick = load.tick
-        fd = native.poll_fd()  # readable when any of the worker's sockets is
+        if load.tick > 0:
+            native.set_pacing(QUIET_WAKES_PER_TICK / load.tick, 1 / load.tick, BUSY_DATAGRAMS, WAKE_BURST)
+        self._waker = native.waker()
         native.start()
         start = native.now()
         run_until = start + load.duration
@@ -216,49 +222,36 @@ class NativeWorker:
         interval_start = start
         hook: trio.Event | None = None
         stopping = False
+        until = min(next_interval, run_until)
         while True:
-            received, sent, running, wake = native.step()
+            if not self._stop_requested or stopping:  # a stop asked before the thread starts: act at once
+                _, _, _, running, _ = await trio.to_thread.run_sync(native.run_until, until)
+                if not running:
+                    break
             now = native.now()
-            if not running:
-                break
             if not stopping and now >= run_until and self.hold_hook is not None and hook is None:
                 hook = trio.Event()
-                nursery.start_soon(self._hold, native, hook)
+                nursery.start_soon(self._hold, self._states(native), hook)
             hold_over = now >= run_until and (self.hold_hook is None or (hook is not None and hook.is_set()))
             if not stopping and (hold_over or self._stop_requested):
                 stopping = True
                 if not native.request_stop(load.unregister, load.unregister_timeout, load.rate_at(load.duration)):
                     break
-                continue
             if now >= next_interval:
                 self._emit(native, interval_start, now)
                 interval_start, next_interval = now, now + load.interval
-            until = min(math.inf if wake is None else wake, next_interval)
+            until = next_interval
             if not stopping and hook is None:
                 until = min(until, run_until)
-            batching = tick > 0 and received + sent >= BATCH_MIN
-            if batching:
-                # busy: what arrives or falls due within the next tick is handled in one wake-up (answers
-                # keep their kernel timestamps, so no latency grows by it)
-                until = min(until, now + tick)
-            with trio.move_on_after(max(0.0, until - now)) as scope:
-                self._scope = scope
-                if self._stop_requested and not stopping:
-                    scope.cancel()
-                if batching:
-                    await trio.sleep_forever()
-                else:
-                    await trio.lowlevel.wait_readable(fd)
-            self._scope = None
 
-    async def _hold(self, native: _native.NativeWorker, done: trio.Event) -> None:
+    async def _hold(self, states: list[EndpointState], done: trio.Event) -> None:
         assert self.hold_hook is not None
         try:
-            await self.hold_hook(self._states(native))
+            await self.hold_hook(states)
         finally:
             done.set()
-            if self._scope is not None:
-                self._scope.cancel()
+            if self._waker is not None:
+                self._waker.wake()
 
     def _gauges(self, native: _native.NativeWorker, now: float) -> dict[str, int]:
         return dict(native.gauges(now))

@@ -126,9 +126,7 @@ impl<I: Ids> Machine for CoreMachine<I> {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     use sipload_core::ids::PyRandom;
     use sipload_core::message::parse_message;
@@ -202,7 +200,7 @@ mod tests {
     #[test]
     fn a_workers_machines_share_one_source_drawn_as_pythons_idsource() {
         // Python: ids = IdSource(random.Random(42)); ids.call_id(), ids.tag(), ids.call_id()
-        let ids = Rc::new(RefCell::new(PyRandom::new(42)));
+        let ids = Arc::new(Mutex::new(PyRandom::new(42)));
         let profile = Arc::new(Profile { domain: b"sipload.test".to_vec(), ..Profile::default() });
         let make = |user: &[u8]| {
             let reg = Registration::new(profile.clone(), user, b"sip:u@h", b"h", None, ids.clone(), None, 1).unwrap();

@@ -17,6 +17,9 @@ pub mod machine;
 pub mod recorder;
 pub mod udp_loop;
 
+#[cfg(test)]
+mod scripted;
+
 pub use sipload_io as io;
 
 pub use fleet::{EndpointReport, Fleet, FleetConfig, FleetCounters};

@@ -486,5 +486,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<DigestClient>()?;
     m.add_class::<registration::Registration>()?;
     m.add_class::<worker::NativeWorker>()?;
+    m.add_class::<worker::Waker>()?;
     Ok(())
 }

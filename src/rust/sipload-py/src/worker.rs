@@ -2,16 +2,16 @@
 //! over its UDP loop), driven by the trio task in `sipload/engine/native_worker.py`.
 //!
 //! Built in three steps: the sockets (their local addresses go into the endpoints' Via and Contact), the
-//! profiles and endpoints, then `start()`. Each `step()` is one wake-up. A panic inside a step is caught:
-//! it is counted as an internal error with its message, the fleet stops, and the results so far stay
-//! readable; it never reaches Python as a crash.
+//! profiles and endpoints, then `start()`. Each `step()` is one wake-up; `run_until()` is the whole loop
+//! up to a moment, the GIL released, for a trio task to wait on in a thread (`trio.to_thread.run_sync`),
+//! while the [`Waker`] it took before can end it early from the trio thread. A panic inside a step is
+//! caught: it is counted as an internal error with its message, the fleet stops, and the results so far
+//! stay readable; it never reaches Python as a crash.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -22,15 +22,16 @@ use sipload_core::ids::PyRandom;
 use sipload_core::registration::{Profile, Registration};
 use sipload_core::transaction::Timers;
 use sipload_engine::core_machine::CoreMachine;
+use sipload_engine::io::Wakeup;
 use sipload_engine::io::{Schedule, ScheduleError};
-use sipload_engine::udp_loop::{monotonic, UdpLoop};
+use sipload_engine::udp_loop::{monotonic, Pacing, UdpLoop};
 use sipload_engine::{Fleet, FleetConfig};
 
 use crate::{py_str, text};
 
 /// The worker's one id source, shared by its machines (as `sipload/engine/worker.py` shares its
 /// `IdSource`): `random.Random(seed)`, drawn in the Python machines' order.
-type SharedIds = Rc<RefCell<PyRandom>>;
+type SharedIds = Arc<Mutex<PyRandom>>;
 type Endpoint = CoreMachine<SharedIds>;
 
 fn algorithms(names: Option<Vec<String>>) -> PyResult<Option<Vec<Algorithm>>> {
@@ -64,7 +65,20 @@ fn schedule_of(shape: &Bound<'_, PyAny>) -> PyResult<Schedule> {
     made.map_err(|e| PyValueError::new_err(e.0))
 }
 
-#[pyclass(module = "sipload._native", unsendable)]
+/// Ends a `NativeWorker.run_until` early, from any thread (the worker itself is busy meanwhile).
+#[pyclass(module = "sipload._native", frozen)]
+pub struct Waker {
+    wakeup: Arc<Wakeup>,
+}
+
+#[pymethods]
+impl Waker {
+    fn wake(&self) {
+        self.wakeup.wake();
+    }
+}
+
+#[pyclass(module = "sipload._native")]
 pub struct NativeWorker {
     io: UdpLoop,
     schedule: Schedule,
@@ -112,7 +126,7 @@ impl NativeWorker {
             io,
             schedule: schedule_of(schedule)?,
             max_in_flight,
-            ids: Rc::new(RefCell::new(PyRandom::new(seed))),
+            ids: Arc::new(Mutex::new(PyRandom::new(seed))),
             profiles: Vec::new(),
             preferences: Vec::new(),
             pending: Vec::new(),
@@ -247,6 +261,42 @@ impl NativeWorker {
                 self.panics += 1;
                 self.last_panic = panic_text(payload.as_ref());
                 Ok((0, 0, false, None))
+            }
+        }
+    }
+
+    /// What ends a `run_until` early from another thread.
+    fn waker(&self) -> Waker {
+        Waker { wakeup: self.io.wakeup() }
+    }
+
+    /// Pace `run_until`'s wake-ups: a bucket of `burst` wake-ups refilled at `quiet_rate` a second, at
+    /// `busy_rate` while the worker moves more than `busy_above` datagrams a second (inf: unpaced).
+    fn set_pacing(&mut self, quiet_rate: f64, busy_rate: f64, busy_above: f64, burst: f64) -> PyResult<()> {
+        let rates_ok = [quiet_rate, busy_rate].iter().all(|r| *r > 0.0);
+        if !rates_ok || busy_above.is_nan() || busy_above < 0.0 || burst.is_nan() || burst < 1.0 {
+            return Err(PyValueError::new_err(format!(
+                "pacing needs rates > 0, busy_above >= 0 and burst >= 1, not {quiet_rate}, {busy_rate}, \
+                 {busy_above}, {burst}"
+            )));
+        }
+        self.io.set_pacing(Pacing { quiet_rate, busy_rate, busy_above, burst });
+        Ok(())
+    }
+
+    /// Run until `until` (monotonic seconds), a `Waker.wake()`, or the end of the stop, the GIL
+    /// released: (steps, datagrams received, sent, still running, woken).
+    fn run_until(&mut self, py: Python<'_>, until: f64) -> PyResult<(u64, u64, u64, bool, bool)> {
+        let NativeWorker { io, fleet, panics, last_panic, .. } = self;
+        let fleet = fleet.as_mut().ok_or_else(|| PyRuntimeError::new_err("the native worker has not started"))?;
+        let ran = py.detach(|| catch_unwind(AssertUnwindSafe(|| io.run_until(fleet, until))));
+        match ran {
+            Ok(Ok(o)) => Ok((o.steps, o.received, o.sent, o.running, o.woken)),
+            Ok(Err(e)) => Err(PyOSError::new_err(format!("the native loop's wait failed: {e}"))),
+            Err(payload) => {
+                *panics += 1;
+                *last_panic = panic_text(payload.as_ref());
+                Ok((0, 0, 0, false, false))
             }
         }
     }
