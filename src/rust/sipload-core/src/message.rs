@@ -5,6 +5,8 @@
 //! names, no space after the colon, status codes 100-699, a missing reason phrase, blank lines before
 //! the start line. Rejected with a `ParseError`, as in Python: everything else.
 
+use std::borrow::Cow;
+
 use crate::digest::{parse_challenges, Challenge};
 use crate::error::{shown, ParseError, Result};
 use crate::headers::{parse_cseq, parse_delta, parse_name_addr, parse_via, split_list, NameAddr, Via};
@@ -19,8 +21,48 @@ pub enum StartLine {
     Response { status: u16, reason: Vec<u8> },
 }
 
-/// Header lines as (lower-case full name, value), in order.
-pub type HeaderLines = Vec<(String, Vec<u8>)>;
+/// Header lines as (lower-case full name, value), in order. The values share one buffer and the
+/// names a response carries are static strings: parsing a message allocates a few times, not twice
+/// per header line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderLines {
+    text: Vec<u8>,
+    lines: Vec<(Cow<'static, str>, u32, u32)>,
+}
+
+impl HeaderLines {
+    fn with_capacity(bytes: usize) -> Self {
+        HeaderLines { text: Vec::with_capacity(bytes), lines: Vec::with_capacity(16) }
+    }
+
+    fn push(&mut self, key: Cow<'static, str>, value: &[u8]) {
+        let start = self.text.len() as u32;
+        self.text.extend_from_slice(value);
+        self.lines.push((key, start, self.text.len() as u32));
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// (lower-case full name, value) of every line, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        self.lines.iter().map(|(k, a, b)| (k.as_ref(), &self.text[*a as usize..*b as usize]))
+    }
+}
+
+impl<'a> IntoIterator for &'a HeaderLines {
+    type Item = (&'a str, &'a [u8]);
+    type IntoIter = Box<dyn Iterator<Item = (&'a str, &'a [u8])> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
 
 /// A parsed message: its start line, its header lines as (lower-case full name, value), its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +117,63 @@ const LIST_HEADERS: [&str; 18] = [
     "p-associated-uri",
 ];
 
+/// The static key of a lower-case header name a registrar's answers carry (the compact forms', the
+/// list headers' and the usual others): no allocation per line for them.
+fn static_name(lower: &[u8]) -> Option<&'static str> {
+    Some(match lower {
+        b"accept-contact" => "accept-contact",
+        b"referred-by" => "referred-by",
+        b"content-type" => "content-type",
+        b"request-disposition" => "request-disposition",
+        b"content-encoding" => "content-encoding",
+        b"from" => "from",
+        b"call-id" => "call-id",
+        b"reject-contact" => "reject-contact",
+        b"supported" => "supported",
+        b"content-length" => "content-length",
+        b"contact" => "contact",
+        b"identity-info" => "identity-info",
+        b"event" => "event",
+        b"refer-to" => "refer-to",
+        b"subject" => "subject",
+        b"to" => "to",
+        b"allow-events" => "allow-events",
+        b"via" => "via",
+        b"session-expires" => "session-expires",
+        b"identity" => "identity",
+        b"route" => "route",
+        b"record-route" => "record-route",
+        b"path" => "path",
+        b"service-route" => "service-route",
+        b"allow" => "allow",
+        b"require" => "require",
+        b"proxy-require" => "proxy-require",
+        b"unsupported" => "unsupported",
+        b"accept" => "accept",
+        b"accept-encoding" => "accept-encoding",
+        b"accept-language" => "accept-language",
+        b"in-reply-to" => "in-reply-to",
+        b"p-associated-uri" => "p-associated-uri",
+        b"cseq" => "cseq",
+        b"www-authenticate" => "www-authenticate",
+        b"proxy-authenticate" => "proxy-authenticate",
+        b"authentication-info" => "authentication-info",
+        b"expires" => "expires",
+        b"min-expires" => "min-expires",
+        b"retry-after" => "retry-after",
+        b"server" => "server",
+        b"user-agent" => "user-agent",
+        b"date" => "date",
+        b"warning" => "warning",
+        b"max-forwards" => "max-forwards",
+        b"timestamp" => "timestamp",
+        b"organization" => "organization",
+        _ => return None,
+    })
+}
+
 /// The key of a header name (`token [ \t]*`): lower-cased, compact forms expanded.
-fn header_key(name: &[u8]) -> Option<String> {
+fn header_key(name: &[u8]) -> Option<Cow<'static, str>> {
     let end = name.iter().position(|&b| !is_token_byte(b)).unwrap_or(name.len());
     if end == 0 || !name[end..].iter().all(|&b| b == b' ' || b == b'\t') {
         return None;
@@ -85,15 +182,25 @@ fn header_key(name: &[u8]) -> Option<String> {
     if let [letter] = token {
         let lower = letter.to_ascii_lowercase();
         if let Some((_, full)) = COMPACT_FORMS.iter().find(|(c, _)| *c == lower) {
-            return Some((*full).to_string());
+            return Some(Cow::Borrowed(full));
         }
     }
-    Some(String::from_utf8_lossy(token).to_ascii_lowercase())
+    let mut lower = [0u8; 24];
+    if let Some(buf) = lower.get_mut(..token.len()) {
+        for (l, b) in buf.iter_mut().zip(token) {
+            *l = b.to_ascii_lowercase();
+        }
+        if let Some(name) = static_name(buf) {
+            return Some(Cow::Borrowed(name));
+        }
+    }
+    // token bytes are ASCII
+    Some(Cow::Owned(token.iter().map(|b| char::from(b.to_ascii_lowercase())).collect()))
 }
 
 /// The lower-case key of any spelling ("I" -> "call-id").
 pub fn normalize_name(name: &str) -> String {
-    header_key(name.trim().as_bytes()).unwrap_or_else(|| name.trim().to_lowercase())
+    header_key(name.trim().as_bytes()).map_or_else(|| name.trim().to_lowercase(), Cow::into_owned)
 }
 
 /// Unfold: every `[ \t]*\r?\n[ \t]+` becomes one space (RFC 3261 §7.3.1).
@@ -266,7 +373,7 @@ fn parse_head(head: &[u8], folded: bool) -> Result<(StartLine, HeaderLines, Opti
         unfolded = unfold(text);
         text = &unfolded;
     }
-    let mut headers: HeaderLines = Vec::new();
+    let mut headers = HeaderLines::with_capacity(text.len());
     let mut length: Option<&[u8]> = None;
     let first_end = text.iter().position(|&b| b == b'\n').unwrap_or(text.len());
     if first_end < text.len() {
@@ -294,7 +401,7 @@ fn parse_head(head: &[u8], folded: bool) -> Result<(StartLine, HeaderLines, Opti
                     _ => {}
                 }
             }
-            headers.push((key, value.to_vec()));
+            headers.push(key, value);
         }
     }
     if headers.len() > MAX_HEADER_LINES {
@@ -349,12 +456,12 @@ pub fn parse_message(data: &[u8]) -> Result<Message> {
 impl Message {
     /// The first line of this header (by lower-case full name).
     pub fn get(&self, key: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+        self.headers.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// Every line of this header, as sent.
     pub fn get_all(&self, key: &str) -> Vec<&[u8]> {
-        self.headers.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_slice()).collect()
+        self.headers.iter().filter(|(k, _)| *k == key).map(|(_, v)| v).collect()
     }
 
     /// Every element of a list header (lines split on commas outside quotes and <...>).

@@ -66,6 +66,10 @@ impl<I: Ids> Machine for CoreMachine<I> {
         &self.inner.call_id
     }
 
+    fn contact(&self) -> &[u8] {
+        &self.inner.contact
+    }
+
     fn state(&self) -> State {
         self.inner.state
     }

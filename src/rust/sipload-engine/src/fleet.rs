@@ -55,6 +55,7 @@ pub struct EndpointReport {
     pub registrations: u32,
     pub refreshes: u32,
     pub call_id: Vec<u8>,
+    pub contact: Vec<u8>,
 }
 
 struct Slot<M> {
@@ -397,6 +398,7 @@ impl<M: Machine> Fleet<M> {
                     registrations: s.registrations,
                     refreshes: s.refreshes,
                     call_id: s.machine.call_id().to_vec(),
+                    contact: s.machine.contact().to_vec(),
                 }
             })
             .collect()

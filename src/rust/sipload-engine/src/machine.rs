@@ -45,6 +45,10 @@ pub enum Event {
 /// One endpoint's registration machine, driven with `now` in seconds.
 pub trait Machine {
     fn call_id(&self) -> &[u8];
+    /// The Contact URI it registers (for the endpoint's report).
+    fn contact(&self) -> &[u8] {
+        &[]
+    }
     fn state(&self) -> State;
     fn start(&mut self, now: f64);
     fn stop(&mut self, now: f64);

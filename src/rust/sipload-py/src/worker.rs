@@ -8,7 +8,6 @@
 //! caught: it is counted as an internal error with its message, the fleet stops, and the results so far
 //! stay readable; it never reaches Python as a crash.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -87,7 +86,6 @@ pub struct NativeWorker {
     profiles: Vec<Arc<Profile>>,
     preferences: Vec<Option<Vec<String>>>,
     pending: Vec<(Endpoint, u64, u16)>,
-    contacts: HashMap<u64, Vec<u8>>,
     fleet: Option<Fleet<Endpoint>>,
     panics: u64,
     last_panic: String,
@@ -130,7 +128,6 @@ impl NativeWorker {
             profiles: Vec::new(),
             preferences: Vec::new(),
             pending: Vec::new(),
-            contacts: HashMap::new(),
             fleet: None,
             panics: 0,
             last_panic: String::new(),
@@ -226,11 +223,17 @@ impl NativeWorker {
         let preference = algorithms(self.preferences.get(profile).cloned().flatten())?;
         let auth = DigestClient::new(&text(auth_user)?, Some(&text(password)?), None, None, preference, None)
             .map_err(|e| PyValueError::new_err(e.0))?;
-        let contact = text(contact)?.into_owned();
-        let reg =
-            Registration::new(p, &text(username)?, &contact, &text(sent_by)?, Some(auth), self.ids.clone(), None, 1)
-                .map_err(PyValueError::new_err)?;
-        self.contacts.insert(index, contact);
+        let reg = Registration::new(
+            p,
+            &text(username)?,
+            &text(contact)?,
+            &text(sent_by)?,
+            Some(auth),
+            self.ids.clone(),
+            None,
+            1,
+        )
+        .map_err(PyValueError::new_err)?;
         self.pending.push((CoreMachine::new(reg), index, socket));
         Ok(())
     }
@@ -367,12 +370,10 @@ impl NativeWorker {
         py: Python<'py>,
     ) -> PyResult<Vec<(u64, String, Option<u16>, &'static str, u32, u32, Bound<'py, PyString>, Bound<'py, PyString>)>>
     {
-        let contacts = std::mem::take(&mut self.contacts);
-        let reports = self.fleet()?.reports();
-        let out = reports
+        self.fleet()?
+            .reports()
             .into_iter()
             .map(|r| {
-                let contact = contacts.get(&r.index).map(Vec::as_slice).unwrap_or_default();
                 Ok((
                     r.index,
                     r.state,
@@ -381,11 +382,9 @@ impl NativeWorker {
                     r.registrations,
                     r.refreshes,
                     py_str(py, &r.call_id)?,
-                    py_str(py, contact)?,
+                    py_str(py, &r.contact)?,
                 ))
             })
-            .collect::<PyResult<Vec<_>>>();
-        self.contacts = contacts;
-        out
+            .collect()
     }
 }

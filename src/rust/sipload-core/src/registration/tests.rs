@@ -31,7 +31,7 @@ fn sent(reg: &mut Registration<PyRandom>) -> Message {
 fn answer(req: &Message, status: u16, extra: &str) -> Message {
     let mut text = format!("SIP/2.0 {status} Whatever\r\n").into_bytes();
     for (name, value) in &req.headers {
-        if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
+        if ["via", "from", "to", "call-id", "cseq"].contains(&name) {
             text.extend_from_slice(name.as_bytes());
             text.extend_from_slice(b": ");
             text.extend_from_slice(value);
