@@ -481,15 +481,15 @@ def start_sipload(scenario: Path, out: Path, workers: int | None,
 
 def run_sipload(target: str, rate: float, total: int, workdir: Path, *, timeout: float,
                 workers: int | None = None, first_user: int = 1, repo: Path = REPO,
-                tool: str | None = None, engine: str | None = None) -> RunResult:
-    """sipload (from `repo`, on `engine`) at `rate`/s for `total` registrations (as SIPp: no refresh, no
-    unregister)."""
+                tool: str | None = None, engine: str | None = None, tick: float | None = None) -> RunResult:
+    """sipload (from `repo`, on `engine`, with `load.tick` = `tick` seconds, None: its default) at `rate`/s
+    for `total` registrations (as SIPp: no refresh, no unregister)."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     duration = (total - 1) / rate + 2.0   # every arrival, and 2 s for the last answers
     scenario = sipload_scenario(workdir / "bench.toml", name="vs-sipp", target=target, rate=rate, total=total,
-                                duration=duration, first=first_user)
+                                duration=duration, first=first_user, tick=tick)
     name = tool or ("sipload" if workers is None else f"sipload/{workers}w") + (f" {engine}" if engine else "")
     result = RunResult(name, target, rate, total)
     run = start_sipload(scenario, workdir / "out", workers, repo=repo, engine=engine)

@@ -71,7 +71,7 @@ def one_run(tool: str, rate: float, seconds: float, args: argparse.Namespace, wo
         else:  # sipload on one engine, from this checkout, or from --base (its default engine)
             other: dict[str, Any] = {"repo": args.base, "tool": BASE} if tool == BASE else {"engine": tool}
             result = run_sipload(f"sip:127.0.0.1:{args.port}", rate, total, work / "sipload", timeout=timeout,
-                                 workers=args.workers, **other)
+                                 workers=args.workers, tick=args.tick, **other)
         result.target_cpu_s = k.cpu() - cpu0
     result.quiet = quiet.text()
     return result
@@ -127,6 +127,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="sipload --workers (default: its own: one per core)")
     ap.add_argument("--tools", default="SIPp,native,python",
                     help="SIPp and sipload's engines (native, python, auto), in the order of the first repetition")
+    ap.add_argument("--tick", type=lambda ms: float(ms) / 1e3, default=None, metavar="MS",
+                    help="sipload's load.tick in ms (default: its own, 1 ms)")
     ap.add_argument("--port", type=int, default=5270, help="Kamailio's SIP port (JSON-RPC: port + 1)")
     ap.add_argument("--quiet-idle", type=float, default=0.9)
     ap.add_argument("--quiet-wait", type=float, default=120.0)
@@ -150,6 +152,8 @@ def main() -> None:
             f"Machine: {machine_line(m)}", "",
             f"Command: python bench/vs_sipp.py --rates {args.rates} --seconds {args.seconds:g} --reps {args.reps}"
             + (f" --workers {args.workers}" if args.workers else "")
+            + (f" --tick {args.tick * 1e3:g}" if args.tick is not None else "")
+            + (f" --tools {args.tools}" if args.tools != "SIPp,native,python" else "")
             + (f" --base {args.base}" if args.base else ""), "",
             "Every run:", "", TABLE_HEAD]
     for line in head:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from click.testing import CliRunner
 from scenarios import scenario_toml
 from sipload.cli import main
 from sipload.engine.native_worker import choose_engine, native_refusal
+from sipload.engine.pool import default_workers
 from sipload.engine.run import ExitCode, RunOutcome, run_scenario
 from sipload.engine.worker import WorkerError
 from sipload.registrar.core import RegistrarCore
@@ -84,6 +86,15 @@ def test_plain_udp_settles_on_native_unless_python_is_asked(tmp_path: Path) -> N
     several = {"UDP": (DEST, ("127.0.0.1", 5061))}
     assert native_refusal(plain, several) == (
         "the target resolves to several UDP servers (failover is done by the Python engine)")
+
+
+@pytest.mark.parametrize(("rate", "engine", "most"), [
+    (5_000, "native", 1), (15_000, "native", 1), (30_000, "native", 2), (5_000, "python", 8)])
+def test_the_native_engine_takes_no_more_workers_than_its_rate_needs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rate: float, engine: str, most: int) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))   # an 8-core machine
+    sc = scenario(tmp_path, count=10_000, rate=rate, duration="10s", load={"engine": engine})
+    assert default_workers(sc) == most
 
 
 def test_an_engine_that_does_not_exist_is_one_line(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ dies is reported as such and the others' results stay valid.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -35,10 +36,19 @@ from sipload.transport.udp import Address
 SnapshotSink = Callable[[IntervalSnapshot, int], None]
 
 
+# arrivals a second one native worker serves with room to spare (bench/RESULTS.md: ~16 µs of CPU per
+# registration, a third of a core at 20,000/s); a second process beside it only adds wake-ups
+NATIVE_RATE_PER_WORKER = 20_000.0
+
+
 def default_workers(scenario: Scenario) -> int:
-    """All cores, but no more workers than a few hundred endpoints each justify."""
+    """All cores, but no more workers than a few hundred endpoints each justify; on the native engine,
+    no more than the arrival rate needs (one per NATIVE_RATE_PER_WORKER arrivals a second)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, scenario.endpoints.count // 200 or 1))
+    workers = min(cores, scenario.endpoints.count // 200 or 1)
+    if scenario.load.engine == "native":
+        workers = min(workers, math.ceil(scenario.load.peak_rate / NATIVE_RATE_PER_WORKER))
+    return max(1, workers)
 
 
 @dataclass(slots=True)

@@ -69,6 +69,15 @@ class Load:
     engine: str = "auto"
 
     @property
+    def peak_rate(self) -> float:
+        """The highest arrival rate of the schedule (per second)."""
+        if self.ramp is not None:
+            return max(self.ramp.start_rate, self.ramp.end_rate)
+        if self.steps:
+            return max(s.rate for s in self.steps)
+        return self.rate or 0.0
+
+    @property
     def shape(self) -> LoadShape:
         if self.steps:
             return LoadShape.STEPS
