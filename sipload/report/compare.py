@@ -29,6 +29,7 @@ from typing import Any
 
 from sipload.report.capacity import analyze
 from sipload.report.runinfo import differences as run_differences
+from sipload.report.runinfo import missing as missing_run
 from sipload.report.saved import SavedRun
 
 DEFAULT_PERCENTILES = ("p50", "p90", "p99")
@@ -162,6 +163,8 @@ def compare(base: SavedRun, new: SavedRun, tol: Tolerance = Tolerance()) -> Comp
                      f"{new.out_dir} ({n.get('scenario')}, {n.get('started_at')})")
     if b.get("scenario") != n.get("scenario"):
         cmp.warnings.append(f"different scenarios: {b.get('scenario')!r} and {n.get('scenario')!r}")
+    unknown = missing_run(b.get("run"), n.get("run"))
+    cmp.warnings += [unknown] if unknown else []
     cmp.warnings += [f"the runs differ in {d}" for d in run_differences(b.get("run"), n.get("run"))]
     b_rate, n_rate = _dict(b.get("rate")), _dict(n.get("rate"))
     b_off, n_off = _f(b_rate.get("offered")), _f(n_rate.get("offered"))

@@ -97,13 +97,9 @@ _PARAMETERS = ("endpoints", "shape", "rate", "steps", "ramp", "max_in_flight", "
 
 
 def differences(base: object, new: object) -> list[str]:
-    """A sentence for each way two summaries' ``run`` objects differ; one sentence when only one has it."""
-    if not isinstance(base, dict) and not isinstance(new, dict):
-        return []
+    """'workers: 1 in BASE, 2 in NEW' for each way two summaries' ``run`` objects differ ([] unless both have one)."""
     if not isinstance(base, dict) or not isinstance(new, dict):
-        which = "BASE" if not isinstance(base, dict) else "NEW"
-        return [f"{which} does not record its run context (written by an older sipload): cannot tell "
-                f"whether workers, host or load parameters differ"]
+        return []
     out = [f"{key}: {_show(base.get(key))} in BASE, {_show(new.get(key))} in NEW"
            for key in _TOP if base.get(key) != new.get(key)]
     bh, nh = _dict(base.get("host")), _dict(new.get("host"))
@@ -113,6 +109,15 @@ def differences(base: object, new: object) -> list[str]:
     out += [f"{key}: {_show(bp.get(key))} in BASE, {_show(np_.get(key))} in NEW"
             for key in _PARAMETERS if bp.get(key) != np_.get(key)]
     return out
+
+
+def missing(base: object, new: object) -> str | None:
+    """A sentence when only one of the two summaries records its run (an older sipload wrote the other)."""
+    if isinstance(base, dict) == isinstance(new, dict):
+        return None
+    which = "NEW" if isinstance(base, dict) else "BASE"
+    return (f"{which} does not record its run context (written by an older sipload): cannot tell whether "
+            f"workers, host or load parameters differ")
 
 
 def _dict(x: object) -> dict[str, Any]:
