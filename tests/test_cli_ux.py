@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from interop_helpers import sipload_env
 
 from sipload.cli import main
-from sipload.cli.options import DURATION, WHOLE_SECONDS
+from sipload.cli.options import DURATION, WHOLE_SECONDS, Milliseconds
 from sipload.durations import DurationError, parse_duration
 from sipload.scenario import ScenarioError, load_scenario
 
@@ -57,6 +57,14 @@ def test_durations_as_people_type_them(text: str, seconds: float) -> None:
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(DurationError):
         parse_duration(text)
+
+
+def test_a_latency_floor_takes_units_and_a_bare_number_stays_milliseconds() -> None:
+    assert [Milliseconds().convert(v, None, None) for v in ("2", "2ms", "500us", "0.1s", "0")] == [2, 2, 0.5, 100, 0]
+    with pytest.raises(click.BadParameter, match="milliseconds"):
+        Milliseconds().convert("soon", None, None)
+    with pytest.raises(click.BadParameter, match=">= 0"):
+        Milliseconds().convert("-1", None, None)
 
 
 def test_whole_seconds_round_up_and_have_a_minimum() -> None:
@@ -115,11 +123,13 @@ def one_line(result: Result) -> str:
     (["check", "--provider", "telnyx", "-n", "3", "--poll-interval", "x"], ["sipload check:", "'--poll-interval'"]),
     (["check", "--provider", "telnyx", "-n", "3", "--timeout", "0s"], ["'--timeout'", "more than 0"]),
     (["run", "{scenario}", "--rate", "fast"], ["'-r' / '--rate'", "'fast'"]),
+    (["compare", "{dir}", "{dir}", "--latency-floor", "a bit"], ["sipload compare:", "'--latency-floor'", "'a bit'"]),
 ])
 def test_a_bad_value_is_one_clear_line_naming_the_option_and_exit_2(tmp_path: Path, args: list[str],
                                                                      fragments: list[str]) -> None:
     scenario = str(write(tmp_path))
-    result = CliRunner().invoke(main, [a.replace("{scenario}", scenario) for a in args])
+    result = CliRunner().invoke(main, [a.replace("{scenario}", scenario).replace("{dir}", str(tmp_path))
+                                       for a in args])
     assert result.exit_code == 2, result.output
     line = one_line(result)
     for fragment in fragments:

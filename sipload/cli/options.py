@@ -41,6 +41,27 @@ class Duration(click.ParamType):  # type: ignore[type-arg]  # generic since clic
         return math.ceil(seconds) if self.whole_seconds else seconds
 
 
+class Milliseconds(click.ParamType):  # type: ignore[type-arg]  # generic since click 8.2
+    """A latency in milliseconds: '2ms', '500us', '0.1s', or a bare number of milliseconds (as these options
+    have always read it); refused below 0."""
+
+    name = "LATENCY"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        try:
+            ms = float(value)
+        except ValueError:
+            try:
+                return parse_duration(value) * 1000.0
+            except DurationError as exc:
+                self.fail(f"{exc} (a bare number is milliseconds)", param, ctx)
+        if not (math.isfinite(ms) and ms >= 0):
+            self.fail(f"must be a latency >= 0, got {value!r}", param, ctx)
+        return ms
+
+
 DURATION = Duration()
 POSITIVE_DURATION = Duration(positive=True)
 WHOLE_SECONDS = Duration(whole_seconds=True, minimum=1)
