@@ -141,3 +141,8 @@ def test_differences_of_steps_and_ramps_read_as_loads() -> None:
     assert differences(None, None) == [] and differences(base, None) == []
     assert missing(None, None) is None and missing(base, new) is None
     assert missing(None, new) is not None and "BASE does not record" in str(missing(None, new))
+
+
+def test_worker_processes_are_recorded(tmp_path: Path) -> None:
+    ctx = run(tmp_path, "two", "-w", "2")["run"]
+    assert (ctx["workers"], ctx["placement"]) == (2, "processes")
