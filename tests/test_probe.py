@@ -9,6 +9,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 from interop_helpers import RegistrarProcess, run_sipload
 
@@ -17,6 +18,7 @@ from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
 from sipload.registrar.server import serve_registrar
 from sipload.registrar.settings import RegistrarSettings
+from sipload.scenario import ScenarioError, parse_scenario
 from sipload.sip import Request, parse_message
 
 WARNING = re.compile(r"^sipload: warning: target sip:127\.0\.0\.1:\d+: no answer to OPTIONS within 1 s, but a "
@@ -133,3 +135,12 @@ async def test_the_register_query_changes_no_binding_and_a_prompt_options_answer
         assert answering.counters.received["REGISTER"] == 0       # OPTIONS answered: no REGISTER was sent
         assert ignoring.counters.received["REGISTER"] >= 1
         nursery.cancel_scope.cancel()
+
+
+def test_target_probe_is_read_checked_and_kept_by_a_target_override(tmp_path: Path) -> None:
+    sc = parse_scenario(scenario(5999, probe=False), tmp_path / "s.toml")
+    assert sc.target.probe is False
+    assert sc.with_overrides(target="sip:127.0.0.1:6000").target.probe is False   # --target keeps it
+    assert parse_scenario(scenario(5999), tmp_path / "s.toml").target.probe is True
+    with pytest.raises(ScenarioError, match=r"target\.probe.*true or false"):
+        parse_scenario(scenario(5999).replace("[endpoints]", 'probe = "no"\n[endpoints]'), tmp_path / "s.toml")

@@ -86,7 +86,8 @@ def load_parameters(scenario: Scenario) -> LoadParameters:
 def run_info(scenario: Scenario, *, workers: int, placement: str, engine_requested: str) -> RunInfo:
     """``scenario``: as it ran (its load.engine already decided, native or python)."""
     return RunInfo(sipload_version=__version__, workers=workers, placement=placement,
-                   engine=scenario.load.engine, engine_requested=engine_requested, host=host_info(),
+                   engine="native" if scenario.load.engine == "native" else "python",
+                   engine_requested=engine_requested, host=host_info(),
                    parameters=load_parameters(scenario))
 
 
