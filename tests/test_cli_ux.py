@@ -136,6 +136,13 @@ def test_a_bad_value_is_one_clear_line_naming_the_option_and_exit_2(tmp_path: Pa
         assert fragment in line, line
 
 
+def test_bare_sipload_still_shows_the_help_and_an_unknown_command_is_one_line() -> None:
+    bare = CliRunner().invoke(main, [])
+    assert "Commands:" in bare.output and "run" in bare.output and "Traceback" not in bare.output
+    unknown = CliRunner().invoke(main, ["runn"])
+    assert unknown.exit_code == 2 and "No such command 'runn'" in one_line(unknown)
+
+
 def test_a_bad_duration_from_the_installed_command_is_one_line(tmp_path: Path) -> None:
     """As a user meets it: the real entry point in a process of its own."""
     done = subprocess.run([sys.executable, "-m", "sipload", "run", str(write(tmp_path)), "-d", "1m30"],

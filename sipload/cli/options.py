@@ -67,6 +67,9 @@ POSITIVE_DURATION = Duration(positive=True)
 WHOLE_SECONDS = Duration(whole_seconds=True, minimum=1)
 
 
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
 def one_line(exc: click.UsageError) -> str:
     """'sipload run: Invalid value for '-d' / '--duration': ... (see 'sipload run --help')'."""
     where = exc.ctx.command_path if exc.ctx is not None else "sipload"
@@ -84,7 +87,10 @@ class Commands(click.Group):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
-            click.echo(one_line(exc), err=True)
+            if isinstance(exc, _NO_ARGS_IS_HELP):  # a bare `sipload`: the help, as click shows it
+                exc.show()
+            else:
+                click.echo(one_line(exc), err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
             exc.show()
