@@ -633,7 +633,8 @@ def test_steps_and_ramp_parse() -> None:
     ("body", "field", "fragment"),
     [
         ('t1 = "0ms"', "timers.t1", "must be a duration > 0, got '0ms'"),
-        ('t1 = "fast"', "timers.t1", "must be a duration such as '500ms', '30s', '2m', '1h' or a number of seconds"),
+        ('t1 = "fast"', "timers.t1",
+         "must be a duration such as '500ms', '30s', '2m', '1m30s', '1h' or a number of seconds"),
         ('t1 = "5s"', "timers.t2", "must not be shorter than timers.t1 (5s), got None"),
         ('t2 = "100ms"', "timers.t2", "must not be shorter than timers.t1 (500ms), got '100ms'"),
         ("t4 = -1", "timers.t4", "got -1"),

@@ -15,9 +15,10 @@ import click
 
 from sipload import __version__
 from sipload.cli import check, registrar, report, run
+from sipload.cli.options import Commands
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="sipload", cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sipload")
 def main() -> None:
     """sipload: SIP registration load tester and registrar simulator."""

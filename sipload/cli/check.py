@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import trio
 
-from sipload.durations import DurationError, parse_duration
+from sipload.cli.options import DURATION, POSITIVE_DURATION
 from sipload.providers.crosscheck import CrossCheckResult, OurEndpoint, run_crosscheck
 from sipload.providers.crosscheck_text import result_lines
 from sipload.providers.run_endpoints import EndpointsError, load_endpoints, template_endpoints
@@ -29,13 +29,6 @@ from sipload.providers.ultravox_setup import create_registrations, delete_regist
 EXIT_OK = 0
 EXIT_DISAGREE = 1
 EXIT_USAGE = 2
-
-
-def _seconds(name: str, text: str) -> float:
-    try:
-        return parse_duration(text)
-    except DurationError as exc:
-        raise click.BadParameter(str(exc), param_hint=name) from None
 
 
 async def check_endpoints(endpoints: list[OurEndpoint], config: CrossCheckConfig,
@@ -70,7 +63,7 @@ class UltravoxSetup:
 @click.option("--api-key-env", help="Environment variable holding the API key "
               "(default TELNYX_API_KEY, AUDIAN_AUTH_TOKEN or ULTRAVOX_API_KEY).")
 @click.option("--users", "template", default="user{n}", show_default=True, help="Username template with {n}.")
-@click.option("--count", type=int, help="How many users from the template.")
+@click.option("-n", "--count", type=click.IntRange(min=1), help="How many users from the template.")
 @click.option("--first", type=int, default=1, show_default=True, help="The first {n}.")
 @click.option("--expect", default="registered", show_default=True,
               help="sipload state assumed for template users (registered, unregistered, ...).")
@@ -78,11 +71,14 @@ class UltravoxSetup:
               help="A run's results directory: compare with its endpoints.csv instead of a template.")
 @click.option("--min-agreement", type=click.FloatRange(0, 100), default=100.0, show_default=True,
               help="Agreement rate (%) needed for exit code 0.")
-@click.option("--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True)
-@click.option("--timeout", default="10s", show_default=True, help="Per request.")
-@click.option("--poll-interval", default="500ms", show_default=True)
-@click.option("--poll-limit", default="0", show_default=True,
-              help="Keep polling users not yet shown registered this long (propagation delay).")
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True,
+              help="API requests in flight at once.")
+@click.option("--timeout", type=POSITIVE_DURATION, default="10s", show_default=True,
+              help="Deadline of one API request (30s, 1m, 500ms or seconds).")
+@click.option("--poll-interval", type=POSITIVE_DURATION, default="500ms", show_default=True,
+              help="Pause between two polls of a user not yet shown registered (with --poll-limit).")
+@click.option("--poll-limit", type=DURATION, default="0", show_default=True,
+              help="Keep polling users not yet shown registered this long (propagation delay; 0: ask once).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the result as JSON to this file.")
 @click.option("--show", type=click.IntRange(0), default=20, show_default=True, help="Disagreements listed.")
@@ -94,7 +90,7 @@ class UltravoxSetup:
 @click.option("--keep", is_flag=True, help="Ultravox --create-registrations: keep the registrations.")
 def check(provider: str, base_url: str | None, account_id: str | None, api_key_env: str | None, template: str,
           count: int | None, first: int, expect: str, results: Path | None, min_agreement: float,
-          concurrency: int, timeout: str, poll_interval: str, poll_limit: str, json_out: Path | None,
+          concurrency: int, timeout: float, poll_interval: float, poll_limit: float, json_out: Path | None,
           show: int, proxy: str | None, password_template: str, keep: bool) -> None:
     """Cross-check a provider's registration status with sipload's endpoints.
 
@@ -103,8 +99,7 @@ def check(provider: str, base_url: str | None, account_id: str | None, api_key_e
     try:
         config = CrossCheckConfig(
             provider, base_url, account_id, api_key_env, concurrency=concurrency,
-            timeout=_seconds("--timeout", timeout), poll_interval=_seconds("--poll-interval", poll_interval),
-            poll_limit=_seconds("--poll-limit", poll_limit), min_agreement=min_agreement,
+            timeout=timeout, poll_interval=poll_interval, poll_limit=poll_limit, min_agreement=min_agreement,
         )
         if results is not None:
             endpoints = load_endpoints(results)

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import trio
 
-from sipload.durations import DURATION_HINT, DurationError, parse_duration
+from sipload.cli.options import DURATION, WHOLE_SECONDS, Duration
 from sipload.emulators.app import serve_api
 from sipload.emulators.knobs import NO_FAULTS, ApiKnobs, parse_api_address, parse_knobs
 from sipload.gcpolicy import hold_long_lived
@@ -38,16 +38,6 @@ class _ListenType(click.ParamType):  # type: ignore[type-arg]  # generic since c
             self.fail(str(exc), param, ctx)
 
 
-class _DurationType(click.ParamType):  # type: ignore[type-arg]  # generic since click 8.2
-    name = "DURATION"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        try:
-            return parse_duration(value)
-        except DurationError as exc:
-            self.fail(f"{value!r}: {exc} ({DURATION_HINT})", param, ctx)
-
-
 class _DelayType(click.ParamType):  # type: ignore[type-arg]  # generic since click 8.2
     name = "DELAY"
 
@@ -70,24 +60,32 @@ class _DelayType(click.ParamType):  # type: ignore[type-arg]  # generic since cl
 @click.option("--password", default=None, metavar="TEMPLATE",
               help="Password template, {user} = the digest username  [default: pw-{user}].")
 @click.option("--users", type=click.Path(exists=True, dir_okay=False), help="File of 'user;password' lines.")
-@click.option("--realm", default="sipload", show_default=True)
+@click.option("--realm", default="sipload", show_default=True,
+              help="Digest realm of the challenges (what the endpoints' passwords are hashed with).")
 @click.option("--algorithm", "algorithms", multiple=True, type=click.Choice(ALGORITHMS, case_sensitive=False),
               help="Digest algorithm offered (repeatable)  [default: MD5].")
-@click.option("--default-expires", type=click.IntRange(min=1), default=3600, show_default=True)
-@click.option("--min-expires", type=click.IntRange(min=1), default=60, show_default=True)
-@click.option("--max-expires", type=click.IntRange(min=1), default=7200, show_default=True)
-@click.option("--nonce-lifetime", type=_DurationType(), default="300s", show_default=True)
+@click.option("--default-expires", type=WHOLE_SECONDS, default="3600", show_default=True,
+              help="Binding lifetime granted when a REGISTER asks none (1h, 3600, ...).")
+@click.option("--min-expires", type=WHOLE_SECONDS, default="60", show_default=True,
+              help="Shorter asked expiries are refused with 423 Interval Too Brief (Min-Expires).")
+@click.option("--max-expires", type=WHOLE_SECONDS, default="7200", show_default=True,
+              help="Longer asked expiries are granted this long instead.")
+@click.option("--nonce-lifetime", type=DURATION, default="300s", show_default=True,
+              help="How long a nonce is accepted; after it the answer is 401 with stale=true.")
 @click.option("--allow-user-mismatch", is_flag=True, help="Let a digest user register another To user.")
+@click.option("--ignore-options", is_flag=True,
+              help="Answer no OPTIONS (as SBCs that drop them from unknown sources); REGISTER is answered.")
 @click.option("--drop", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Share of requests dropped.")
 @click.option("--delay", type=_DelayType(), default="none", show_default=True,
               help="Response delay: 5ms | uniform:1ms:10ms | exp:2ms.")
 @click.option("--error-503", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="Share of requests answered 503.")
-@click.option("--retry-after", type=click.IntRange(min=0), default=5, show_default=True,
+@click.option("--retry-after", type=Duration(whole_seconds=True), default="5", show_default=True,
               help="Retry-After of the injected 503s.")
 @click.option("--seed", type=int, default=None, help="Seed of the fault injection and nonces.")
-@click.option("--duration", type=_DurationType(), default=None, help="Stop after this long.")
+@click.option("-d", "--duration", type=DURATION, default=None,
+              help="Stop after this long (30s, 1m, 1m30s; default: until Ctrl-C).")
 @click.option("--api", "api", default=None, metavar="HOST:PORT",
               help="Serve the Telnyx, Audian and Ultravox emulators over HTTP, backed by this registrar.")
 @click.option("--api-faults", default="", metavar="KNOBS",
@@ -100,7 +98,8 @@ def registrar(
     listens: Sequence[Listen], tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None,
     password: str | None,
     users: str | None, realm: str, algorithms: Sequence[str], default_expires: int, min_expires: int,
-    max_expires: int, nonce_lifetime: float, allow_user_mismatch: bool, drop: float, delay: DelaySpec,
+    max_expires: int, nonce_lifetime: float, allow_user_mismatch: bool, ignore_options: bool, drop: float,
+    delay: DelaySpec,
     error_503: float, retry_after: int, seed: int | None, duration: float | None, api: str | None,
     api_faults: str, challenge_rate: float | None, quiet: bool,
 ) -> None:
@@ -129,7 +128,8 @@ def registrar(
         settings = RegistrarSettings(
             realm=realm, password_template=password or "pw-{user}", users=user_table, algorithms=chosen,
             default_expires=default_expires, min_expires=min_expires, max_expires=max_expires,
-            nonce_lifetime=nonce_lifetime, allow_user_mismatch=allow_user_mismatch, drop=drop, delay=delay,
+            nonce_lifetime=nonce_lifetime, allow_user_mismatch=allow_user_mismatch,
+            ignore_options=ignore_options, drop=drop, delay=delay,
             error_503=error_503, retry_after=retry_after, seed=seed,
             challenge_rate=(default_challenge_rate([listen.host for listen in listens])
                             if challenge_rate is None else challenge_rate),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from sipload.cli.options import Milliseconds
 from sipload.report.compare import DEFAULT_PERCENTILES, Tolerance, parse_percent, parse_stats
 from sipload.report.compare import compare as compare_runs
 from sipload.report.prometheus import parse_listen
@@ -93,8 +94,8 @@ def report(results: Path) -> None:
 @click.argument("new", type=_DIR)
 @click.option("--tolerance", type=_Percent(), default=10.0, show_default=True,
               help="How much a gated latency percentile (and the failure ratio) may grow, in percent.")
-@click.option("--latency-floor", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="A latency increase smaller than this many ms is never a regression.")
+@click.option("--latency-floor", type=Milliseconds(), default="1ms", show_default=True,
+              help="A latency increase smaller than this is never a regression (2ms, 500us; a bare number is ms).")
 @click.option("--rate-tolerance", type=_Percent(), default=5.0, show_default=True,
               help="How much the achieved registration rate may fall, in percent.")
 @click.option("--allow-failures", type=click.IntRange(min=0), default=0, show_default=True,

@@ -31,6 +31,7 @@ from sipload.engine.worker import Destinations, WorkerError, WorkerReport
 from sipload.metrics.aggregate import Aggregate
 from sipload.report.prometheus import MetricsExporter
 from sipload.report.result import EndpointState, RunResult, build_result
+from sipload.report.runinfo import run_info
 from sipload.report.writers import write_results
 from sipload.scenario import Scenario, SipUri, Transport
 from sipload.thresholds import evaluate
@@ -176,6 +177,8 @@ class _RunState:
         self.crosscheck_error: str | None = None
         self.engines: dict[str, str] = {}
         self.engine_note: str | None = None
+        self.engine_requested = scenario.load.engine
+        self.run_workers = 1  # worker processes (or cluster shards) that ran
 
     async def run(self, nursery: trio.Nursery, *, handle_signals: bool, stop: trio.Event | None,
                   probe: bool) -> None:
@@ -196,10 +199,8 @@ class _RunState:
         else:
             destinations = await resolve_destinations(scenario)
             udp = destinations.get("UDP", ())
-            if probe and len(udp) == 1:  # with several, the failover is what the run is about
-                answer = await probe_udp(udp[0], scenario.target.domain)
-                if isinstance(answer, str):
-                    raise RunError(f"target {scenario.target.registrar}: {answer}; is the registrar running?")
+            if probe and scenario.target.probe and len(udp) == 1:  # with several, the failover is the point
+                await self._probe(udp[0])
         if self.interrupted_by is not None:
             raise RunInterrupted(f"interrupted by {self.interrupted_by} before the run started")
         try:
@@ -220,6 +221,7 @@ class _RunState:
             self.pool = ClusterPool(scenario, destinations, self.workers or 0, self.agg.add, address=self.cluster)
         else:
             self.pool = WorkerPool(scenario, destinations, workers, self.agg.add)
+            self.run_workers = workers
         if holding:
             self.pool.hold_hook = self._crosscheck
         self.agg.open_logs(self.out)
@@ -239,6 +241,18 @@ class _RunState:
         self.lost = outcome.lost
         if scenario.crosscheck is not None and not holding and self.interrupted_by is None:
             await self._crosscheck(self.report.endpoints)
+
+    async def _probe(self, destination: Address) -> None:
+        """Stop at once when nothing answers at the target; warn when only a REGISTER was answered."""
+        target = self.scenario.target
+        outcome = await probe_udp(destination, target.domain, user=self.scenario.endpoints.credentials(0).username)
+        if outcome.problem is not None:
+            raise RunError(f"target {target.registrar}: {outcome.problem}; is the registrar running? "
+                           f"(--no-probe or target.probe = false skips this check)")
+        warning = outcome.warning()
+        if warning is not None:
+            self.progress(f"sipload: warning: target {target.registrar}: {warning} "
+                          f"(--no-probe or target.probe = false skips it)")
 
     async def _crosscheck(self, states: list[EndpointState]) -> None:
         """Ask the provider about every endpoint; the outcome goes into the results, never fails the run."""
@@ -322,6 +336,12 @@ class _RunState:
         result = _result(self.scenario, self.agg, report, self.target_text,
                          ended - self.agg.started_at_unix, self.interrupted_by, notes, self.crosscheck)
         result.engines = self.engines
+        if isinstance(self.pool, ClusterPool):  # the shards placed, else those asked for
+            self.run_workers = len(self.pool.assignments) or self.pool.workers
+        placement = (f"dask:{self.cluster}" if self.cluster is not None
+                     else "processes" if self.run_workers > 1 else "in-process")
+        result.run = run_info(self.scenario, workers=self.run_workers, placement=placement,
+                              engine_requested=self.engine_requested)
         return result
 
 

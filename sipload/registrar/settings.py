@@ -146,6 +146,7 @@ class RegistrarSettings:
     challenge_burst: float | None = None   # bucket size of that limit (None: 2 x challenge_rate)
     outbound: bool = True                  # RFC 5626: Require: outbound for a UA that supports it
     gruu: bool = True                      # RFC 5627: pub-gruu / temp-gruu for a UA that supports it
+    ignore_options: bool = False           # OPTIONS get no answer (as SBCs that drop them from unknown sources)
 
     def __post_init__(self) -> None:
         if not self.realm or any(ch in self.realm for ch in '"\r\n\\'):

@@ -13,6 +13,9 @@ NEW is worse ("regressed") when any of these holds:
 - a threshold that passed in BASE fails in NEW, or NEW did not complete while BASE did;
 - both runs had a stepped load and NEW's knee is at a lower offered rate.
 
+Where the runs differ in what they ran (sipload's version, workers, engine, host cores or kernel, the
+effective load parameters: summary.json's `run`), a warning line says so for each difference.
+
 Everything else (service times, p99.9 and max, retransmissions, responses, failures by reason) is shown
 but does not decide. Numbers come from summary.json (and the capacity analysis of the saved files).
 """
@@ -25,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sipload.report.capacity import analyze
+from sipload.report.runinfo import differences as run_differences
+from sipload.report.runinfo import missing as missing_run
 from sipload.report.saved import SavedRun
 
 DEFAULT_PERCENTILES = ("p50", "p90", "p99")
@@ -158,6 +163,9 @@ def compare(base: SavedRun, new: SavedRun, tol: Tolerance = Tolerance()) -> Comp
                      f"{new.out_dir} ({n.get('scenario')}, {n.get('started_at')})")
     if b.get("scenario") != n.get("scenario"):
         cmp.warnings.append(f"different scenarios: {b.get('scenario')!r} and {n.get('scenario')!r}")
+    unknown = missing_run(b.get("run"), n.get("run"))
+    cmp.warnings += [unknown] if unknown else []
+    cmp.warnings += [f"the runs differ in {d}" for d in run_differences(b.get("run"), n.get("run"))]
     b_rate, n_rate = _dict(b.get("rate")), _dict(n.get("rate"))
     b_off, n_off = _f(b_rate.get("offered")), _f(n_rate.get("offered"))
     cmp.changes.append(Change("rate.offered", b_off, n_off, "/s"))

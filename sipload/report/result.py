@@ -14,6 +14,7 @@ from typing import Any
 
 from sipload.metrics.aggregate import Aggregate, PhaseCounts
 from sipload.metrics.phases import Kind, Phase
+from sipload.report.runinfo import RunInfo
 from sipload.thresholds import ThresholdResult
 
 # The generator is reported as behind its schedule when an arrival was sent later than this.
@@ -80,6 +81,7 @@ class RunResult:
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # per device group
     keepalive: dict[str, int] = field(default_factory=dict)  # keep-alive/outbound/GRUU totals of the run
     engines: dict[str, str] = field(default_factory=dict)  # device group -> "native" or "python"
+    run: RunInfo | None = None  # version, host, workers, engine, effective load (report/runinfo.py)
 
 
     def passed(self) -> bool:

@@ -97,7 +97,7 @@ class Scenario:
                     except ValueError as exc:
                         raise ScenarioError(f"--target: {exc}, got {text!r}") from None
                 doc.pop("registrar", None)
-                carried = {"dns"}  # the nameserver, TLS files and WebSocket path still apply
+                carried = {"dns", "probe"}  # the nameserver, the probe, TLS files and WebSocket path still apply
                 if any(u.transport in (Transport.TLS, Transport.WSS) for u in uris):
                     carried |= {k for k in old if k.startswith("tls_")}
                 if any(u.transport in (Transport.WS, Transport.WSS) for u in uris):
