@@ -34,8 +34,8 @@ from sipload.scenario.schedule import ENGINES
                    "is refused unless --force is given.")
 @click.option("--force", is_flag=True, help="Write into a non-empty --out directory (over an earlier run's files).")
 @click.option("-w", "--workers", type=click.IntRange(1, 256),
-              help="Worker processes  [default: one per CPU core, at most one per 200 endpoints; with --cluster, "
-                   "one shard per Dask worker process].")
+              help="Worker processes  [default: one per CPU core, at most one per 200 endpoints and, on the "
+                   "native engine, one per 20,000 arrivals/s; with --cluster, one shard per Dask worker process].")
 @metrics_option
 @click.option("--cluster", metavar="ADDRESS", callback=lambda _c, _p, v: _check_cluster(v),
               help="Run the shards on a Dask cluster: tcp://SCHEDULER:8786, or local:N (N local processes).")
