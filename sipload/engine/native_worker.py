@@ -143,7 +143,6 @@ class NativeWorker:
         self._stop_requested = False
         self._waker: _native.Waker | None = None
         self._native: _native.NativeWorker | None = None
-        self._usernames: dict[int, tuple[str, str]] = {}
 
     def request_stop(self) -> None:
         """Stop arrivals and unregister (Ctrl-C, SIGTERM, the parent asking)."""
@@ -187,7 +186,6 @@ class NativeWorker:
             sent_by = hostport(advertised or locals_[k][0], locals_[k][1])
             native.add_endpoint(profiles[g], i, k, cred.username, f"sip:{cred.username}@{sent_by};transport=udp",
                                 sent_by, cred.auth_user, password)
-            self._usernames[i] = (cred.username, group.name)
         return native
 
     async def run(self, ready: Callable[[], None] | None = None, go: trio.Event | None = None) -> WorkerReport:
@@ -263,11 +261,13 @@ class NativeWorker:
 
     def _states(self, native: _native.NativeWorker) -> list[EndpointState]:
         out = []
+        plan = self.plan
         for index, state, last_status, reason, registrations, refreshes, call_id, contact in native.reports():
-            username, group = self._usernames.get(index, ("", "default"))
-            out.append(EndpointState(index=index, username=username, state=state, last_status=last_status,
-                                     failure_reason=reason, registrations=registrations, refreshes=refreshes,
-                                     contact=contact, call_id=call_id, group=group))
+            group = plan.groups[plan.group[index]]   # the username is made again rather than kept per endpoint
+            out.append(EndpointState(index=index, username=group.endpoints.credentials(index).username,
+                                     state=state, last_status=last_status, failure_reason=reason,
+                                     registrations=registrations, refreshes=refreshes, contact=contact,
+                                     call_id=call_id, group=group.name))
         return out
 
     def _finish(self, native: _native.NativeWorker) -> None:

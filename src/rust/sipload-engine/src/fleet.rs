@@ -12,11 +12,12 @@
 //! interrupted, as `Worker._abandon` does). Every event a machine emits becomes counts in the
 //! [`Recorder`] exactly as `Endpoint.flush` records it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use sipload_core::message::{parse_message, StartLine};
 use sipload_io::{Schedule, Timers};
 
+use crate::call_ids::CallIds;
 use crate::machine::{Event, Machine, Op, State};
 use crate::recorder::{micros, Phase, Recorder, Snapshot};
 
@@ -115,7 +116,7 @@ fn phase_of(op: Op) -> Phase {
 pub struct Fleet<M> {
     config: FleetConfig,
     slots: Vec<Slot<M>>,
-    by_call_id: HashMap<Vec<u8>, u32>,
+    by_call_id: CallIds,
     timers: Timers,
     recorder: Recorder,
     counters: FleetCounters,
@@ -131,10 +132,9 @@ pub struct Fleet<M> {
 impl<M: Machine> Fleet<M> {
     /// A fleet of `endpoints`: (machine, the endpoint's index in the scenario, its socket), in index order.
     pub fn new(config: FleetConfig, endpoints: Vec<(M, u64, u16)>) -> Self {
-        let mut by_call_id = HashMap::with_capacity(endpoints.len());
-        let mut slots = Vec::with_capacity(endpoints.len());
-        for (i, (machine, index, socket)) in endpoints.into_iter().enumerate() {
-            by_call_id.insert(machine.call_id().to_vec(), i as u32);
+        let mut by_call_id = CallIds::with_capacity(endpoints.len());
+        let mut slots: Vec<Slot<M>> = Vec::with_capacity(endpoints.len());
+        for (machine, index, socket) in endpoints {
             slots.push(Slot {
                 machine,
                 index,
@@ -148,6 +148,9 @@ impl<M: Machine> Fleet<M> {
                 refreshes: 0,
                 registering: false,
             });
+        }
+        for (i, slot) in slots.iter().enumerate() {
+            by_call_id.insert(slot.machine.call_id(), i as u32, |j| slots[j as usize].machine.call_id());
         }
         let timers = Timers::new(slots.len() as u32);
         Fleet {
@@ -211,7 +214,9 @@ impl<M: Machine> Fleet<M> {
             self.counters.stray += 1;
             return;
         };
-        let Some(i) = msg.get("call-id").and_then(|v| self.by_call_id.get(sipload_core::text::py_strip(v))).copied()
+        let slots = &self.slots;
+        let call_id_of = |j: u32| slots.get(j as usize).map_or(&b""[..], |s| s.machine.call_id());
+        let Some(i) = msg.get("call-id").and_then(|v| self.by_call_id.get(sipload_core::text::py_strip(v), call_id_of))
         else {
             self.counters.stray += 1;
             return;

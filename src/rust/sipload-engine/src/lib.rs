@@ -11,6 +11,7 @@
 //! - [`udp_loop`]: the system-call side, apart: the fleet's sockets drained and written in batches
 //!   (`sipload-io`'s recvmmsg/sendmmsg, whose `unsafe` stays there), on CLOCK_MONOTONIC.
 
+pub mod call_ids;
 pub mod core_machine;
 pub mod fleet;
 pub mod machine;
