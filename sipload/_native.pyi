@@ -233,6 +233,7 @@ class NativeWorker:
         """registered, in_flight, retries, kernel_drops, stray, send_errors."""
     def counters(self) -> dict[str, Any]:
         """The worker report's counts (arrivals, stray, unparseable, foreign, errors)."""
-    def reports(self) -> list[tuple[int, str, int | None, str, int, int, str, str]]:
-        """Every endpoint: (index, state, last status, failure reason, registrations, refreshes, Call-ID,
-        contact)."""
+    def reports(self, start: int = 0,
+                count: int | None = None) -> list[tuple[int, str, int | None, str, int, int, str, str]]:
+        """Endpoints start..start + count (every one by default; past the end: fewer): (index, state, last
+        status, failure reason, registrations, refreshes, Call-ID, contact)."""

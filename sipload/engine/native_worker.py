@@ -56,6 +56,7 @@ except ImportError as exc:  # a source tree whose extension was never compiled
 
 QUIET_WAKES_PER_TICK = 4  # a quiet worker's wake-ups per load.tick at most (4,000/s at the default 1 ms)
 BUSY_DATAGRAMS = 8000.0  # datagrams a second (in + out: ~2,000 registrations) from which a worker is busy
+REPORT_CHUNK = 20_000  # endpoint reports fetched from the native fleet at a time
 WAKE_BURST = 8.0  # wake-ups a worker may take at once before the pacing holds it
 
 
@@ -262,12 +263,15 @@ class NativeWorker:
     def _states(self, native: _native.NativeWorker) -> list[EndpointState]:
         out = []
         plan = self.plan
-        for index, state, last_status, reason, registrations, refreshes, call_id, contact in native.reports():
-            group = plan.groups[plan.group[index]]   # the username is made again rather than kept per endpoint
-            out.append(EndpointState(index=index, username=group.endpoints.credentials(index).username,
-                                     state=state, last_status=last_status, failure_reason=reason,
-                                     registrations=registrations, refreshes=refreshes, contact=contact,
-                                     call_id=call_id, group=group.name))
+        start = 0
+        while chunk := native.reports(start, REPORT_CHUNK):   # a chunk at a time: a million tuples never live at once
+            start += len(chunk)
+            for index, state, last_status, reason, registrations, refreshes, call_id, contact in chunk:
+                group = plan.groups[plan.group[index]]   # the username is made again, not kept per endpoint
+                out.append(EndpointState(index=index, username=group.endpoints.credentials(index).username,
+                                         state=state, last_status=last_status, failure_reason=reason,
+                                         registrations=registrations, refreshes=refreshes, contact=contact,
+                                         call_id=call_id, group=group.name))
         return out
 
     def _finish(self, native: _native.NativeWorker) -> None:

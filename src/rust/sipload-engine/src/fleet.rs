@@ -387,8 +387,15 @@ impl<M: Machine> Fleet<M> {
     }
 
     pub fn reports(&self) -> Vec<EndpointReport> {
+        self.reports_of(0, self.slots.len())
+    }
+
+    /// The reports of endpoints `start..start + count` (in the fleet's order; past the end: fewer).
+    pub fn reports_of(&self, start: usize, count: usize) -> Vec<EndpointReport> {
         self.slots
             .iter()
+            .skip(start)
+            .take(count)
             .map(|s| {
                 let state = s.machine.state();
                 let state = match (state, s.failure) {

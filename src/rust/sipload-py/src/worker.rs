@@ -363,15 +363,19 @@ impl NativeWorker {
         Ok(d)
     }
 
-    /// Every endpoint: (index, state, last status, failure reason, registrations, refreshes, Call-ID, contact).
+    /// Endpoints `start..start + count` (all by default; past the end: fewer): (index, state, last status,
+    /// failure reason, registrations, refreshes, Call-ID, contact).
+    #[pyo3(signature = (start=0, count=None))]
     #[allow(clippy::type_complexity)]
     fn reports<'py>(
         &mut self,
         py: Python<'py>,
+        start: usize,
+        count: Option<usize>,
     ) -> PyResult<Vec<(u64, String, Option<u16>, &'static str, u32, u32, Bound<'py, PyString>, Bound<'py, PyString>)>>
     {
         self.fleet()?
-            .reports()
+            .reports_of(start, count.unwrap_or(usize::MAX))
             .into_iter()
             .map(|r| {
                 Ok((
