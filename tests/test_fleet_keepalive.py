@@ -31,9 +31,8 @@ from peers import (
     private_kamailio,
 )
 from scenarios import Table, Value, scenario_toml
-from sipload.engine.pool import merge_reports
 from sipload.engine.run import ExitCode, run_scenario
-from sipload.engine.worker import Worker, WorkerReport, instance_for
+from sipload.engine.worker import Worker, WorkerReport, instance_for, merge_reports
 from sipload.registrar.bindings import Binding
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 
 from scenarios import scenario_toml
 from sipload.cli import main
-from sipload.engine.native_worker import choose_engine, native_refusal
+from sipload.engine.engines import VIRTUAL_CLOCK, choose_engine, native_refusal
 from sipload.engine.pool import default_workers
 from sipload.engine.run import ExitCode, RunOutcome, run_scenario
 from sipload.engine.worker import WorkerError
@@ -58,9 +58,9 @@ def scenario(tmp_path: Path, *, registrar: str = "sip:127.0.0.1:5060", count: in
     ({"endpoints": {"socket": "per-endpoint"}}, "the scenario has a socket per endpoint"),
     ({"groups": ({"name": "a", "share": 1.0, "keepalive": "10s"},)}, "the scenario uses keepalive"),
     ({"groups": ({"name": "a", "share": 1.0, "outbound": True},)}, "the scenario uses outbound"),
-    ({"groups": ({"name": "a", "share": 0.5},
+    ({"groups": ({"name": "a", "share": 0.5, "transport": "tcp"},
                  {"name": "b", "share": 0.5, "churn": {"share": 0.5, "every": "60s", "away": "30s"}})},
-     "group 'b' uses churn"),
+     "group 'a' uses TCP (the native engine does UDP)"),
     ({"target": {"outbound_proxy": "sip:127.0.0.1:5070"}}, "an outbound proxy is set"),
 ])
 def test_refusal_names_what_the_native_engine_does_not_do(tmp_path: Path, change: dict[str, Any],
@@ -95,6 +95,14 @@ def test_the_native_engine_takes_no_more_workers_than_its_rate_needs(
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))   # an 8-core machine
     sc = scenario(tmp_path, count=10_000, rate=rate, duration="10s", load={"engine": engine})
     assert default_workers(sc) == most
+
+
+async def test_a_virtual_clock_keeps_the_python_engine(tmp_path: Path,
+                                                       autojump_clock: trio.testing.MockClock) -> None:
+    settled, note = choose_engine(scenario(tmp_path), DEST)
+    assert settled.load.engine == "python" and note == f"the Python engine ran: {VIRTUAL_CLOCK}"
+    with pytest.raises(WorkerError, match="virtual clock"):
+        choose_engine(scenario(tmp_path, load={"engine": "native"}), DEST)
 
 
 def test_an_engine_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
@@ -165,6 +173,31 @@ async def test_both_engines_give_the_same_counts_failures_and_states(tmp_path: P
         seen[engine] = counts(outcome)
     assert seen["native"] == seen["python"]
     assert seen["native"]["failures"] == {"auth_rejected": 15}   # 12 of "bad", 3 wrong passwords of "good"
+
+
+@pytest.mark.parametrize(("workers", "stop"), [(1, False), (2, True)])
+async def test_a_fleet_the_native_engine_cannot_run_whole_runs_each_group_on_its_engine(
+        tmp_path: Path, workers: int, stop: bool) -> None:
+    """A group with keep-alives runs on Python beside a plain one on the native engine, in each worker: one
+    run, one result, every endpoint registered and unregistered (at the end, or on a stop request)."""
+    groups = ({"name": "plain", "share": 0.5}, {"name": "pinging", "share": 0.5, "keepalive": "10s"})
+    outcome, left, _ = await run_against_registrar(
+        tmp_path, lambda uri: scenario(tmp_path, registrar=uri, count=24, groups=groups,
+                                       duration="60s" if stop else "1500ms",
+                                       endpoints={"expires": 60} if stop else None),
+        workers=workers, stop_after_registered=stop)
+    r = outcome.result
+    assert r.engines == {"plain": "native", "pinging": "python"}
+    assert "the Python engine ran 'pinging' beside the native one: group 'pinging' uses keepalive" in r.notes
+    assert (r.registrations.attempted, r.registrations.succeeded) == (24, 24)
+    assert r.unregistrations.succeeded == 24 and left == 0
+    assert sorted(e.index for e in r.endpoint_states) == list(range(24))
+    assert sorted(e.group for e in r.endpoint_states) == ["pinging"] * 12 + ["plain"] * 12
+    assert r.failures == {} and (stop or outcome.exit_code is ExitCode.OK), r.notes
+    if stop:
+        assert r.duration_s < 30
+    else:
+        assert r.refreshes.succeeded >= 24
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -37,8 +37,8 @@ from typing import Any
 import trio
 
 from sipload.engine.cluster_shard import POLL, ShardResult, ShardSpec, ignore_sigint, run_shard
-from sipload.engine.pool import PoolOutcome, SnapshotSink, merge_reports
-from sipload.engine.worker import Destinations, Shard, WorkerError
+from sipload.engine.pool import PoolOutcome, SnapshotSink
+from sipload.engine.worker import Destinations, Shard, WorkerError, merge_reports
 from sipload.metrics.recorder import IntervalSnapshot
 from sipload.report.result import EndpointState
 from sipload.scenario import AddressRange, Scenario

@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 
-from sipload.engine.native_worker import make_worker
+from sipload.engine.engines import make_worker
 from sipload.engine.worker import Destinations, Shard, WorkerError, WorkerReport
 from sipload.metrics.recorder import IntervalSnapshot
 from sipload.scenario import Scenario

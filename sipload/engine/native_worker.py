@@ -29,20 +29,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 import trio
 
 from sipload.engine.devices import build_profile
 from sipload.engine.limits import check_resources
 from sipload.engine.routes import Destinations, Routes, WorkerError
-from sipload.engine.worker import Shard, Sink, Worker, WorkerReport
+from sipload.engine.worker import Shard, Sink, WorkerReport
 from sipload.metrics.phases import Kind, Phase, encode_buckets
 from sipload.metrics.recorder import IntervalSnapshot
 from sipload.report.result import EndpointState
 from sipload.scenario import Scenario
 from sipload.scenario.endpoints import SocketMode
-from sipload.scenario.groups import FleetPlan, Role, plan_fleet
+from sipload.scenario.groups import FleetPlan, Group, Role, plan_fleet
 from sipload.scenario.schedule import LoadShape
 from sipload.sip.failures import FailureReason
 from sipload.transport.addresses import hostport
@@ -60,28 +59,49 @@ REPORT_CHUNK = 20_000  # endpoint reports fetched from the native fleet at a tim
 WAKE_BURST = 8.0  # wake-ups a worker may take at once before the pacing holds it
 
 
-def native_refusal(scenario: Scenario, destination: Address | Destinations) -> str | None:
-    """Why the native engine cannot run this scenario (None: it can)."""
+def group_refusal(group: Group) -> str | None:
+    """Why the native engine cannot run this device group (None: it can)."""
+    if group.transport.value.upper() != "UDP":
+        return f"uses {group.transport.value.upper()} (the native engine does UDP)"
+    if group.endpoints.socket is SocketMode.PER_ENDPOINT:
+        return "has a socket per endpoint"
+    for name, on in (("churn", group.churn is not None), ("flap", group.flap is not None),
+                     ("avalanche", bool(group.avalanche)), ("keepalive", group.keepalive > 0),
+                     ("outbound", group.outbound), ("gruu", group.gruu)):
+        if on:
+            return f"uses {name}"
+    return None
+
+
+def scenario_refusal(scenario: Scenario, destination: Address | Destinations) -> str | None:
+    """Why the native engine cannot run any group of this scenario (None: it can run those it can)."""
     if NOT_BUILT is not None:
         return NOT_BUILT
-    plan = plan_fleet(scenario.fleet, scenario.endpoints.count, scenario.seed)
-    for group in plan.groups:
-        what = f"group {group.name!r}" if len(plan.groups) > 1 else "the scenario"
-        if group.transport.value.upper() != "UDP":
-            return f"{what} uses {group.transport.value.upper()} (the native engine does UDP)"
-        if group.endpoints.socket is SocketMode.PER_ENDPOINT:
-            return f"{what} has a socket per endpoint"
-        for name, on in (("churn", group.churn is not None), ("flap", group.flap is not None),
-                         ("avalanche", bool(group.avalanche)), ("keepalive", group.keepalive > 0),
-                         ("outbound", group.outbound), ("gruu", group.gruu)):
-            if on:
-                return f"{what} uses {name}"
     dests = destination if isinstance(destination, dict) else {"*": (destination,)}
     udp = dests.get("UDP") or dests.get("*") or ()
-    if len(tuple(udp)) != 1:
+    if len(tuple(udp)) > 1:  # none: no UDP group, which the groups' refusals say
         return "the target resolves to several UDP servers (failover is done by the Python engine)"
     if scenario.target.outbound_proxy is not None:
         return "an outbound proxy is set"
+    return None
+
+
+def group_refusals(scenario: Scenario) -> dict[str, str]:
+    """The groups (with endpoints) the native engine cannot run, and why."""
+    plan = plan_fleet(scenario.fleet, scenario.endpoints.count, scenario.seed)
+    return {g.name: why for g in plan.groups if g.count and (why := group_refusal(g)) is not None}
+
+
+def native_refusal(scenario: Scenario, destination: Address | Destinations) -> str | None:
+    """Why the native engine cannot run the whole scenario (None: it can)."""
+    refusal = scenario_refusal(scenario, destination)
+    if refusal is not None:
+        return refusal
+    plan = plan_fleet(scenario.fleet, scenario.endpoints.count, scenario.seed)
+    for group in plan.groups:
+        why = group_refusal(group)
+        if why is not None:
+            return f"group {group.name!r} {why}" if len(plan.groups) > 1 else f"the scenario {why}"
     return None
 
 
@@ -128,7 +148,13 @@ class NativeWorker:
     def __init__(self, scenario: Scenario, destination: Address | Destinations, *, shard: Shard | None = None,
                  sink: Sink | None = None, seed: int | None = None) -> None:
         shard = shard or Shard()
-        refusal = native_refusal(scenario, destination)
+        refusal = scenario_refusal(scenario, destination)
+        mine = group_refusals(scenario)
+        if shard.groups is not None:
+            mine = {name: why for name, why in mine.items() if name in shard.groups}
+        if refusal is None and mine:
+            name, why = next(iter(mine.items()))
+            refusal = f"group {name!r} {why}"
         if refusal is not None:
             raise WorkerError(f"the native engine cannot run this: {refusal}")
         self.scenario = scenario
@@ -153,18 +179,20 @@ class NativeWorker:
 
     def _build(self) -> _native.NativeWorker:
         sc, plan = self.scenario, self.plan
-        mine = list(self.shard.indices(sc.endpoints.count))
+        mine = self.shard.mine(plan, sc.endpoints.count)
+        used = sorted({plan.group[i] for i in mine})
         dest = self.destination
         hosts: dict[int, list[str]] = {}
-        for g, group in enumerate(plan.groups):
-            hosts[g] = self._routes._hosts(group, [dest])[0]
+        for g in used:
+            hosts[g] = self._routes._hosts(plan.groups[g], [dest])[0]
         every = sorted({h for hs in hosts.values() for h in hs})
         native = _native.NativeWorker([(h, 0) for h in every], (str(dest[0]), int(dest[1])), _schedule(sc),
                                       sc.load.max_in_flight, self._seed)
         locals_ = native.local_addresses()
         socket_of = {h: k for k, h in enumerate(every)}
         profiles = {}
-        for g, group in enumerate(plan.groups):
+        for g in used:
+            group = plan.groups[g]
             p = build_profile(sc, "UDP", group)
             t = p.timers
             profiles[g] = native.add_profile(
@@ -291,34 +319,3 @@ class NativeWorker:
         r.last_transport_error = c["last_error"]
         r.left_bound = native.gauges(now)["registered"]
         r.endpoints = self._states(native)
-
-
-def choose_engine(scenario: Scenario, destination: Address | Destinations) -> tuple[Scenario, str | None]:
-    """The scenario with `load.engine` settled to "native" or "python", and why auto kept Python (if it did).
-
-    Raises WorkerError when "native" was asked for a scenario the native engine cannot run."""
-    asked = scenario.load.engine
-    if asked == "python":
-        return scenario, None
-    refusal = native_refusal(scenario, destination)
-    if refusal is not None:
-        if asked == "native":
-            raise WorkerError(f"--engine native: {refusal}; run it with --engine python (or auto)")
-        return replace(scenario, load=replace(scenario.load, engine="python")), (
-            f"the Python engine ran: {refusal}")
-    return replace(scenario, load=replace(scenario.load, engine="native")), None
-
-
-def make_worker(scenario: Scenario, destination: Address | Destinations, *, shard: Shard | None = None,
-                sink: Sink | None = None) -> Worker | NativeWorker:
-    """The worker of the engine the scenario settled on (`choose_engine`)."""
-    if scenario.load.engine == "native":
-        return NativeWorker(scenario, destination, shard=shard, sink=sink)
-    return Worker(scenario, destination, shard=shard or Shard(), sink=sink)
-
-
-def engines_of(scenario: Scenario) -> dict[str, str]:
-    """Which engine ran each device group (summary.json's `engines`)."""
-    engine = "native" if scenario.load.engine == "native" else "python"
-    plan = plan_fleet(scenario.fleet, scenario.endpoints.count, scenario.seed)
-    return {group.name: engine for group in plan.groups}

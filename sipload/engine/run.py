@@ -21,9 +21,9 @@ import trio
 
 from sipload.engine.cluster import ClusterPool
 from sipload.engine.embedded import scenario_transports, start_embedded
+from sipload.engine.engines import choose_engine, engines_of
 from sipload.engine.limits import check_resources
 from sipload.engine.live import LiveOutputs, open_live_outputs
-from sipload.engine.native_worker import choose_engine, engines_of
 from sipload.engine.pool import WorkerPool, default_workers
 from sipload.engine.probe import probe_udp
 from sipload.engine.resolve import ResolveError, resolve_target
@@ -227,7 +227,8 @@ class _RunState:
         self.agg.open_logs(self.out)
         self.live = open_live_outputs(scenario, self.out, self.agg.started_at_unix, exporter)
         how = f"Dask cluster {self.cluster}" if self.cluster else f"{workers} worker{'s' if workers > 1 else ''}"
-        how += f", {scenario.load.engine} engine"
+        how += (f", native engine, Python for {', '.join(scenario.load.python_groups)}" if scenario.load.python_groups
+                else f", {scenario.load.engine} engine")
         self.progress(
             f"sipload: {scenario.name}: {scenario.endpoints.count} endpoints -> {self.target_text}; "
             f"{how}; results in {self.out}"

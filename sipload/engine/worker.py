@@ -64,20 +64,33 @@ from sipload.sip.parser import parse_message
 from sipload.sip.registration import Registration, RegState
 from sipload.transport.udp import Address
 
-__all__ = ["Destinations", "Shard", "Sink", "Worker", "WorkerError", "WorkerReport", "build_profile", "instance_for"]
+__all__ = ["Destinations", "Shard", "Sink", "Worker", "WorkerError", "WorkerReport", "build_profile", "instance_for",
+           "merge_reports"]
 
 Sink = Callable[[IntervalSnapshot], None]
 
 
 @dataclass(frozen=True, slots=True)
 class Shard:
-    """Which endpoints a worker drives: every `workers`-th one, starting at `worker`."""
+    """Which endpoints a worker drives: every `workers`-th one, starting at `worker`; of those, only the
+    device groups named in `groups` when it is set (a worker's groups split between two engines)."""
 
     worker: int = 0
     workers: int = 1
+    groups: frozenset[str] | None = None
 
     def indices(self, count: int) -> range:
         return range(self.worker, count, self.workers)
+
+    def mine(self, plan: FleetPlan, count: int) -> list[int]:
+        """The scenario indices of this shard's endpoints, in order."""
+        if self.groups is None:
+            return list(self.indices(count))
+        names = [g.name in self.groups for g in plan.groups]
+        return [i for i in self.indices(count) if names[plan.group[i]]]
+
+    def of_groups(self, groups: frozenset[str]) -> Shard:
+        return Shard(self.worker, self.workers, groups)
 
 
 @dataclass(slots=True)
@@ -101,6 +114,32 @@ class WorkerReport:
     # shared by several groups counts in each of them) and over all channels (each counted once)
     stream_keepalives: dict[str, list[int]] = field(default_factory=dict)
     stream_keepalive_total: list[int] = field(default_factory=lambda: [0, 0, 0])
+
+
+def merge_reports(reports: list[WorkerReport]) -> WorkerReport:
+    merged = WorkerReport()
+    for r in reports:
+        merged.endpoints.extend(r.endpoints)
+        merged.arrivals_started += r.arrivals_started
+        merged.stray += r.stray
+        merged.unparseable += r.unparseable
+        merged.send_errors += r.send_errors
+        merged.transport_failures += r.transport_failures
+        merged.last_transport_error = r.last_transport_error or merged.last_transport_error
+        merged.left_bound += r.left_bound
+        merged.unregister_timed_out += r.unregister_timed_out
+        merged.foreign += r.foreign
+        merged.internal_errors += r.internal_errors
+        merged.last_internal_error = r.last_internal_error or merged.last_internal_error
+        merged.arrival_period = max(merged.arrival_period, r.arrival_period)
+        for name, counts in r.stream_keepalives.items():
+            have = merged.stream_keepalives.get(name, [0, 0, 0])
+            merged.stream_keepalives[name] = [a + b for a, b in zip(have, counts, strict=True)]
+        merged.stream_keepalive_total = [a + b for a, b in zip(merged.stream_keepalive_total,
+                                                               r.stream_keepalive_total, strict=True)]
+    merged.endpoints.sort(key=lambda e: e.index)
+    return merged
+
 
 
 class Worker:
@@ -176,7 +215,7 @@ class Worker:
                 self._after_input(endpoint)
 
     def _create_endpoints(self, slots: dict[int, list[list[Channel]]]) -> None:
-        indices = self.shard.indices(self.scenario.endpoints.count)
+        indices = self.shard.mine(self.plan, self.scenario.endpoints.count)
         after_flush = self.keepalives.after_flush
         for endpoint in build_endpoints(self.scenario, self.plan, indices, slots, self.ids, after_flush):
             if isinstance(endpoint, FlowEndpoint):
@@ -268,7 +307,7 @@ class Worker:
                 problem = check_resources(self.scenario, self.shard.workers)
                 if problem is not None:
                     raise WorkerError(problem)
-            self._create_endpoints(await self._open_all(self.shard.indices(self.scenario.endpoints.count)))
+            self._create_endpoints(await self._open_all(self.shard.mine(self.plan, self.scenario.endpoints.count)))
             # the endpoints just built live for the whole run: out of the collector's passes, a full
             # collection no longer walks them (max pause 84 -> 30 ms at 24,000 endpoints, one worker)
             release_gc = hold_long_lived()

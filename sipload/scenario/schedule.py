@@ -67,6 +67,9 @@ class Load:
     # which engine runs the UDP fleet: "auto" (the native one where it can, else Python, saying why),
     # "native" (refuse a scenario it cannot run) or "python"
     engine: str = "auto"
+    # settled with the engine (never read from a scenario file): the device groups the Python engine runs
+    # beside a native fleet, when the native engine cannot run them (TCP, churn...)
+    python_groups: tuple[str, ...] = ()
 
     @property
     def peak_rate(self) -> float:
