@@ -26,14 +26,16 @@ from click.testing import CliRunner
 
 from scenarios import scenario_toml
 from sipload.cli import main
-from sipload.engine.engines import VIRTUAL_CLOCK, choose_engine, native_refusal
+from sipload.engine.engines import VIRTUAL_CLOCK, choose_engine, make_worker, native_refusal
 from sipload.engine.pool import default_workers
 from sipload.engine.run import ExitCode, RunOutcome, run_scenario
+from sipload.engine.split_worker import SplitWorker
 from sipload.engine.worker import WorkerError
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
 from sipload.registrar.server import serve_registrar
 from sipload.registrar.settings import RegistrarSettings
+from sipload.report.result import EndpointState
 from sipload.scenario import Scenario, ScenarioError, parse_scenario
 
 DEST = ("127.0.0.1", 5060)
@@ -198,6 +200,33 @@ async def test_a_fleet_the_native_engine_cannot_run_whole_runs_each_group_on_its
         assert r.duration_s < 30
     else:
         assert r.refreshes.succeeded >= 24
+
+
+async def test_a_split_worker_holds_once_with_every_endpoint_registered(tmp_path: Path) -> None:
+    """The hold hook (a cross-check) is called once, with both engines' endpoints, while all are bound."""
+    groups = ({"name": "plain", "share": 0.5}, {"name": "pinging", "share": 0.5, "keepalive": "10s"})
+    core = RegistrarCore(RegistrarSettings(realm="sipload.test", min_expires=1), now=trio.current_time())
+    held: list[list[str]] = []
+    async with trio.open_nursery() as nursery:
+        listens = await nursery.start(partial(serve_registrar, core.settings, [Listen("udp", "127.0.0.1", 0)],
+                                              core=core, out=lambda _: None))
+        sc, _ = choose_engine(scenario(tmp_path, registrar=f"sip:127.0.0.1:{listens[0].port}", count=12,
+                                       groups=groups, endpoints={"expires": 60}),
+                              ("127.0.0.1", listens[0].port))
+        worker = make_worker(sc, ("127.0.0.1", listens[0].port))
+        assert isinstance(worker, SplitWorker)
+
+        async def hook(states: list[EndpointState]) -> None:
+            bound = sum(len(b) for _, b in core.store.aors(trio.current_time()))
+            held.append([f"{s.group}:{s.state}" for s in states] + [f"bound:{bound}"])
+
+        worker.hold_hook = hook
+        with trio.fail_after(30):
+            report = await worker.run()
+        nursery.cancel_scope.cancel()
+    assert len(held) == 1
+    assert sorted(held[0]) == ["bound:12"] + ["pinging:registered"] * 6 + ["plain:registered"] * 6
+    assert sorted(e.index for e in report.endpoints) == list(range(12)) and report.left_bound == 0
 
 
 @pytest.mark.parametrize("workers", [1, 2])
