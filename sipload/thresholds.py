@@ -26,6 +26,7 @@ class ThresholdResult:
     expr: str  # as written in the scenario, e.g. "register.p99 < 200ms"
     value: float | None  # the metric's value in the threshold's base unit (ms, %, count); None: unavailable
     passed: bool
+    why: str = ""  # why there was no value (e.g. "no refresh happened: ..."), when there was none
 
 
 class ThresholdError(ValueError):

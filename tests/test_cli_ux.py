@@ -191,3 +191,30 @@ def test_an_empty_out_directory_made_beforehand_is_used(tmp_path: Path) -> None:
                                        "--quiet"])
     assert result.exit_code == 0, result.output
     assert (out / "summary.json").is_file()
+
+
+# ------------------------------------------------------------------------- gates that explain themselves
+
+def test_a_threshold_without_data_says_why(tmp_path: Path) -> None:
+    """A gate that fails for lack of data names what did not happen and why, on the line, in summary.json
+    and in junit.xml."""
+    text = (QUICK.replace('thresholds = ["register.success_rate == 100%"]',
+                          'thresholds = ["register.success_rate == 100%", "refresh.p99 < 1s", '
+                          '"unregister.success_rate == 100%", "crosscheck.agreement == 100%"]')
+            .replace("expires = 2", "expires = 60\nrefresh_jitter = 0.1")
+            .replace('unregister_timeout = "5s"', 'unregister_timeout = "5s"\nunregister = false'))
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["run", str(write(tmp_path, text)), "-d", "1s", "-n", "3", "-r", "30",
+                                       "-w", "1", "-o", str(out), "--quiet"])
+    assert result.exit_code == 1, result.output
+    refresh = ("no refresh happened: the run ended after 1 s, before the first refresh point, 24 s after a "
+               "registration (expires 60 s x refresh_at 0.5, less 0.1 of jitter)")
+    assert f"[FAIL] refresh.p99 < 1s  (value n/a: {refresh})" in result.output
+    assert "[FAIL] unregister.success_rate == 100%  (value n/a: no unregistration happened: load.unregister is " \
+           "false)" in result.output
+    assert "(value n/a: no cross-check ran ([crosscheck] is not set))" in result.output
+    assert "[PASS] register.success_rate == 100%  (value 100)" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    whys = {t["expr"]: t["why"] for t in summary["thresholds"]}
+    assert whys["refresh.p99 < 1s"] == refresh and whys["register.success_rate == 100%"] == ""
+    assert f"refresh.p99 has no value ({refresh}), wanted &lt; 1s" in (out / "junit.xml").read_text()

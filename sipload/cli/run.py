@@ -129,7 +129,7 @@ def summary_lines(result: RunResult, out_dir: Path) -> str:
     if result.failures:
         lines.append("failures: " + ", ".join(f"{k} {v}" for k, v in sorted(result.failures.items())))
     for t in result.thresholds:
-        value = "n/a" if t.value is None else f"{t.value:g}"
+        value = ("n/a" + (f": {t.why}" if t.why else "")) if t.value is None else f"{t.value:g}"
         lines.append(f"  [{'PASS' if t.passed else 'FAIL'}] {t.expr}  (value {value})")
     for note in result.notes:
         lines.append(f"note: {note}")

@@ -13,7 +13,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from sipload.engine.embedded import scenario_transports, start_embedded
 from sipload.engine.engines import choose_engine, engines_of
 from sipload.engine.limits import check_resources
 from sipload.engine.live import LiveOutputs, open_live_outputs
+from sipload.engine.nodata import why_no_value
 from sipload.engine.pool import WorkerPool, default_workers
 from sipload.engine.probe import probe_udp
 from sipload.engine.resolve import ResolveError, resolve_target
@@ -375,7 +376,8 @@ def _result(
     if crosscheck is not None:
         values["crosscheck.agreement"] = float(crosscheck["agreement_pct"])
         values["crosscheck.disagreements"] = float(crosscheck["disagreements_total"])
-    thresholds = evaluate(scenario.thresholds, values)
+    thresholds = [t if t.value is not None else replace(t, why=why_no_value(th.metric, scenario, agg))
+                  for th, t in zip(scenario.thresholds, evaluate(scenario.thresholds, values), strict=True)]
     notes: list[str] = list(lost)
     if report.arrivals_started < count:
         notes.append(f"only {report.arrivals_started} of {count} endpoints started before the run ended")

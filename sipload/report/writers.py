@@ -86,7 +86,7 @@ def threshold_message(t: ThresholdResult) -> str:
     m = _EXPR.match(t.expr)
     metric, wanted = (m.group(1), m.group(2)) if m else (t.expr, "")
     if t.value is None:
-        shown = f"{metric} has no value"
+        shown = f"{metric} has no value" + (f" ({t.why})" if t.why else "")
     else:
         unit = metric_unit(metric)
         shown = f"{metric} = {format_value(t.value)}{' ' + unit if unit else ''}"
