@@ -142,6 +142,10 @@ class Threshold:
     metric: str  # e.g. "register.p99"
     op: str  # one of OPERATORS
     value: float  # in the metric's base unit (ms, %, count, per second)
+    # k6's abortOnFail / delayAbortEval: checked at every interval from `abort_delay` seconds into the run;
+    # a miss (on a value: no data never aborts) stops the run, which still unregisters and writes results
+    abort: bool = False
+    abort_delay: float = 0.0
 
     @property
     def kind(self) -> MetricKind:

@@ -218,3 +218,39 @@ def test_a_threshold_without_data_says_why(tmp_path: Path) -> None:
     whys = {t["expr"]: t["why"] for t in summary["thresholds"]}
     assert whys["refresh.p99 < 1s"] == refresh and whys["register.success_rate == 100%"] == ""
     assert f"refresh.p99 has no value ({refresh}), wanted &lt; 1s" in (out / "junit.xml").read_text()
+
+
+def test_an_abort_on_fail_threshold_ends_the_run_early_and_still_unregisters(tmp_path: Path) -> None:
+    """k6's abortOnFail: a registrar rejecting half the passwords fails the build seconds in, not after the
+    scenario's minute; the endpoints that did register are unregistered and every result is written."""
+    text = (QUICK.replace('thresholds = ["register.success_rate == 100%"]',
+                          'thresholds = [{ expr = "register.success_rate == 100%", abort_on_fail = true, '
+                          'delay = "1s" }, "register.p99 < 10s"]')
+            .replace("expires = 2", "expires = 60")
+            + '[[groups]]\nname = "half-wrong"\nshare = 1.0\nwrong_passwords = 0.5\n')
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["run", str(write(tmp_path, text)), "-d", "60s", "-n", "20", "-r", "40",
+                                       "-w", "1", "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "threshold register.success_rate == 100% missed (register.success_rate = " in result.output
+    assert "aborting the run (abort_on_fail); unregistering endpoints" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["duration_s"] < 20 and summary["complete"] is False
+    assert summary["interrupted_by"].startswith("abort_on_fail: register.success_rate == 100% (value ")
+    regs, unregs = summary["registrations"], summary["unregistrations"]
+    assert regs["failed"] > 0 and unregs["succeeded"] == regs["succeeded"] > 0
+    assert (out / "report.html").exists() and (out / "junit.xml").exists()
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ('{ expr = "register.p99 < 1s", delay = "5s" }', "thresholds[0].delay: applies only with abort_on_fail = true"),
+    ('{ expr = "register.p99 < 1s", abort_on_fail = "yes" }', "thresholds[0].abort_on_fail: must be"),
+    ('{ expr = "register.p99 << 1s", abort_on_fail = true }', "thresholds[0].expr: "),
+    ('{ expression = "register.p99 < 1s" }', "thresholds[0]"),
+    ("42", "thresholds[0]: must be a string such as 'register.p99 < 200ms' or a table"),
+])
+def test_a_bad_threshold_table_is_one_line_naming_the_field(tmp_path: Path, item: str, message: str) -> None:
+    text = QUICK.replace('thresholds = ["register.success_rate == 100%"]', f"thresholds = [{item}]")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(write(tmp_path, text))
+    assert message in str(info.value) and "\n" not in str(info.value)

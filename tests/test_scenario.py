@@ -810,12 +810,14 @@ def test_registrar_rules_of_the_registrar_settings(tmp_path: Path, body: str, fi
         (
             'thresholds = "timeouts == 0"',
             "thresholds",
-            "must be a list of strings such as 'register.p99 < 200ms', got 'timeouts == 0'",
+            "must be a list, each item a string such as 'register.p99 < 200ms' or a table such as "
+            "{ expr = 'register.success_rate == 100%', abort_on_fail = true, delay = '10s' }, got 'timeouts == 0'",
         ),
         (
             'thresholds = ["timeouts == 0", 5]',
             "thresholds[1]",
-            "must be a string such as 'register.p99 < 200ms', got 5",
+            "must be a string such as 'register.p99 < 200ms' or a table such as "
+            "{ expr = 'register.success_rate == 100%', abort_on_fail = true, delay = '10s' }, got 5",
         ),
         (
             'thresholds = ["timeouts == 0", "register.p99 < 200ms", "register.p99 < 5%"]',

@@ -22,8 +22,9 @@ def _first_refresh_point(scenario: Scenario) -> tuple[float, str]:
         f", less {e.refresh_jitter:g} of jitter" if e.refresh_jitter else "")
 
 
-def why_no_value(metric: str, scenario: Scenario, agg: Aggregate) -> str:
-    """Why `metric` had no value in this run ("" when nothing more can be said)."""
+def why_no_value(metric: str, scenario: Scenario, agg: Aggregate, ran_s: float) -> str:
+    """Why `metric` had no value in a run of the scenario that lasted `ran_s` ("" when nothing more can be
+    said)."""
     head = metric.split(".", 1)[0]
     if head == "crosscheck" and scenario.crosscheck is None:
         return "no cross-check ran ([crosscheck] is not set)"
@@ -41,9 +42,10 @@ def why_no_value(metric: str, scenario: Scenario, agg: Aggregate) -> str:
         if not registered:
             return "no refresh happened: nothing registered"
         point, how = _first_refresh_point(scenario)
-        if scenario.load.duration < point:
-            return (f"no refresh happened: the run ended after {scenario.load.duration:g} s, before the first "
-                    f"refresh point, {point:g} s after a registration ({how})")
+        ran = min(scenario.load.duration, ran_s)
+        if ran < point:
+            return (f"no refresh happened: the run ended after {ran:.3g} s, before the first refresh point, "
+                    f"{point:g} s after a registration ({how})")
         return "no refresh happened"
     if phase is Phase.UNREGISTER:
         if not scenario.load.unregister:

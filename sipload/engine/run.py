@@ -9,6 +9,7 @@ unregister timeout; a second Ctrl-C abandons the unregistration).
 from __future__ import annotations
 
 import enum
+import math
 import shutil
 import signal
 import time
@@ -149,7 +150,7 @@ async def run_scenario(
         raise RunInterrupted(f"interrupted by {state.interrupted_by} before the run started")
     if state.error is not None:
         raise RunError(state.error)
-    code = ExitCode.INTERRUPTED if state.interrupted_by else (
+    code = ExitCode.THRESHOLD_FAILED if state.aborted else ExitCode.INTERRUPTED if state.interrupted_by else (
         ExitCode.OK if result.passed() else ExitCode.THRESHOLD_FAILED
     )
     return RunOutcome(result, out, code)
@@ -164,6 +165,7 @@ class _RunState:
         self.progress = progress
         self.agg = Aggregate(time.time())
         self.interrupted_by: str | None = None
+        self.aborted = False  # an abort_on_fail threshold missed: interrupted_by says which
         self.error: str | None = None
         self.report = WorkerReport()
         self.target_text = scenario.target.registrar
@@ -309,6 +311,7 @@ class _RunState:
 
     async def _show_progress(self) -> None:
         interval = self.scenario.load.interval
+        started = time.time()
         while True:
             await trio.sleep(interval)
             now = time.time()
@@ -316,6 +319,24 @@ class _RunState:
             if self.live is not None:
                 self.live.interval(self.agg, now)
             self.progress(self.agg.progress().line())
+            self._check_aborts(now - started)
+
+    def _check_aborts(self, elapsed: float) -> None:
+        """Stop the run at the first abort_on_fail threshold missed on a value, past its delay."""
+        watched = [t for t in self.scenario.thresholds if t.abort and elapsed >= t.abort_delay]
+        if not watched or self.interrupted_by is not None:
+            return
+        values = self.agg.metric_values()
+        for t in watched:
+            value = values.get(t.metric)
+            if value is not None and math.isfinite(value) and not t.check(value):
+                self.interrupted_by = f"abort_on_fail: {t.expr} (value {value:g} after {elapsed:.0f} s)"
+                self.aborted = True
+                self.progress(f"sipload: threshold {t.expr} missed ({t.metric} = {value:g}) after "
+                              f"{elapsed:.1f} s: aborting the run (abort_on_fail); unregistering endpoints")
+                if self.pool is not None:
+                    self.pool.request_stop()
+                return
 
     def discard(self, remove_dir: bool) -> None:
         self.agg.close_logs()
@@ -376,7 +397,7 @@ def _result(
     if crosscheck is not None:
         values["crosscheck.agreement"] = float(crosscheck["agreement_pct"])
         values["crosscheck.disagreements"] = float(crosscheck["disagreements_total"])
-    thresholds = [t if t.value is not None else replace(t, why=why_no_value(th.metric, scenario, agg))
+    thresholds = [t if t.value is not None else replace(t, why=why_no_value(th.metric, scenario, agg, duration_s))
                   for th, t in zip(scenario.thresholds, evaluate(scenario.thresholds, values), strict=True)]
     notes: list[str] = list(lost)
     if report.arrivals_started < count:
