@@ -102,13 +102,16 @@ def report(results: Path) -> None:
               help="Failures NEW may have beyond BASE's failure ratio.")
 @click.option("--percentiles", type=_Stats(), default=",".join(DEFAULT_PERCENTILES), show_default=True,
               help="Latency statistics that decide (p50, p90, p95, p99, p99.9, max, mean).")
+@click.option("--min-tail", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Samples each run needs beyond a percentile for it to decide (p99: 100x this); fewer: shown "
+                   "with a warning, never a regression.")
 @click.option("--phase", "phases", multiple=True,
               help="Only gate these phases (repeatable; default: every phase both runs measured).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the comparison as JSON to this file.")
 @click.option("--brief", is_flag=True, help="Show only the metrics that decide, not every change.")
 def compare(base: Path, new: Path, tolerance: float, latency_floor: float, rate_tolerance: float,
-                    allow_failures: int, percentiles: tuple[str, ...], phases: tuple[str, ...],
+                    allow_failures: int, percentiles: tuple[str, ...], min_tail: int, phases: tuple[str, ...],
                     json_out: Path | None, brief: bool) -> None:
     """Compare two results directories: print what changed (rate, latency percentiles, failures) and
     exit 1 when NEW is worse than BASE beyond the tolerances (a regression gate for CI), else 0."""
@@ -119,7 +122,7 @@ def compare(base: Path, new: Path, tolerance: float, latency_floor: float, rate_
         sys.exit(EXIT_USAGE)
     tol = Tolerance(latency_pct=tolerance, latency_floor_ms=latency_floor, rate_pct=rate_tolerance,
                     failures_allowed=allow_failures, failure_pct=tolerance, percentiles=percentiles,
-                    phases=phases or None)
+                    phases=phases or None, min_tail=min_tail)
     result = compare_runs(b, n, tol)
     click.echo("\n".join(result.lines(all_metrics=not brief)))
     if json_out is not None:
