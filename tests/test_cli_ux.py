@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+import jsonschema
 import pytest
 from click.testing import CliRunner, Result
 from interop_helpers import sipload_env
@@ -254,3 +255,27 @@ def test_a_bad_threshold_table_is_one_line_naming_the_field(tmp_path: Path, item
     with pytest.raises(ScenarioError) as info:
         load_scenario(write(tmp_path, text))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------------- results a script can read
+
+def test_a_stepped_run_prints_its_knee_and_writes_its_capacity(tmp_path: Path) -> None:
+    text = (QUICK.replace('thresholds = ["register.success_rate == 100%"]',
+                          'thresholds = ["register.success_rate == 100%", "register.p99 < 5s"]')
+            .replace("count = 6", "count = 60")
+            .replace('rate = 30\nduration = "30m"',
+                     'steps = [{ rate = 10, duration = "2s" }, { rate = 20, duration = "2s" }]\nduration = "4s"'))
+    out = tmp_path / "o"
+    result = CliRunner().invoke(main, ["run", str(write(tmp_path, text)), "-w", "1", "-o", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    cap = summary["capacity"]
+    assert [s["offered"] for s in cap["steps"]] == [10, 20]
+    assert cap["knee"] == {"step": 1, "offered": 20} and cap["breaking"] is None
+    assert f"capacity: {cap['verdict']}" in result.output
+    schema = json.loads((Path(__file__).parents[1] / "sipload" / "data" / "summary.schema.json").read_text())
+    jsonschema.validate(summary, schema)
+    plain = tmp_path / "plain"
+    CliRunner().invoke(main, ["run", str(write(tmp_path)), "-d", "1s", "-n", "3", "-w", "1", "-o", str(plain),
+                              "--quiet"])
+    assert json.loads((plain / "summary.json").read_text())["capacity"] is None

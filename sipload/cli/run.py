@@ -131,6 +131,8 @@ def summary_lines(result: RunResult, out_dir: Path) -> str:
     for t in result.thresholds:
         value = ("n/a" + (f": {t.why}" if t.why else "")) if t.value is None else f"{t.value:g}"
         lines.append(f"  [{'PASS' if t.passed else 'FAIL'}] {t.expr}  (value {value})")
+    if result.capacity is not None:
+        lines.append(f"capacity: {result.capacity['verdict']}")
     for note in result.notes:
         lines.append(f"note: {note}")
     lines.append(f"results: {out_dir}")

@@ -34,7 +34,7 @@ from sipload.metrics.aggregate import Aggregate
 from sipload.report.prometheus import MetricsExporter
 from sipload.report.result import EndpointState, RunResult, build_result
 from sipload.report.runinfo import run_info
-from sipload.report.writers import write_results
+from sipload.report.writers import write_results, write_summary
 from sipload.scenario import Scenario, SipUri, Transport
 from sipload.thresholds import evaluate
 from sipload.transport.addresses import AddressError
@@ -143,6 +143,8 @@ async def run_scenario(
         if state.worker_started and state.error is None:
             result = state.finish()
             write_results(result, out)
+            if scenario.load.steps:
+                result = _with_capacity(result, out, progress)
             _write_report(out, progress)
         else:  # the run never started: leave no empty results behind
             state.discard(remove_dir=created and (state.error is not None or state.interrupted_by is not None))
@@ -366,6 +368,23 @@ class _RunState:
         result.run = run_info(self.scenario, workers=self.run_workers, placement=placement,
                               engine_requested=self.engine_requested)
         return result
+
+
+def _with_capacity(result: RunResult, out: Path, progress: Callable[[str], None]) -> RunResult:
+    """A stepped run's result with its capacity analysis, summary.json written again with it."""
+    from sipload.report.capacity import analyze
+    from sipload.report.saved import ResultsError, load_run
+
+    try:
+        cap = analyze(load_run(out))
+    except ResultsError as exc:  # the results are on disk; say why there is no analysis and go on
+        progress(f"sipload: no capacity analysis: {exc}")
+        return result
+    if cap is None:
+        return result
+    result = replace(result, capacity=cap.to_dict())
+    write_summary(result, out)
+    return result
 
 
 def _write_report(out: Path, progress: Callable[[str], None]) -> None:

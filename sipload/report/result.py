@@ -82,6 +82,8 @@ class RunResult:
     keepalive: dict[str, int] = field(default_factory=dict)  # keep-alive/outbound/GRUU totals of the run
     engines: dict[str, str] = field(default_factory=dict)  # device group -> "native" or "python"
     run: RunInfo | None = None  # version, host, workers, engine, effective load (report/runinfo.py)
+    # a stepped run's capacity analysis (report/capacity.py: knee, breaking point, verdict, steps), else None
+    capacity: dict[str, Any] | None = None
 
 
     def passed(self) -> bool:
