@@ -279,3 +279,30 @@ def test_a_stepped_run_prints_its_knee_and_writes_its_capacity(tmp_path: Path) -
     CliRunner().invoke(main, ["run", str(write(tmp_path)), "-d", "1s", "-n", "3", "-w", "1", "-o", str(plain),
                               "--quiet"])
     assert json.loads((plain / "summary.json").read_text())["capacity"] is None
+
+
+# ------------------------------------------------------------------------- one scenario means one load
+
+def test_max_in_flight_is_split_across_workers_into_one_run_wide_cap() -> None:
+    from sipload.engine.worker import Shard
+    assert [Shard(k, 3).share(8) for k in range(3)] == [3, 3, 2]
+    assert [Shard(k, 2).share(1) for k in range(2)] == [1, 1]   # at least one each (run() keeps workers <= cap)
+    assert Shard(0, 2, cap=5).share(8) == 5
+
+
+@pytest.mark.parametrize("engine", ["native", "python"])
+def test_the_in_flight_cap_holds_for_the_whole_run_whatever_the_workers(tmp_path: Path, engine: str) -> None:
+    """A registrar that answers in 20 ms and a cap of 2 in flight: 2 / 40 ms (challenge + auth) is ~50
+    registrations a second, with one worker or two; a cap per worker would let two workers do twice that."""
+    rates = {}
+    for workers in (1, 2):
+        text = (QUICK.replace("count = 6", "count = 60").replace("expires = 2", "expires = 60")
+                .replace('duration = "30m"', 'duration = "3s"\nmax_in_flight = 2')
+                .replace("rate = 30", "rate = 300").replace("min_expires = 1", 'min_expires = 1\ndelay = "20ms"'))
+        out = tmp_path / f"w{workers}"
+        result = CliRunner().invoke(main, ["run", str(write(tmp_path, text)), "-w", str(workers), "-o", str(out),
+                                           "--engine", engine, "--quiet"])
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["registrations"]["succeeded"] == 60, result.output
+        rates[workers] = summary["rate"]["achieved"]
+    assert 25 < rates[1] < 60 and 25 < rates[2] < 60, rates

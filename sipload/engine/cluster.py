@@ -274,6 +274,7 @@ class ClusterPool:
         if count > len(available):
             raise WorkerError(f"--workers {count}: the Dask cluster {self.where} has {len(available)} worker "
                               f"processes, and each shard needs its own")
+        count = min(count, self.scenario.load.max_in_flight)  # each shard holds its share of the cap, >= 1
         chosen = choose_workers(available, count)
         check_reachable(self.scenario, self.destinations, chosen)
         for k, addr in enumerate(chosen):

@@ -187,7 +187,7 @@ class NativeWorker:
             hosts[g] = self._routes._hosts(plan.groups[g], [dest])[0]
         every = sorted({h for hs in hosts.values() for h in hs})
         native = _native.NativeWorker([(h, 0) for h in every], (str(dest[0]), int(dest[1])), _schedule(sc),
-                                      sc.load.max_in_flight, self._seed)
+                                      self.shard.share(sc.load.max_in_flight), self._seed)
         locals_ = native.local_addresses()
         socket_of = {h: k for k, h in enumerate(every)}
         profiles = {}

@@ -221,6 +221,10 @@ class _RunState:
         if holding and workers > 1:
             self.progress("sipload: a cross-check while holding runs with one worker")
             workers = 1
+        cap = scenario.load.max_in_flight
+        if workers > cap:  # each worker holds its share of the run-wide max_in_flight, at least 1
+            self.progress(f"sipload: {workers} workers for load.max_in_flight = {cap}: running {cap}")
+            workers = cap
         self.agg = Aggregate(time.time())
         if self.cluster is not None:  # one shard per Dask worker process unless --workers says
             self.pool = ClusterPool(scenario, destinations, self.workers or 0, self.agg.add, address=self.cluster)

@@ -6,7 +6,8 @@ of the native groups and a `Worker` over the rest, side by side in one trio nurs
 schedule (arrivals are timed by their scenario index, whichever engine sends them). To the parent it is
 one worker: one `run()`, one stop request for both, one hold hook called once with every endpoint's
 state, one merged report; interval snapshots of each half go to the same sink, their gauges (registered,
-in flight...) the sum of both halves' latest. `load.max_in_flight` holds per engine.
+in flight...) the sum of both halves' latest. The worker's share of `load.max_in_flight` is split between
+the halves in proportion to their endpoints (at least 1 each).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sipload.engine.worker import Shard, Sink, Worker, WorkerReport, merge_repor
 from sipload.metrics.recorder import IntervalSnapshot
 from sipload.report.result import EndpointState
 from sipload.scenario import Scenario
+from sipload.scenario.groups import plan_fleet
 from sipload.transport.udp import Address
 
 Half = Worker | NativeWorker
@@ -37,11 +39,16 @@ class SplitWorker:
         shard = shard or Shard()
         python = frozenset(scenario.load.python_groups)
         native = frozenset(g.name for g in scenario.fleet if g.name not in python)
+        plan = plan_fleet(scenario.fleet, scenario.endpoints.count, scenario.seed)
+        mine = len(shard.mine(plan, scenario.endpoints.count)) or 1
+        share = shard.share(scenario.load.max_in_flight)
+        native_cap = max(1, round(share * len(shard.of_groups(native).mine(plan, scenario.endpoints.count)) / mine))
+        python_cap = max(1, share - native_cap)
         self.sink = sink
         self._gauges: list[dict[str, int]] = [{}, {}]
         self.halves: list[Half] = [
-            NativeWorker(scenario, destination, shard=shard.of_groups(native), sink=self._sink_of(0)),
-            Worker(scenario, destination, shard=shard.of_groups(python), sink=self._sink_of(1)),
+            NativeWorker(scenario, destination, shard=shard.of_groups(native, native_cap), sink=self._sink_of(0)),
+            Worker(scenario, destination, shard=shard.of_groups(python, python_cap), sink=self._sink_of(1)),
         ]
         self.report = WorkerReport()
         self.hold_hook: Callable[[list[EndpointState]], Awaitable[None]] | None = None

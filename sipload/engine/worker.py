@@ -78,9 +78,18 @@ class Shard:
     worker: int = 0
     workers: int = 1
     groups: frozenset[str] | None = None
+    cap: int | None = None  # this shard's own max_in_flight, when set (the halves of a split worker)
 
     def indices(self, count: int) -> range:
         return range(self.worker, count, self.workers)
+
+    def share(self, total: int) -> int:
+        """This shard's part of a run-wide cap (max_in_flight): the parts of all shards sum to ``total``
+        (the run is one load, whatever the number of processes); at least 1, so run no more shards than
+        ``total``."""
+        if self.cap is not None:
+            return self.cap
+        return max(1, total // self.workers + (1 if self.worker < total % self.workers else 0))
 
     def mine(self, plan: FleetPlan, count: int) -> list[int]:
         """The scenario indices of this shard's endpoints, in order."""
@@ -89,8 +98,8 @@ class Shard:
         names = [g.name in self.groups for g in plan.groups]
         return [i for i in self.indices(count) if names[plan.group[i]]]
 
-    def of_groups(self, groups: frozenset[str]) -> Shard:
-        return Shard(self.worker, self.workers, groups)
+    def of_groups(self, groups: frozenset[str], cap: int | None = None) -> Shard:
+        return Shard(self.worker, self.workers, groups, cap)
 
 
 @dataclass(slots=True)
@@ -177,7 +186,7 @@ class Worker:
         self.plan: FleetPlan = plan_fleet(scenario.fleet, scenario.endpoints.count, scenario.seed)
         self.transport = self.routes.transport  # the default group's
         self._stop_requested = False
-        self._max_in_flight = scenario.load.max_in_flight
+        self._max_in_flight = shard.share(scenario.load.max_in_flight)  # the run-wide cap, split
         # OPTIONS keep-alives (their Call-IDs: looked up when the registration map misses)
         self.keepalives = Keepalives(self._after_input, self._wake_at)
         self._by_ka_call_id = self.keepalives.by_call_id
@@ -412,7 +421,7 @@ class Worker:
                 behaviours.due(now)
             # arrivals (open loop; max_in_flight holds them back, and the lag is measured), then
             # re-registrations of behaviours, in order of their intended times
-            while self.tally.in_flight < load.max_in_flight:
+            while self.tally.in_flight < self._max_in_flight:
                 due_arrival = pending[0] if pending is not None else math.inf
                 due_again = rearrivals[0][0] if rearrivals else math.inf
                 if min(due_arrival, due_again) > now:
@@ -473,7 +482,7 @@ class Worker:
                 wake = min(wake, ka_heap[0][0])
             if acts:
                 wake = min(wake, acts[0][0])
-            if self.tally.in_flight < load.max_in_flight:
+            if self.tally.in_flight < self._max_in_flight:
                 if pending is not None:
                     wake = min(wake, pending[0])
                 if rearrivals:
