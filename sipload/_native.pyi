@@ -186,8 +186,8 @@ class Waker:
 class NativeWorker:
     """One worker's plain-UDP fleet in one compiled loop (driven by `sipload.engine.native_worker`).
 
-    Built in three steps: the sockets, then profiles and endpoints, then `start()`. A panic inside `step()`
-    or `run_until()` is counted as an internal error (see `counters()`), the fleet stops and its results
+    Built in three steps: the sockets, then profiles and endpoints, then `start()`. A panic inside
+    `run_until()` is counted as an internal error (see `counters()`), the fleet stops and its results
     stay readable. While `run_until` runs (in another thread), only its `Waker` may be touched."""
 
     def __init__(self, locals: Sequence[tuple[str, int]], peer: tuple[str, int],
@@ -195,8 +195,6 @@ class NativeWorker:
         """Sockets bound to `locals` (port 0: any), all sending to `peer`; `schedule` is ("constant", rate),
         ("steps", [(rate, duration), ...]) or ("ramp", from, to, duration). OSError when a bind fails."""
     def local_addresses(self) -> list[tuple[str, int]]: ...
-    def poll_fd(self) -> int:
-        """An fd readable when any of the sockets is."""
     def timestamps(self) -> bool:
         """Whether every socket reports kernel receive timestamps."""
     def add_profile(self, *, domain: str, registrar_uri: str, expires: int, refresh_at: float,
@@ -212,8 +210,6 @@ class NativeWorker:
     @staticmethod
     def now() -> float:
         """CLOCK_MONOTONIC in seconds (the clock of `time.monotonic()`)."""
-    def step(self) -> tuple[int, int, bool, float | None]:
-        """One wake-up: (datagrams received, datagrams sent, still running, next deadline or None)."""
     def waker(self) -> Waker:
         """What ends a `run_until` early, from another thread."""
     def set_pacing(self, quiet_rate: float, busy_rate: float, busy_above: float, burst: float) -> None:

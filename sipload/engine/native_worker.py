@@ -3,13 +3,12 @@
 Theory of operation
 -------------------
 `sipload._native.NativeWorker` owns the worker's UDP sockets, every endpoint's registration machine
-(`sipload-core`), their timers, the arrival schedule and the recorder's counts (`sipload-engine`). One
-`step()` drains every socket with recvmmsg (answers timed by their kernel receive timestamps), runs what
-is due and sends what the machines produced with sendmmsg. This module is the trio task around it: it
-waits until a socket is readable or the next deadline, calls `step()`, and keeps what is not per
-message in Python, as `Worker` does: the run's end and the hold hook, the stop request (Ctrl-C, SIGTERM,
-the parent), the interval snapshots (the native counts become an `IntervalSnapshot` the parent merges as
-any other), the worker report and the endpoints' lines.
+(`sipload-core`), their timers, the arrival schedule and the recorder's counts (`sipload-engine`). Each of
+its steps drains every socket with recvmmsg (answers timed by their kernel receive timestamps), runs what
+is due and sends what the machines produced with sendmmsg. This module is the trio task around it, and
+keeps what is not per message in Python, as `Worker` does: the run's end and the hold hook, the stop
+request (Ctrl-C, SIGTERM, the parent), the interval snapshots (the native counts become an
+`IntervalSnapshot` the parent merges as any other), the worker report and the endpoints' lines.
 
 The loop runs in Rust: `run_until()` steps, waits for a datagram or the next deadline and steps again
 until the next moment this task cares about (an interval's end, the run's end), the GIL released, in a
@@ -92,17 +91,17 @@ def group_refusals(scenario: Scenario) -> dict[str, str]:
     return {g.name: why for g in plan.groups if g.count and (why := group_refusal(g)) is not None}
 
 
-def native_refusal(scenario: Scenario, destination: Address | Destinations) -> str | None:
-    """Why the native engine cannot run the whole scenario (None: it can)."""
+def native_refusal(scenario: Scenario, destination: Address | Destinations,
+                   groups: frozenset[str] | None = None) -> str | None:
+    """Why the native engine cannot run the whole scenario, or its `groups` (None: it can)."""
     refusal = scenario_refusal(scenario, destination)
     if refusal is not None:
         return refusal
-    plan = plan_fleet(scenario.fleet, scenario.endpoints.count, scenario.seed)
-    for group in plan.groups:
-        why = group_refusal(group)
-        if why is not None:
-            return f"group {group.name!r} {why}" if len(plan.groups) > 1 else f"the scenario {why}"
-    return None
+    refused = [(name, why) for name, why in group_refusals(scenario).items() if groups is None or name in groups]
+    if not refused:
+        return None
+    name, why = refused[0]
+    return f"group {name!r} {why}" if len(scenario.fleet) > 1 else f"the scenario {why}"
 
 
 def _schedule(scenario: Scenario) -> tuple[object, ...]:
@@ -148,13 +147,7 @@ class NativeWorker:
     def __init__(self, scenario: Scenario, destination: Address | Destinations, *, shard: Shard | None = None,
                  sink: Sink | None = None, seed: int | None = None) -> None:
         shard = shard or Shard()
-        refusal = scenario_refusal(scenario, destination)
-        mine = group_refusals(scenario)
-        if shard.groups is not None:
-            mine = {name: why for name, why in mine.items() if name in shard.groups}
-        if refusal is None and mine:
-            name, why = next(iter(mine.items()))
-            refusal = f"group {name!r} {why}"
+        refusal = native_refusal(scenario, destination, shard.groups)
         if refusal is not None:
             raise WorkerError(f"the native engine cannot run this: {refusal}")
         self.scenario = scenario

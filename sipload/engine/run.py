@@ -9,7 +9,6 @@ unregister timeout; a second Ctrl-C abandons the unregistration).
 from __future__ import annotations
 
 import enum
-import math
 import shutil
 import signal
 import time
@@ -332,13 +331,11 @@ class _RunState:
         watched = [t for t in self.scenario.thresholds if t.abort and elapsed >= t.abort_delay]
         if not watched or self.interrupted_by is not None:
             return
-        values = self.agg.metric_values()
-        for t in watched:
-            value = values.get(t.metric)
-            if value is not None and math.isfinite(value) and not t.check(value):
-                self.interrupted_by = f"abort_on_fail: {t.expr} (value {value:g} after {elapsed:.0f} s)"
+        for t, r in zip(watched, evaluate(watched, self.agg.metric_values()), strict=True):
+            if r.value is not None and not r.passed:   # no data never aborts
+                self.interrupted_by = f"abort_on_fail: {t.expr} (value {r.value:g} after {elapsed:.0f} s)"
                 self.aborted = True
-                self.progress(f"sipload: threshold {t.expr} missed ({t.metric} = {value:g}) after "
+                self.progress(f"sipload: threshold {t.expr} missed ({t.metric} = {r.value:g}) after "
                               f"{elapsed:.1f} s: aborting the run (abort_on_fail); unregistering endpoints")
                 if self.pool is not None:
                     self.pool.request_stop()

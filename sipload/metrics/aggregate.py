@@ -188,7 +188,7 @@ class Aggregate:
             elapsed_s=end_unix - self._started,
             rate_per_s=self._covered_rate(0, length),
             refresh_per_s=self._covered_rate(1, length),
-            timeouts=sum(n for (_, reason), n in self._failures.items() if reason is FailureReason.TIMEOUT),
+            timeouts=self.failures_by_reason().get(str(FailureReason.TIMEOUT), 0),
             retransmissions=self._retransmissions,
             registered=self.gauge_total("registered"),
             in_flight=self.gauge_total("in_flight"),

@@ -236,11 +236,6 @@ impl UdpLoop {
         self.sockets.iter().map(UdpSocket::local_addr).collect()
     }
 
-    /// One fd readable when any socket is (for a trio task's `wait_readable`).
-    pub fn poll_fd(&self) -> i32 {
-        self.poller.raw_fd()
-    }
-
     pub fn counters(&self) -> &LoopCounters {
         &self.counters
     }

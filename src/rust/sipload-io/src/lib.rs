@@ -1,7 +1,8 @@
 //! sipload's native I/O, pure Rust: what the native registration loop needs around the sans-IO core.
 //!
 //! - [`udp`]: a batched UDP socket (recvmmsg/sendmmsg, kernel receive timestamps, large buffers, the raw
-//!   fd for a trio task's `wait_readable`). With [`poller`] and [`wakeup`], the modules with `unsafe`, around system calls.
+//!   fd for a trio task's `wait_readable`). With [`poller`] and [`wakeup`], the modules with `unsafe`,
+//!   around system calls.
 //! - [`poller`]: one epoll fd readable when any of a worker's sockets is (level-triggered), waits below
 //!   a millisecond, the paced loop's sleep.
 //! - [`wakeup`]: an eventfd another thread wakes the native loop with.

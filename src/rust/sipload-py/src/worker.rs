@@ -2,11 +2,11 @@
 //! over its UDP loop), driven by the trio task in `sipload/engine/native_worker.py`.
 //!
 //! Built in three steps: the sockets (their local addresses go into the endpoints' Via and Contact), the
-//! profiles and endpoints, then `start()`. Each `step()` is one wake-up; `run_until()` is the whole loop
-//! up to a moment, the GIL released, for a trio task to wait on in a thread (`trio.to_thread.run_sync`),
-//! while the [`Waker`] it took before can end it early from the trio thread. A panic inside a step is
-//! caught: it is counted as an internal error with its message, the fleet stops, and the results so far
-//! stay readable; it never reaches Python as a crash.
+//! profiles and endpoints, then `start()`. `run_until()` is the whole loop up to a moment, the GIL
+//! released, for a trio task to wait on in a thread (`trio.to_thread.run_sync`), while the [`Waker`] it
+//! took before can end it early from the trio thread. A panic inside the loop is caught: it is counted as
+//! an internal error with its message, the fleet stops, and the results so far stay readable; it never
+//! reaches Python as a crash.
 
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -139,11 +139,6 @@ impl NativeWorker {
         self.io.local_addrs().iter().map(|a| (a.ip().to_string(), a.port())).collect()
     }
 
-    /// An fd readable when any socket is (for `trio.lowlevel.wait_readable`).
-    fn poll_fd(&self) -> i32 {
-        self.io.poll_fd()
-    }
-
     /// Whether every socket reports kernel receive timestamps.
     fn timestamps(&self) -> bool {
         self.io.timestamps()
@@ -252,20 +247,6 @@ impl NativeWorker {
     #[staticmethod]
     fn now() -> f64 {
         monotonic()
-    }
-
-    /// One wake-up: (datagrams received, sent, still running, next deadline or None).
-    fn step(&mut self) -> PyResult<(usize, usize, bool, Option<f64>)> {
-        let NativeWorker { io, fleet, .. } = self;
-        let fleet = fleet.as_mut().ok_or_else(|| PyRuntimeError::new_err("the native worker has not started"))?;
-        match catch_unwind(AssertUnwindSafe(|| io.step(fleet))) {
-            Ok(o) => Ok((o.received, o.sent, o.running, o.wake)),
-            Err(payload) => {
-                self.panics += 1;
-                self.last_panic = panic_text(payload.as_ref());
-                Ok((0, 0, false, None))
-            }
-        }
     }
 
     /// What ends a `run_until` early from another thread.
