@@ -1,17 +1,17 @@
 """What the Dask layer costs: the same scenario with `--workers 2` and with `--cluster local:2`.
 
-    python bench/cluster.py [--rates 1000,2000,3000] [--seconds 15] [--reps 2] [--port 21000]
-                            [--write bench/RESULTS.md]
+    python bench/cluster.py [--rates 1000,2000,3000] [--seconds 15] [--reps 2] [--write bench/RESULTS.md]
+    python bench/cluster.py --smoke      # 100 registrations per mode, fixed costs over 0.5 s: ~25 s
 
 For every offered rate and repetition, both modes (order alternating between repetitions) run rate x seconds
 digest registrations (REGISTER -> 401 -> REGISTER with credentials -> 200; no refresh; unregister at the end)
-against a fresh Kamailio (peers/kamailio) on 127.0.0.1 (ports from --port up), after waiting (bounded) for a
+against a fresh Kamailio (peers/kamailio) on 127.0.0.1 (free ports for each run), after waiting (bounded) for a
 quiet machine.
 `--workers 2` is two local worker processes (pipes); `--cluster local:2` is a LocalCluster of two Dask worker
 processes, one thread each, the same Worker code, snapshots as Dask events, start/stop through the scheduler.
 
-Each run is a child process running `run_scenario` exactly as `sipload run` does (the child here only exists
-so that the bench works before `sipload run --cluster` is wired in; once it is, the child passes `cluster=`).
+Each run is a child process running `run_scenario` exactly as `sipload run --workers 2 [--cluster local:2]`
+does, its progress lines read as they come.
 Per run: achieved arrival rate, registrations not OK, register p99 (service time, and from the intended start),
 wall time and CPU of the whole generator process tree from start to exit (Dask's start-up included), and the
 steady-state CPU µs per registration (while 10-90 % of the registrations completed: start-up excluded).
@@ -20,7 +20,6 @@ steady-state CPU µs per registration (while 10-90 % of the registrations comple
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -38,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import (
     REPO,
+    SMOKE_HELP,
     CpuSampler,
     _wait4,
     kamailio,
@@ -46,8 +46,11 @@ from common import (
     machine_line,
     say,
     sipload_scenario,
+    smoke_peers,
     wait_quiet,
 )
+
+from sipload.testing.peers import free_ports_in_a_row
 
 MODES = {"workers": "--workers 2", "cluster": "--cluster local:2"}
 SECTION = "## Dask layer"
@@ -83,26 +86,18 @@ def child(mode: str, scenario: Path, out: Path) -> None:
     import trio
 
     from sipload.engine import run as run_module
-    from sipload.engine.cluster import ClusterPool
     from sipload.scenario import load_scenario
 
-    kwargs: dict[str, object] = {}
-    if mode == "cluster":
-        if "cluster" in inspect.signature(run_module.run_scenario).parameters:
-            kwargs["cluster"] = "local:2"
-        else:   # before `sipload run --cluster` is wired in: the same run with ClusterPool in WorkerPool's place
-            def pool(scenario: object, destination: object, workers: int, sink: object) -> ClusterPool:
-                return ClusterPool(scenario, destination, workers, sink, address="local:2")  # type: ignore[arg-type]
-            run_module.WorkerPool = pool  # type: ignore[assignment,misc]
     sc = load_scenario(scenario)
     outcome = trio.run(lambda: run_module.run_scenario(sc, out, progress=lambda line: print(line, flush=True),
-                                                       workers=2, **kwargs))  # type: ignore[arg-type]
+                                                       workers=2, cluster="local:2" if mode == "cluster" else None))
     print(f"exit {int(outcome.exit_code)}", flush=True)
 
 
 def fixed(config: str, seconds: float) -> None:
     """What the Dask layer costs before any registration: starting a LocalCluster of 2 (as `--cluster local:2`
-    does) and its CPU per second while idle (scheduler, nannies, workers, client: this process tree)."""
+    does) and its CPU per second while idle for `seconds` (scheduler, nannies, workers, client: this process
+    tree), after settling for up to 2 s."""
     from common import tree_cpu
 
     import sipload.engine.cluster as cluster
@@ -112,7 +107,7 @@ def fixed(config: str, seconds: float) -> None:
     t0 = time.monotonic()
     dask = cluster._Dask(cluster.ClusterAddress(None, 2))
     start_s = time.monotonic() - t0
-    time.sleep(2.0)
+    time.sleep(min(2.0, seconds))
     cpu0, w0 = tree_cpu(os.getpid()), time.monotonic()
     time.sleep(seconds)
     idle = (tree_cpu(os.getpid()) - cpu0) / (time.monotonic() - w0)
@@ -127,7 +122,7 @@ def measure_fixed(args: argparse.Namespace) -> list[dict[str, float | str]]:
     for config in ("sipload", "default"):
         for _ in range(args.reps):
             wait_quiet(args.quiet_idle, args.quiet_wait)
-            proc = subprocess.run([sys.executable, __file__, "--fixed", config, "10"], cwd=REPO,
+            proc = subprocess.run([sys.executable, __file__, "--fixed", config, f"{args.idle:g}"], cwd=REPO,
                                   capture_output=True, text=True, timeout=120)
             line = [x for x in proc.stdout.splitlines() if x.startswith("{")]
             if line:
@@ -139,13 +134,14 @@ def measure_fixed(args: argparse.Namespace) -> list[dict[str, float | str]]:
 
 
 # --- the parent ---------------------------------------------------------------------------------------
-def one_run(mode: str, rate: float, seconds: float, args: argparse.Namespace, work: Path, port: int) -> Run:
+def one_run(mode: str, rate: float, seconds: float, args: argparse.Namespace, work: Path) -> Run:
     total = int(rate * seconds)
     run = Run(mode, rate, total)
     quiet = wait_quiet(args.quiet_idle, args.quiet_wait)
     run.quiet = quiet.text()
     workdir = work / f"{mode}-{rate:g}"
     workdir.mkdir(parents=True, exist_ok=True)
+    port = free_ports_in_a_row(2)   # others run Kamailios too; a stopping one keeps its ports a while
     scenario = sipload_scenario(workdir / "bench.toml", name=f"dask-{mode}", target=f"sip:127.0.0.1:{port}",
                                 rate=rate, total=total, duration=(total - 1) / rate + 2.0, unregister=True)
     out = workdir / "out"
@@ -193,28 +189,6 @@ def one_run(mode: str, rate: float, seconds: float, args: argparse.Namespace, wo
     return run
 
 
-def free_pair(low: int) -> int:
-    """A port p such that udp+tcp p and tcp p+1 are free on 127.0.0.1 (Kamailio's SIP and JSON-RPC ports)."""
-    import random
-    import socket
-
-    for _ in range(200):
-        port = random.randrange(low, low + 8000, 2)
-        socks = []
-        try:
-            for kind, p in ((socket.SOCK_DGRAM, port), (socket.SOCK_STREAM, port), (socket.SOCK_STREAM, port + 1)):
-                s = socket.socket(socket.AF_INET, kind)
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no free port pair in {low}-{low + 8000}")
-
-
 def med(values: list[float]) -> float:
     good = [v for v in values if not math.isnan(v)]
     return statistics.median(good) if good else math.nan
@@ -231,9 +205,9 @@ def report(runs: list[Run], rates: list[float], args: argparse.Namespace, mach: 
              f"CPU µs per registration while 10-90 % of them completed (start-up excluded).", "",
              f"Machine: {machine_line(mach)}; load before: {mach['loadavg']}.", ""]
     lines += ["Fixed costs of `--cluster local:2` (medians of the repetitions; a LocalCluster of 2 started as sipload "
-              "starts it, then 10 s idle): start-up wall time, and CPU of the idle Dask machinery (scheduler, "
-              "2 nannies, 2 workers, client) per second of run time, with sipload's quieter worker settings "
-              "(`QUIET_WORKERS`: no statistical profiler, 200 ms tick) and with Dask's defaults.", "",
+              f"starts it, then {args.idle:g} s idle): start-up wall time, and CPU of the idle Dask machinery "
+              "(scheduler, 2 nannies, 2 workers, client) per second of run time, with sipload's quieter worker "
+              "settings (`QUIET_WORKERS`: no statistical profiler, 200 ms tick) and with Dask's defaults.", "",
               "| worker settings | start-up s | idle CPU ms per s | close s |", "|---|---:|---:|---:|"]
     for config in ("sipload", "default"):
         rows = [f for f in fixed_costs if f["config"] == config]
@@ -289,11 +263,16 @@ def main() -> None:
     ap.add_argument("--rates", default="1000,2000,3000")
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--port", type=int, default=21000, help="Kamailio ports are picked free from here up")
+    ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle LocalCluster for its fixed costs")
     ap.add_argument("--quiet-idle", type=float, default=0.9)
     ap.add_argument("--quiet-wait", type=float, default=120.0)
     ap.add_argument("--write", type=Path)
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
+    if args.smoke:
+        args.rates, args.seconds, args.reps, args.idle, args.quiet_wait = "100", 1.0, 1, 0.5, 0.0
+        if not smoke_peers("cluster", "kamailio"):
+            return
     rates = [float(r) for r in args.rates.split(",")]
     mach = machine()
     say(machine_line(mach))
@@ -304,8 +283,7 @@ def main() -> None:
             for rep in range(args.reps):
                 order = ["workers", "cluster"] if rep % 2 == 0 else ["cluster", "workers"]
                 for mode in order:
-                    port = free_pair(args.port)   # others run Kamailios too; a stopping one keeps its ports a while
-                    r = one_run(mode, rate, args.seconds, args, Path(tmp), port)
+                    r = one_run(mode, rate, args.seconds, args, Path(tmp))
                     say(r.row() + (f"  {r.quiet}" if r.quiet else "") + (f"  notes: {r.notes}" if r.notes else ""))
                     runs.append(r)
     text = report(runs, rates, args, mach, fixed_costs)

@@ -1,4 +1,5 @@
-"""What the benchmarks share: a quiet machine, CPU of process trees, Kamailio, SIPp and sipload runs.
+"""What the benchmarks share: a quiet machine, CPU of process trees, Kamailio, SIPp and sipload runs
+(Kamailio, SIPp's scenario and users, and free ports come from sipload/testing/peers.py, as in the tests).
 
 Every target is 127.0.0.1. Every run is bounded (count and time) and whatever a benchmark starts is
 stopped on the way out: Kamailio through peers/kamailio/stop, subprocesses by their process group.
@@ -24,11 +25,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's sipload, whatever is installed
+
+from sipload.testing.peers import (
+    SIPP_STAT,
+    KamailioPeer,
+    PeerError,
+    have,
+    in_ci,
+    parse_sipp_stats,
+    prepare_sipp,
+    start_kamailio,
+    stop_kamailio,
+)
+
 REPO = Path(__file__).resolve().parents[1]
-PEERS = REPO / "peers"
-SIPP_SCENARIO = Path("/work/shared/reference/sipp-register-digest.xml")
-if not SIPP_SCENARIO.exists():  # the project's copy differs only by "Expires: [expires]"
-    SIPP_SCENARIO = PEERS / "sipp" / "register-digest.xml"
 TICK = os.sysconf("SC_CLK_TCK")
 CLEAN_P99_MS = 20.0
 CLEAN_ACHIEVED = 0.97   # a run that achieved less than 97 % of the offered rate fell behind: not clean
@@ -36,6 +47,25 @@ CLEAN_ACHIEVED = 0.97   # a run that achieved less than 97 % of the offered rate
 
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ smoke
+SMOKE_HELP = ("a few seconds with tiny counts on loopback, to show that the script still runs "
+              "(tests/test_bench_smoke.py runs it): its figures measure nothing")
+
+
+def smoke_peers(part: str, *programs: str) -> bool:
+    """Whether the peers `part` of a --smoke run needs are installed; a part without them is skipped with a
+    line saying so, except under CI=true, where a missing peer ends the run (exit 2)."""
+    missing = [p for p in programs if not have(p)]
+    if not missing:
+        return True
+    text = f"{part}: {', '.join(missing)} not installed (peers/install)"
+    if in_ci():
+        say(f"smoke: cannot run {text}; CI=true: a missing peer is an error")
+        raise SystemExit(2)
+    say(f"smoke: skipped {text}")
+    return False
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -105,7 +135,11 @@ class Quiet:
 
 
 def wait_quiet(min_idle: float = 0.9, max_wait: float = 120.0, log: Callable[[str], None] = say) -> Quiet:
-    """Wait (bounded) until two 1-second samples in a row show >= min_idle of the CPUs idle."""
+    """Wait (bounded) until two 1-second samples in a row show >= min_idle of the CPUs idle; with max_wait <= 0
+    (--smoke), one quarter-second sample tells, without waiting."""
+    if max_wait <= 0:
+        idle = idle_share(0.25)
+        return Quiet(idle >= min_idle, idle, 0.0, " ".join(Path("/proc/loadavg").read_text().split()[:3]))
     start = time.monotonic()
     good = 0
     idle = 0.0
@@ -192,44 +226,29 @@ def kill_group(proc: subprocess.Popen[Any]) -> None:
 
 # ------------------------------------------------------------------------------------------ Kamailio
 class Kamailio:
-    """peers/kamailio/start on its own ports and run dir; stop() (always called) stops it."""
+    """A Kamailio (sipload/testing/peers.py: peers/kamailio/start) and the CPU of its process tree."""
 
-    def __init__(self, port: int, rpc_port: int, rundir: Path) -> None:
-        self.port = port
-        self.env = {**os.environ, "SIPLOAD_KAMAILIO_PORT": str(port),
-                    "SIPLOAD_KAMAILIO_RPC_PORT": str(rpc_port), "SIPLOAD_KAMAILIO_RUNDIR": str(rundir)}
-        self.pid = 0
-
-    def start(self) -> None:
-        out = subprocess.run([str(PEERS / "kamailio" / "start")], env=self.env, capture_output=True,
-                             text=True, timeout=60)
-        m = re.search(r"pid (\d+)", out.stdout)
-        if out.returncode != 0 or m is None:
-            raise RuntimeError(f"peers/kamailio/start failed:\n{out.stdout}\n{out.stderr}")
-        self.pid = int(m.group(1))
+    def __init__(self, peer: KamailioPeer) -> None:
+        self.peer = peer
+        self.port = peer.port
+        self.pid = peer.pid
 
     def cpu(self) -> float:
-        return tree_cpu(self.pid) if self.pid else 0.0
+        return tree_cpu(self.pid)
 
     def pin(self, cpus: str) -> None:
         """Pin Kamailio (main and children) to these CPUs (taskset list, e.g. "1")."""
         for pid in [self.pid, *descendants(self.pid)]:
             subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True, timeout=10)
 
-    def stop(self) -> None:
-        subprocess.run([str(PEERS / "kamailio" / "stop"), "--quiet"], env=self.env, capture_output=True,
-                       text=True, timeout=60)
-        self.pid = 0
-
 
 @contextlib.contextmanager
 def kamailio(port: int, rpc_port: int, rundir: Path) -> Iterator[Kamailio]:
-    k = Kamailio(port, rpc_port, rundir)
+    """A fresh Kamailio on these ports and run dir, stopped (peers/kamailio/stop) on the way out."""
     try:
-        k.start()
-        yield k
+        yield Kamailio(start_kamailio(rundir, port, rpc_port))
     finally:
-        k.stop()
+        stop_kamailio(rundir)
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -274,14 +293,6 @@ TABLE_HEAD = (
 )
 
 
-def free_udp_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return math.nan
@@ -324,35 +335,21 @@ class CpuSampler:
 
 
 # ------------------------------------------------------------------------------------------- SIPp
-def write_users(path: Path, first: int, count: int) -> None:
-    lines = ["SEQUENTIAL"]
-    lines += [f"user{n};pw-user{n};[authentication username=user{n} password=pw-user{n}]"
-              for n in range(first, first + count)]
-    path.write_text("\n".join(lines) + "\n")
-
-
 def run_sipp(host: str, port: int, rate: float, total: int, workdir: Path, *, local_port: int,
              timeout: float, first_user: int = 1) -> RunResult:
-    """SIPp with the reference scenario at `rate`/s for `total` registrations (-trace_stat, -trace_rtt)."""
-    assert host.startswith("127."), "loopback only"
+    """SIPp with the project's digest scenario (sipload/testing/peers.py: the reference one with Expires
+    3600) at `rate`/s for `total` registrations, its CPU sampled and its round trips read (-trace_rtt)."""
     if workdir.exists():
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
-    shutil.copyfile(SIPP_SCENARIO, workdir / "reg.xml")
-    write_users(workdir / "users.csv", first_user, total)
-    cmd = ["sipp", f"{host}:{port}", "-sf", "reg.xml", "-inf", "users.csv", "-i", "127.0.0.1",
-           "-p", str(local_port), "-t", "u1", "-r", f"{rate:g}", "-rp", "1000", "-m", str(total),
-           "-l", "4000", "-buff_size", "4194304", "-nostdin", "-trace_stat", "-stf", "stat.csv", "-fd", "1",
-           "-trace_rtt", "-rtt_freq", "1000", "-timeout", f"{int(timeout)}", "-timeout_error"]
+    cmd = prepare_sipp(workdir, f"{host}:{port}", range(first_user, first_user + total), rate, total,
+                       "-trace_rtt", "-rtt_freq", str(min(1000, total)), local_port=local_port, timeout=timeout)
     result = RunResult("SIPp", f"{host}:{port}", rate, total)
-    stat = workdir / "stat.csv"
+    stat = workdir / SIPP_STAT
 
     def progress() -> int:
         try:
-            rows = stat.read_text().strip().splitlines()
-            header = rows[0].split(";")
-            return int(rows[-1].split(";")[header.index("SuccessfulCall(C)")])
-        except (OSError, IndexError, ValueError):
+            return int(parse_sipp_stats(stat)["SuccessfulCall(C)"])
+        except (OSError, PeerError, KeyError, ValueError):
             return 0
 
     with (workdir / "sipp.out").open("w") as out:
@@ -372,13 +369,11 @@ def run_sipp(host: str, port: int, rate: float, total: int, workdir: Path, *, lo
     if proc.returncode not in (0, 1):
         result.notes.append(f"sipp exit {proc.returncode}: {(workdir / 'sipp.out').read_text()[-500:]}")
     try:
-        rows = [r.split(";") for r in stat.read_text().strip().splitlines()]
-        col = {name: i for i, name in enumerate(rows[0])}
-        last = rows[-1]
-        result.ok = int(last[col["SuccessfulCall(C)"]])
-        result.failed = int(last[col["FailedCall(C)"]])
-        result.retrans = int(last[col["Retransmissions(C)"]])
-    except (OSError, IndexError, KeyError, ValueError) as exc:
+        last = parse_sipp_stats(stat)
+        result.ok = int(last["SuccessfulCall(C)"])
+        result.failed = int(last["FailedCall(C)"])
+        result.retrans = int(last["Retransmissions(C)"])
+    except (OSError, PeerError, KeyError, ValueError) as exc:
         result.notes.append(f"no SIPp statistics: {exc}")
     rtts: list[float] = []
     done: list[float] = []
@@ -456,11 +451,15 @@ class SiploadRun:
 
 
 def start_sipload(scenario: Path, out: Path, workers: int | None,
-                  on_line: Callable[[str], None] | None = None, repo: Path = REPO) -> SiploadRun:
-    """`sipload run` from the checkout `repo` (default: this one; another for before/after comparisons)."""
+                  on_line: Callable[[str], None] | None = None, repo: Path = REPO,
+                  engine: str | None = None) -> SiploadRun:
+    """`sipload run` from the checkout `repo` (default: this one; another for before/after comparisons);
+    `engine`: its --engine (None: the checkout's default)."""
     cmd = [sys.executable, "-m", "sipload", "run", str(scenario), "--out", str(out)]
     if workers is not None:
         cmd += ["--workers", str(workers)]
+    if engine is not None:
+        cmd += ["--engine", engine]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     proc = subprocess.Popen(cmd, cwd=repo, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -482,17 +481,18 @@ def start_sipload(scenario: Path, out: Path, workers: int | None,
 
 def run_sipload(target: str, rate: float, total: int, workdir: Path, *, timeout: float,
                 workers: int | None = None, first_user: int = 1, repo: Path = REPO,
-                tool: str | None = None) -> RunResult:
-    """sipload (from `repo`) at `rate`/s for `total` registrations (as SIPp: no refresh, no unregister)."""
+                tool: str | None = None, engine: str | None = None, tick: float | None = None) -> RunResult:
+    """sipload (from `repo`, on `engine`, with `load.tick` = `tick` seconds, None: its default) at `rate`/s
+    for `total` registrations (as SIPp: no refresh, no unregister)."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     duration = (total - 1) / rate + 2.0   # every arrival, and 2 s for the last answers
     scenario = sipload_scenario(workdir / "bench.toml", name="vs-sipp", target=target, rate=rate, total=total,
-                                duration=duration, first=first_user)
-    name = tool or ("sipload" if workers is None else f"sipload/{workers}w")
+                                duration=duration, first=first_user, tick=tick)
+    name = tool or ("sipload" if workers is None else f"sipload/{workers}w") + (f" {engine}" if engine else "")
     result = RunResult(name, target, rate, total)
-    run = start_sipload(scenario, workdir / "out", workers, repo=repo)
+    run = start_sipload(scenario, workdir / "out", workers, repo=repo, engine=engine)
     try:
         with CpuSampler(run.proc.pid, lambda: run.registered) as sampler:
             try:

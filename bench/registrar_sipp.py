@@ -1,9 +1,10 @@
 """SIPp as the client against sipload's embedded registrar, beside Kamailio, in the same run.
 
     python bench/registrar_sipp.py [--rates 1000,2000,3000,5000,8000,12000,16000,20000] [--seconds 10]
-                                   [--reps 1] [--port 5670]
+                                   [--reps 1] [--port 5670] [--write bench/RESULTS.md] [--base DIR]
+    python bench/registrar_sipp.py --smoke      # 200 registrations per registrar, free ports: ~4 s
 
-For every offered rate and repetition, SIPp (the reference scenario: REGISTER -> 401 -> REGISTER with
+For every offered rate and repetition, SIPp (peers/sipp/register-digest.xml: REGISTER -> 401 -> REGISTER with
 digest -> 200) runs rate x seconds registrations against each target, fresh for the run:
 `python -m sipload registrar --listen udp:127.0.0.1:PORT` (one trio process) and Kamailio
 (peers/kamailio: 4 children). A quiet machine is awaited before each run (bounded).
@@ -33,18 +34,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     REPO,
+    SMOKE_HELP,
     TABLE_HEAD,
     RunResult,
-    free_udp_port,
     kamailio,
     kill_group,
     machine,
     machine_line,
     run_sipp,
     say,
+    smoke_peers,
     tree_cpu,
     wait_quiet,
 )
+
+from sipload.testing.peers import free_port, free_ports_in_a_row
 
 BASE = "embedded@base"
 
@@ -89,7 +93,7 @@ def one_run(target: str, rate: float, args: argparse.Namespace, work: Path) -> R
            else embedded_registrar(port, work, args.base if target == BASE else REPO))
     with ctx as registrar:
         cpu0 = registrar.cpu()
-        result = run_sipp("127.0.0.1", port, rate, total, work / "sipp", local_port=free_udp_port(),
+        result = run_sipp("127.0.0.1", port, rate, total, work / "sipp", local_port=free_port(),
                           timeout=args.seconds * 3 + 30)
         result.target_cpu_s = registrar.cpu() - cpu0
     result.tool = target
@@ -108,8 +112,16 @@ def main() -> None:
     ap.add_argument("--write", type=Path, default=None, help="append the report to this markdown file")
     ap.add_argument("--base", type=Path, default=None,
                     help="also run `sipload registrar` from this checkout (row 'embedded@base')")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
     targets = ([BASE] if args.base is not None else []) + ["embedded", "Kamailio"]
+    if args.smoke:
+        args.rates, args.seconds, args.reps, args.quiet_wait = "200", 1.0, 1, 0.0
+        args.port = free_ports_in_a_row(3)   # Kamailio's SIP and JSON-RPC, then sipload registrar's
+        if not smoke_peers("registrar_sipp", "sipp"):
+            return
+        if not smoke_peers("the Kamailio runs", "kamailio"):
+            targets.remove("Kamailio")
     rates = [float(r) for r in args.rates.split(",")]
     m = machine()
     head = [f"## SIPp against the embedded registrar and Kamailio ({m['date']})", "",

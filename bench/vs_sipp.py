@@ -1,7 +1,12 @@
 """sipload against SIPp, side by side, on a fresh Kamailio for every run.
 
     python bench/vs_sipp.py [--rates 2000,5000,10000,15000,20000,25000] [--seconds 10] [--reps 2]
-                            [--workers N] [--port 5270] [--write bench/RESULTS.md]
+                            [--workers N] [--tools SIPp,native,python] [--port 5270] [--write bench/RESULTS.md]
+                            [--base DIR]
+    python bench/vs_sipp.py --smoke      # 200 registrations per tool, 1 worker, free ports: ~15 s
+
+The tools: SIPp and sipload on its engines (--tools SIPp,native,python: the native, compiled one and the
+Python one; `auto` is sipload's default choice), each run as a user runs it.
 
 For every offered rate and repetition, each tool (order alternating between repetitions) runs
 rate x seconds digest registrations (REGISTER -> 401 -> REGISTER with credentials -> 200, no refresh,
@@ -31,21 +36,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    SMOKE_HELP,
     TABLE_HEAD,
     RunResult,
-    free_udp_port,
     kamailio,
     machine,
     machine_line,
     run_sipload,
     run_sipp,
     say,
+    smoke_peers,
     wait_quiet,
 )
+
+from sipload.testing.peers import free_port, free_ports_in_a_row
 
 BASE = "sipload@base"
 
@@ -57,12 +66,12 @@ def one_run(tool: str, rate: float, seconds: float, args: argparse.Namespace, wo
         cpu0 = k.cpu()
         timeout = seconds * 3 + 30
         if tool == "SIPp":
-            result = run_sipp("127.0.0.1", args.port, rate, total, work / "sipp", local_port=free_udp_port(),
+            result = run_sipp("127.0.0.1", args.port, rate, total, work / "sipp", local_port=free_port(),
                               timeout=timeout)
-        else:  # sipload, from this checkout or from --base
-            other = {"repo": args.base, "tool": BASE} if tool == BASE else {}
+        else:  # sipload on one engine, from this checkout, or from --base (its default engine)
+            other: dict[str, Any] = {"repo": args.base, "tool": BASE} if tool == BASE else {"engine": tool}
             result = run_sipload(f"sip:127.0.0.1:{args.port}", rate, total, work / "sipload", timeout=timeout,
-                                 workers=args.workers, **other)
+                                 workers=args.workers, tick=args.tick, **other)
         result.target_cpu_s = k.cpu() - cpu0
     result.quiet = quiet.text()
     return result
@@ -116,7 +125,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--workers", type=int, default=None, help="sipload --workers (default: its own: one per core)")
-    ap.add_argument("--tools", default="SIPp,sipload")
+    ap.add_argument("--tools", default="SIPp,native,python",
+                    help="SIPp and sipload's engines (native, python, auto), in the order of the first repetition")
+    ap.add_argument("--tick", type=lambda ms: float(ms) / 1e3, default=None, metavar="MS",
+                    help="sipload's load.tick in ms (default: its own, 1 ms)")
     ap.add_argument("--port", type=int, default=5270, help="Kamailio's SIP port (JSON-RPC: port + 1)")
     ap.add_argument("--quiet-idle", type=float, default=0.9)
     ap.add_argument("--quiet-wait", type=float, default=120.0)
@@ -124,14 +136,24 @@ def main() -> None:
     ap.add_argument("--base", type=Path, default=None, metavar="DIR",
                     help=f"also run sipload from this checkout as '{BASE}' (e.g. git archive REV | tar -x -C DIR): "
                          "before and after a change, side by side in the same run")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
-    rates = [float(r) for r in args.rates.split(",")]
     tools = args.tools.split(",") + ([BASE] if args.base is not None else [])
+    if args.smoke:
+        args.rates, args.seconds, args.reps, args.workers, args.quiet_wait = "200", 1.0, 1, 1, 0.0
+        args.port = free_ports_in_a_row(2)
+        if not smoke_peers("vs_sipp", "kamailio"):
+            return
+        if "SIPp" in tools and not smoke_peers("the SIPp runs", "sipp"):
+            tools.remove("SIPp")
+    rates = [float(r) for r in args.rates.split(",")]
     m = machine()
     head = [f"## sipload vs SIPp against Kamailio ({m['date']})", "",
             f"Machine: {machine_line(m)}", "",
             f"Command: python bench/vs_sipp.py --rates {args.rates} --seconds {args.seconds:g} --reps {args.reps}"
             + (f" --workers {args.workers}" if args.workers else "")
+            + (f" --tick {args.tick * 1e3:g}" if args.tick is not None else "")
+            + (f" --tools {args.tools}" if args.tools != "SIPp,native,python" else "")
             + (f" --base {args.base}" if args.base else ""), "",
             "Every run:", "", TABLE_HEAD]
     for line in head:

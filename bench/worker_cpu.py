@@ -1,6 +1,7 @@
 """CPU of one sipload Worker (user and system, µs per registration), end to end against Kamailio.
 
-    python bench/worker_cpu.py [--rate 3000] [--seconds 8] [--reps 3] [--port 5370] [--ticks 0,1]
+    python bench/worker_cpu.py [--rate 3000] [--seconds 8] [--reps 3] [--port 5370] [--ticks 0,1] [--pin 0:1]
+    python bench/worker_cpu.py --smoke      # 200 registrations, free ports: ~3 s
 
 Runs `Worker.run()` in this process (no worker processes, no report) against a fresh Kamailio per
 repetition and reads this process's rusage from "go" to the end of the schedule: the hot path with its
@@ -27,12 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import trio
-from common import kamailio, sipload_scenario, wait_quiet
+from common import SMOKE_HELP, kamailio, sipload_scenario, smoke_peers, wait_quiet
 
 from sipload.engine.worker import Worker
 from sipload.metrics.aggregate import Aggregate
 from sipload.metrics.phases import Kind, Phase
 from sipload.scenario import load_scenario
+from sipload.testing.peers import free_ports_in_a_row
 
 
 @dataclass(slots=True)
@@ -89,7 +91,13 @@ def main() -> None:
                     help="compare these load.tick values (ms), side by side; default: the scenario default only")
     ap.add_argument("--pin", default=None, metavar="GEN:REG",
                     help="pin this process to CPUs GEN and Kamailio to CPUs REG (taskset lists), e.g. 0:1")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
+    if args.smoke:
+        args.rate, args.seconds, args.reps, args.quiet_wait = 200.0, 1.0, 1, 0.0
+        args.port = free_ports_in_a_row(2)
+        if not smoke_peers("worker_cpu", "kamailio"):
+            return
     total = int(args.rate * args.seconds)
     ticks: list[float | None] = [float(t) / 1e3 for t in args.ticks.split(",")] if args.ticks else [None]
     rows: dict[float | None, list[Measured]] = {t: [] for t in ticks}

@@ -26,6 +26,7 @@ class ThresholdResult:
     expr: str  # as written in the scenario, e.g. "register.p99 < 200ms"
     value: float | None  # the metric's value in the threshold's base unit (ms, %, count); None: unavailable
     passed: bool
+    why: str = ""  # why there was no value (e.g. "no refresh happened: ..."), when there was none
 
 
 class ThresholdError(ValueError):
@@ -141,6 +142,10 @@ class Threshold:
     metric: str  # e.g. "register.p99"
     op: str  # one of OPERATORS
     value: float  # in the metric's base unit (ms, %, count, per second)
+    # k6's abortOnFail / delayAbortEval: checked at every interval from `abort_delay` seconds into the run;
+    # a miss (on a value: no data never aborts) stops the run, which still unregisters and writes results
+    abort: bool = False
+    abort_delay: float = 0.0
 
     @property
     def kind(self) -> MetricKind:

@@ -5,7 +5,7 @@ the `Reply`s to send (bytes, a delay, and the address to send them from: None fo
 own). Two ways to put it on a network:
 
 * `HostileNetwork`: an in-memory network for a `Worker` on virtual time (trio's MockClock), the
-  interface of `sipload.transport.memory.MemoryNetwork` (`client`, `send`, `run`);
+  interface of `sipload.testing.memory.MemoryNetwork` (`client`, `send`, `run`);
 * `serve_hostile`: a real UDP server on 127.0.0.1 (a `UdpSocket` and its `serve`), plus a second
   socket for the replies that come "from an unexpected address".
 

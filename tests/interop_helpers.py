@@ -7,7 +7,7 @@
   `sipload registrar`; the pyVoIP phones of tests/pyvoip_phones.py).
 - ``line_fields``: the ``key=value`` fields of the registrar's stats and totals lines.
 
-Only loopback addresses are ever targets.
+Only loopback addresses and test hosts of tests/netns.py are ever targets.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, Self
 
 import trio
 
+from scenarios import Table, scenario_toml
 from sipload.providers.kamailio import KamailioRpc
 from sipload.providers.status import RegistrationStatus
 
@@ -100,23 +101,33 @@ def kamailio_scenario(
     t1: str = "500ms",
     max_retries: int = 3,
     thresholds: Sequence[str] = ("register.success_rate == 100%",),
+    host: str = "127.0.0.1",
+    scheme: str = "sip",
+    seed: int | None = None,
+    interval: str = "1s",
+    target: Table | None = None,
+    endpoints: Table | None = None,
+    timers: Table | None = None,
+    crosscheck: Table | None = None,
 ) -> str:
-    """A scenario against sip:127.0.0.1:PORT (domain 127.0.0.1: Kamailio's realm is the To domain)."""
+    """A scenario against sip:HOST:PORT (default 127.0.0.1; the domain is the host: Kamailio's realm is the
+    To domain); `target`, `endpoints`, `timers`: more keys of those tables; `crosscheck`: that table."""
     if (csv_file is None) == (first is None or count is None):
         raise ValueError("give either first and count, or csv_file")
+    users: Table
     if csv_file is not None:
-        users = f'csv = "{csv_file}"\n'
+        users = {"csv": csv_file}
     else:
-        users = f'count = {count}\nfirst = {first}\nusername = "user{{n}}"\n'
-    listed = ", ".join(json.dumps(t) for t in thresholds)
-    return (
-        f'name = "{name}"\nthresholds = [{listed}]\n\n'
-        f'[target]\nregistrar = "sip:127.0.0.1:{port};transport={transport}"\ndomain = "127.0.0.1"\n\n'
-        f"[endpoints]\n{users}expires = {expires}\nrefresh_at = 0.5\nrefresh_jitter = 0.05\n\n"
-        f'[load]\nrate = {rate:g}\nmax_in_flight = 1000\nduration = "{duration:g}s"\nunregister = true\n'
-        f'unregister_timeout = "{unregister_timeout:g}s"\ninterval = "1s"\n\n'
-        f'[timers]\nt1 = "{t1}"\nmax_retries = {max_retries}\n'
-    )
+        assert count is not None and first is not None
+        users = {"count": count, "first": first, "username": "user{n}"}
+    return scenario_toml(
+        name, seed=seed, thresholds=thresholds,
+        target={"registrar": f"{scheme}:{host}:{port};transport={transport}", "domain": host, **(target or {})},
+        endpoints={**users, "expires": expires, "refresh_at": 0.5, "refresh_jitter": 0.05, **(endpoints or {})},
+        load={"rate": int(rate) if float(rate).is_integer() else rate, "max_in_flight": 1000,
+              "duration": f"{duration:g}s", "unregister": True, "unregister_timeout": f"{unregister_timeout:g}s",
+              "interval": interval},
+        timers={"t1": t1, "max_retries": max_retries, **(timers or {})}, crosscheck=crosscheck)
 
 
 async def lookup_all(rpc: KamailioRpc, users: Iterable[str]) -> dict[str, RegistrationStatus]:

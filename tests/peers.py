@@ -1,45 +1,37 @@
-"""Helpers for tests against real peers (Kamailio, SIPp) that the project installs and starts itself.
+"""Real peers (Kamailio, SIPp) in tests: the harness is sipload/testing/peers.py, shared with bench/, and
+re-exported here; what needs pytest lives here.
 
 - ``require_peer``: a missing peer fails the run in CI (CI=true) and skips elsewhere, with the reason.
-- ``start_kamailio`` / ``stop_kamailio``: wrap peers/kamailio/start and stop (fresh usrloc each start).
-- ``run_sipp``: one bounded SIPp run of peers/sipp/register-digest.xml (REGISTER -> 401 -> REGISTER
-  with digest -> 200) with an injection CSV, parsed from SIPp's own statistics file.
-
-Only loopback addresses are ever targets.
+- ``private_kamailio``: a Kamailio of the test's own (run dir and free ports), stopped on exit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import ipaddress
-import os
-import re
-import shutil
-import socket
-import subprocess
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PEERS = REPO / "peers"
-KAMAILIO_START = PEERS / "kamailio" / "start"
-KAMAILIO_STOP = PEERS / "kamailio" / "stop"
-SIPP_SCENARIO = PEERS / "sipp" / "register-digest.xml"
-HOW_TO_INSTALL_KAMAILIO = "run peers/install (installs the Debian package kamailio)"
-HOW_TO_INSTALL_SIPP = "run peers/install (installs the Debian package sip-tester)"
+from sipload.testing.peers import (
+    HOW_TO_INSTALL_KAMAILIO,
+    HOW_TO_INSTALL_SIPP,
+    KamailioPeer,
+    PeerError,
+    SippResult,
+    distinct_free_ports,
+    free_port,
+    have,
+    in_ci,
+    run_sipp,
+    start_kamailio,
+    stop_kamailio,
+)
 
-
-class PeerError(RuntimeError):
-    """A peer could not be started, stopped or run; the message carries its output."""
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
+__all__ = [
+    "HOW_TO_INSTALL_KAMAILIO", "HOW_TO_INSTALL_SIPP", "KamailioPeer", "PeerError", "SippResult", "free_port", "have",
+    "in_ci", "private_kamailio", "require_peer", "run_sipp", "start_kamailio", "stop_kamailio",
+]
 
 
 def require_peer(name: str, available: bool, how_to_install: str) -> None:
@@ -50,123 +42,6 @@ def require_peer(name: str, available: bool, how_to_install: str) -> None:
     if in_ci():
         pytest.fail(f"{reason} (CI=true: a missing peer fails the run)", pytrace=False)
     pytest.skip(reason)
-
-
-def have(program: str) -> bool:
-    return shutil.which(program) is not None
-
-
-def distinct_free_ports(n: int) -> list[int]:
-    """`n` different ports, each free for TCP and UDP right now."""
-    ports: list[int] = []
-    while len(ports) < n:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both TCP and UDP on `host` right now (SIP listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise PeerError("no port free for both TCP and UDP")
-
-
-def _check_loopback(host: str) -> None:
-    try:
-        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        raise ValueError(f"only loopback targets are allowed in tests, got {host!r}")
-
-
-def _tail(text: str, lines: int = 25) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-# ---------------------------------------------------------------------------------------------
-# Kamailio
-# ---------------------------------------------------------------------------------------------
-
-_START_LINE = re.compile(
-    r"kamailio: pid (?P<pid>\d+) sip udp\+tcp (?P<host>[\d.]+):(?P<sip>\d+) rpc (?P<url>\S+) "
-    r"rundir (?P<rundir>.+) \(up in (?P<ms>\d+) ms\)(?:; ws [\d.]+:(?P<ws>\d+))?"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class KamailioPeer:
-    """A running Kamailio started by peers/kamailio/start."""
-
-    host: str
-    port: int  # SIP, udp and tcp
-    rpc_url: str  # http://127.0.0.1:5071/RPC
-    rundir: Path
-    pid: int
-    startup_ms: int  # from launch to the first JSON-RPC answer
-    ws_port: int | None = None  # SIP over WebSocket, when the websocket module is installed
-
-    @property
-    def target(self) -> str:
-        """host:port, as SIPp takes it."""
-        return f"{self.host}:{self.port}"
-
-
-def _kamailio_env(rundir: Path | None, sip_port: int | None, rpc_port: int | None,
-                  ws_port: int | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    if ws_port is not None:
-        env["SIPLOAD_KAMAILIO_WS_PORT"] = str(ws_port)
-    if rundir is not None:
-        env["SIPLOAD_KAMAILIO_RUNDIR"] = str(rundir)
-    if sip_port is not None:
-        env["SIPLOAD_KAMAILIO_PORT"] = str(sip_port)
-    if rpc_port is not None:
-        env["SIPLOAD_KAMAILIO_RPC_PORT"] = str(rpc_port)
-    return env
-
-
-def start_kamailio(
-    rundir: Path | None = None,
-    sip_port: int | None = None,
-    rpc_port: int | None = None,
-    timeout: float = 60.0,
-    ws_port: int | None = None,
-) -> KamailioPeer:
-    """Run peers/kamailio/start (defaults: peers/run/kamailio, 5070, 5071 or the SIPLOAD_KAMAILIO_* env)."""
-    if ws_port is None and sip_port is not None:  # on ports of its own: a WS port of its own too, never SIP+2
-        ws_port = next(p for p in iter(free_port, None) if p not in (sip_port, rpc_port))
-    env = _kamailio_env(rundir, sip_port, rpc_port, ws_port)
-    try:
-        proc = subprocess.run(
-            [str(KAMAILIO_START)], env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise PeerError(f"peers/kamailio/start did not finish within {timeout:g} s") from exc
-    m = _START_LINE.search(proc.stdout)
-    if proc.returncode != 0 or m is None:
-        raise PeerError(
-            f"peers/kamailio/start failed (exit {proc.returncode}):\n{_tail(proc.stdout)}\n{_tail(proc.stderr)}"
-        )
-    return KamailioPeer(
-        host=m["host"],
-        port=int(m["sip"]),
-        rpc_url=m["url"],
-        rundir=Path(m["rundir"]),
-        pid=int(m["pid"]),
-        startup_ms=int(m["ms"]),
-        ws_port=int(m["ws"]) if m["ws"] else None,
-    )
 
 
 @contextlib.contextmanager
@@ -180,164 +55,3 @@ def private_kamailio(rundir: Path) -> Iterator[KamailioPeer]:
         yield peer
     finally:
         stop_kamailio(rundir)
-
-
-def stop_kamailio(rundir: Path | None = None, timeout: float = 30.0) -> str:
-    """Run peers/kamailio/stop; returns its one-line report."""
-    try:
-        proc = subprocess.run(
-            [str(KAMAILIO_STOP)],
-            env=_kamailio_env(rundir, None, None),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise PeerError(f"peers/kamailio/stop did not finish within {timeout:g} s") from exc
-    if proc.returncode != 0:
-        raise PeerError(f"peers/kamailio/stop failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout.strip()
-
-
-# ---------------------------------------------------------------------------------------------
-# SIPp
-# ---------------------------------------------------------------------------------------------
-
-# SIPp exit codes (sipp(1)): 0 all calls succeeded, 1 at least one failed, others are errors.
-_SIPP_EXIT = {
-    97: "exit on internal command",
-    99: "normal exit without calls processed",
-    255: "fatal error",
-    254: "fatal error binding a socket",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class SippResult:
-    """What one SIPp run did, from its statistics file (cumulative counters)."""
-
-    successful: int
-    failed: int
-    retransmissions: int
-    created: int
-    returncode: int
-    local_port: int
-    counters: Mapping[str, str] = field(default_factory=dict)  # the last stat row, "(C)" columns
-    output_tail: str = ""
-
-
-def user_name(user: int | str) -> str:
-    return f"user{user}" if isinstance(user, int) else user
-
-
-def write_injection_csv(path: Path, users: Iterable[int | str]) -> int:
-    """SIPp -inf file: SEQUENTIAL, then `userN;pw-userN;[authentication username=userN password=pw-userN]`.
-
-    The whole [authentication ...] keyword is a field: SIPp 3.6.1 garbles nested [fieldN] in it.
-    """
-    lines = ["SEQUENTIAL"]
-    for user in users:
-        name = user_name(user)
-        password = f"pw-{name}"
-        lines.append(f"{name};{password};[authentication username={name} password={password}]")
-    if len(lines) == 1:
-        raise ValueError("no users for the injection file")
-    path.write_text("\n".join(lines) + "\n")
-    return len(lines) - 1
-
-
-def parse_sipp_stats(path: Path) -> dict[str, str]:
-    """The last row of a SIPp -trace_stat CSV (`;`-separated, one header line), by column name."""
-    with path.open(newline="") as f:
-        rows = [row for row in csv.reader(f, delimiter=";") if row]
-    if len(rows) < 2:
-        raise PeerError(f"SIPp statistics file {path} has no data rows")
-    header, last = rows[0], rows[-1]
-    return {name: value for name, value in zip(header, last, strict=False) if name}
-
-
-def run_sipp(
-    target: str,
-    users: Iterable[int | str],
-    rate: float,
-    total: int,
-    *extra_args: str,
-    expires: int = 3600,
-    transport: str = "u1",
-    local_port: int | None = None,
-    timeout: float = 60.0,
-    workdir: Path | None = None,
-) -> SippResult:
-    """Run SIPp once: `total` digest registrations at `rate`/s against `target` (host:port, loopback).
-
-    Users are ints (-> userN) or names; passwords are pw-<name>. Contact is
-    sip:<name>@127.0.0.1:<local_port>;transport=UDP (TCP for -t t1). `expires` fills the scenario's
-    Expires (0 unregisters). SIPp runs in a temp dir (or `workdir`), bounded by `timeout` twice:
-    its own -timeout, and a hard kill 10 s later.
-    """
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"target must be host:port, got {target!r}")
-    _check_loopback(host)
-    sipp = shutil.which("sipp")
-    if sipp is None:
-        raise PeerError(f"sipp not found: {HOW_TO_INSTALL_SIPP}")
-    if local_port is None:
-        local_port = free_port()
-    with tempfile.TemporaryDirectory(prefix="sipload-sipp-") as tmp:
-        run_dir = workdir if workdir is not None else Path(tmp)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        scenario = run_dir / SIPP_SCENARIO.name
-        shutil.copyfile(SIPP_SCENARIO, scenario)
-        write_injection_csv(run_dir / "users.csv", users)
-        stat = run_dir / "stat.csv"
-        out = run_dir / "sipp.out"
-        cmd = [
-            sipp, target,
-            "-sf", scenario.name, "-inf", "users.csv",
-            "-i", "127.0.0.1", "-p", str(local_port), "-t", transport,
-            "-r", f"{rate:g}", "-rp", "1000", "-m", str(total), "-l", "4000",
-            "-buff_size", "4194304",
-            "-nostdin", "-trace_stat", "-stf", stat.name, "-fd", "1",
-            "-timeout", f"{max(1, int(timeout))}", "-timeout_error",
-            "-key", "expires", str(expires),
-            *extra_args,
-        ]  # fmt: skip
-        with out.open("w") as out_f:
-            try:
-                proc = subprocess.run(
-                    cmd,
-                    cwd=run_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out_f,
-                    stderr=subprocess.STDOUT,
-                    timeout=timeout + 10,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise PeerError(
-                    f"sipp did not finish within {timeout + 10:g} s (killed):\n{_tail(out.read_text())}"
-                ) from exc
-        output_tail = _tail(out.read_text(errors="replace"))
-        if proc.returncode not in (0, 1) or not stat.exists():
-            meaning = _SIPP_EXIT.get(proc.returncode, "unexpected exit code")
-            raise PeerError(f"sipp exited {proc.returncode} ({meaning}): {' '.join(cmd)}\n{output_tail}")
-        row = parse_sipp_stats(stat)
-
-    def count(name: str) -> int:
-        value = row.get(name)
-        if value is None or not value.strip().isdigit():
-            raise PeerError(f"SIPp statistics lack an integer {name!r}")
-        return int(value)
-
-    return SippResult(
-        successful=count("SuccessfulCall(C)"),
-        failed=count("FailedCall(C)"),
-        retransmissions=count("Retransmissions(C)"),
-        created=count("TotalCallCreated"),
-        returncode=proc.returncode,
-        local_port=local_port,
-        counters={k: v for k, v in row.items() if k.endswith("(C)")},
-        output_tail=output_tail,
-    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -284,6 +285,8 @@ def test_cli_ctrl_c_to_the_process_group_unregisters_every_shard(tmp_path: Path)
         lines.append(out)
         assert run.returncode == 130, "".join(lines)
         assert "unregistrations 40 ok" in out, "".join(lines)
+        context = json.loads((tmp_path / "out" / "summary.json").read_text())["run"]
+        assert (context["workers"], context["placement"]) == (2, "dask:local:2")   # one shard per Dask process
     finally:
         reg.terminate()
         reg.wait(10)

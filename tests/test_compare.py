@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from sipload.cli.report import compare
 from sipload.engine.run import run_scenario
 from sipload.metrics import Aggregate, Phase, Recorder
 from sipload.report import build_result, write_results
-from sipload.report.commands import compare
 from sipload.report.compare import Tolerance, parse_percent
 from sipload.report.compare import compare as compare_runs
 from sipload.report.saved import load_run
@@ -75,6 +75,20 @@ def test_a_slower_run_is_a_regression_that_names_the_percentiles(tmp_path: Path)
     # faster is never worse, and a wide enough tolerance lets it through
     assert run_compare(new, base).exit_code == 0
     assert run_compare(base, new, "--tolerance", "150%").exit_code == 0
+
+
+def test_a_percentile_with_too_few_samples_beyond_it_does_not_decide(tmp_path: Path) -> None:
+    """200 samples: p50 and p90 have 100 and 20 beyond them and decide; p99 has 2, so it is shown with a
+    warning but is never a regression, unless --min-tail asks for fewer."""
+    base = make_run(tmp_path / "base", latency_ms=10, count=200)
+    new = make_run(tmp_path / "new", latency_ms=20, count=200)
+    result = run_compare(base, new)
+    assert result.exit_code == 1, result.output
+    assert "REGRESSION: NEW is worse than BASE beyond the tolerances: register.p50, register.p90\n" in result.output
+    assert ("register.p99 does not decide: 200 samples in the smaller run, 1,000 needed for 10 beyond it "
+            "(--min-tail)") in result.output
+    relaxed = run_compare(base, new, "--min-tail", "2")
+    assert "register.p50, register.p90, register.p99" in relaxed.output and "does not decide" not in relaxed.output
 
 
 def test_small_changes_are_within_the_tolerance_and_the_floor(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ import trio
 import trio.testing
 from click.testing import CliRunner
 
-from sipload.api import ApiKeys, ApiKnobs, serve_api
-from sipload.api.views import share_of
+from sipload.cli.check import check
+from sipload.emulators import ApiKeys, ApiKnobs, serve_api
+from sipload.emulators.views import share_of
 from sipload.providers.agreement import agrees, expected
-from sipload.providers.command import check
 from sipload.providers.crosscheck import CrossCheckResult, OurEndpoint, measure_propagation, run_crosscheck
 from sipload.providers.crosscheck_text import result_lines
 from sipload.providers.errors import NotProvisioned, ProviderHttpError

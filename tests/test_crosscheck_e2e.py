@@ -12,8 +12,8 @@ from pathlib import Path
 
 import trio
 
-from sipload.api import ApiKeys, ApiKnobs, serve_api
-from sipload.api.views import share_of
+from sipload.emulators import ApiKeys, ApiKnobs, serve_api
+from sipload.emulators.views import share_of
 from sipload.engine.run import run_scenario
 from sipload.providers.crosscheck import CrossCheckResult, OurEndpoint, run_crosscheck
 from sipload.providers.run_endpoints import load_endpoints

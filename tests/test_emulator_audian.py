@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from sipload.api import ApiKeys, ApiKnobs, serve_api
+from sipload.emulators import ApiKeys, ApiKnobs, serve_api
 from sipload.providers.audian_client import AudianClient
 from sipload.providers.errors import ProviderAuthError, ProviderHttpError, ProviderNotFound, ProviderRateLimited
 from sipload.providers.ratelimit import RetryPolicy

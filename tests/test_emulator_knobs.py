@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipload.api.knobs import ApiKeys, ApiKnobs, parse_api_address, parse_knobs
+from sipload.emulators.knobs import ApiKeys, ApiKnobs, parse_api_address, parse_knobs
 from sipload.registrar.settings import DelayKind
 
 

@@ -15,8 +15,8 @@ import telnyx
 import trio
 import trio.testing
 
-from sipload.api import ApiKeys, ApiKnobs, Emulators, serve_api
-from sipload.api.ultravox_agent import SipAgent
+from sipload.emulators import ApiKeys, ApiKnobs, Emulators, serve_api
+from sipload.emulators.ultravox_agent import SipAgent
 from sipload.registrar.bindings import BindingStore, ContactChange, RequestInfo
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen

@@ -14,8 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from sipload.api import ApiKeys, ApiKnobs, serve_api
-from sipload.api.ultravox_agent import split_hostport
+from sipload.emulators import ApiKeys, ApiKnobs, serve_api
+from sipload.emulators.ultravox_agent import split_hostport
 from sipload.providers.errors import ProviderAuthError, ProviderHttpError, ProviderNotFound
 from sipload.providers.status import ProviderState
 from sipload.providers.ultravox_client import SipRegistration, UltravoxClient

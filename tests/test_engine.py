@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -17,78 +18,38 @@ import trio
 from click.testing import CliRunner
 from hdrh.log import HistogramLogReader
 
+from scenarios import PASSING, Table, refreshing_run, scenario_toml
 from sipload.cli import main
-from sipload.engine.embedded import registrar_settings
 from sipload.engine.run import ExitCode, RunError, RunInterrupted, run_scenario
 from sipload.engine.worker import Worker
-from sipload.metrics.aggregate import Aggregate
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
 from sipload.registrar.server import serve_registrar
 from sipload.registrar.settings import RegistrarSettings
-from sipload.scenario import RegistrarConfig, Scenario, parse_scenario
-from sipload.sip import Request, parse_message
-from sipload.transport.memory import REGISTRAR, MemoryNetwork
+from sipload.scenario import Scenario, parse_scenario
+from sipload.testing.harness import memory_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def scenario(body: str, *, target: str = "embedded", name: str = "t") -> Scenario:
-    text = f'name = "{name}"\nseed = 7\n' + body.replace("TARGET", target)
+def scenario(text: str, name: str = "t") -> Scenario:
     return parse_scenario(text, Path(f"{name}.toml"))
 
 
-HOURS = """
-thresholds = ["register.success_rate == 100%"]
-[target]
-registrar = "TARGET"
-domain = "sipload.test"
-[endpoints]
-count = 20
-username = "user{n}"
-password = "pw-user{n}"
-expires = 600
-refresh_at = 0.5
-refresh_jitter = 0.0
-[load]
-rate = 10
-duration = "4h"
-interval = "10m"
-unregister_timeout = "40s"
-[registrar]
-min_expires = 60
-nonce_lifetime = "5h"    # refreshes reuse one nonce (a stale-nonce refresh costs a second request)
-"""
-
-
-class Wire:
-    """Every request the endpoints sent, parsed."""
-
-    def __init__(self, net: MemoryNetwork) -> None:
-        self.requests: list[Request] = []
-        inner = net.send
-
-        def send(data: bytes) -> bool:
-            msg = parse_message(data)
-            assert isinstance(msg, Request)
-            self.requests.append(msg)
-            return inner(data)
-
-        net.send = send  # type: ignore[method-assign]
-
-
-def memory_worker(sc: Scenario, **net_kwargs: object) -> tuple[Worker, RegistrarCore, Wire, Aggregate]:
-    config = sc.registrar or RegistrarConfig()
-    core = RegistrarCore(registrar_settings(config, 1), now=trio.current_time(), rng=random.Random(1))
-    net = MemoryNetwork(core, **net_kwargs)  # type: ignore[arg-type]
-    wire = Wire(net)
-    agg = Aggregate(0.0)
-    worker = Worker(sc, REGISTRAR, network=net, sink=agg.add)
-    return worker, core, wire, agg
+def hours(*, count: int = 20, duration: str = "4h") -> Scenario:
+    """`count` endpoints (expiry 600 s) against the embedded registrar for virtual hours."""
+    return scenario(scenario_toml(
+        "t", seed=7, thresholds=["register.success_rate == 100%"],
+        target={"registrar": "embedded", "domain": "sipload.test"},
+        endpoints={"count": count, "username": "user{n}", "password": "pw-user{n}", "expires": 600,
+                   "refresh_at": 0.5, "refresh_jitter": 0.0},
+        load={"rate": 10, "duration": duration, "interval": "10m", "unregister_timeout": "40s"},
+        # refreshes reuse one nonce (a stale-nonce refresh costs a second request)
+        registrar={"min_expires": 60, "nonce_lifetime": "5h"}))
 
 
 async def test_renewals_over_hours_of_virtual_time(autojump_clock: trio.testing.MockClock) -> None:
-    sc = scenario(HOURS)
+    sc = hours()
     worker, core, wire, agg = memory_worker(sc)
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
@@ -110,7 +71,7 @@ async def test_renewals_over_hours_of_virtual_time(autojump_clock: trio.testing.
     # every 300 s for 4 h: 47 or 48 refreshes per endpoint, each a REGISTER on the same Call-ID
     assert all(47 <= e.refreshes <= 48 for e in report.endpoints), [e.refreshes for e in report.endpoints]
     by_call: dict[str, list[int]] = {}
-    for req in wire.requests:
+    for _, req in wire.requests:
         by_call.setdefault(req.call_id, []).append(req.cseq[0])
     assert len(by_call) == 20
     for cseqs in by_call.values():
@@ -125,7 +86,7 @@ async def test_renewals_over_hours_of_virtual_time(autojump_clock: trio.testing.
 
 
 async def test_lossy_network_recovers_by_retransmission(autojump_clock: trio.testing.MockClock) -> None:
-    sc = scenario(HOURS.replace('duration = "4h"', 'duration = "30m"'))
+    sc = hours(duration="30m")
     worker, core, _wire, agg = memory_worker(sc, loss=0.2, rng=random.Random(3))
     await worker.run()
     agg.flush_interval(1.0)
@@ -137,7 +98,7 @@ async def test_lossy_network_recovers_by_retransmission(autojump_clock: trio.tes
 
 
 async def test_stop_request_unregisters_everything(autojump_clock: trio.testing.MockClock) -> None:
-    sc = scenario(HOURS)
+    sc = hours()
     worker, core, _, _ = memory_worker(sc)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(worker.run)
@@ -150,7 +111,7 @@ async def test_stop_request_unregisters_everything(autojump_clock: trio.testing.
 
 
 async def test_total_loss_ends_in_timeouts_not_a_hang(autojump_clock: trio.testing.MockClock) -> None:
-    sc = scenario(HOURS.replace('duration = "4h"', 'duration = "10m"').replace("count = 20", "count = 3"))
+    sc = hours(count=3, duration="10m")
     worker, _core, _, agg = memory_worker(sc, loss=1.0)
     await worker.run()
     agg.flush_interval(1.0)
@@ -160,26 +121,20 @@ async def test_total_loss_ends_in_timeouts_not_a_hang(autojump_clock: trio.testi
     assert all(e.failure_reason == "timeout" for e in worker.report.endpoints)
 
 
-SMALL = """
-thresholds = ["register.success_rate == 100%", "failures == 0"]
-[target]
-registrar = "TARGET"
-domain = "sipload.test"
-[endpoints]
-count = 30
-expires = 2
-refresh_at = 0.5
-refresh_margin = "200ms"
-[load]
-rate = 60
-duration = "2500ms"
-interval = "500ms"
-unregister_timeout = "5s"
-"""
+def small(target: str = "embedded", *, name: str | None = "t", seed: int | None = 7, count: int = 30,
+          duration: str = "2500ms", thresholds: Sequence[str] = PASSING, timers: Table | None = None,
+          registrar: Table | None = None, transport: str | None = None) -> str:
+    """`count` endpoints at 60/s registering, refreshing (expiry 2 s) and unregistering over `duration`."""
+    return refreshing_run(name, target, seed=seed, count=count, rate=60, duration=duration, thresholds=thresholds,
+                          target=None if transport is None else {"transport": transport}, timers=timers,
+                          registrar=registrar)
+
+
+EMBEDDED = {"min_expires": 1}   # the embedded registrar's settings for a 2 s expiry
 
 
 async def test_real_loopback_run_against_the_embedded_registrar(tmp_path: Path) -> None:
-    sc = scenario(SMALL + "[registrar]\nmin_expires = 1\n", name="loop")
+    sc = scenario(small(name="loop", registrar=EMBEDDED), name="loop")
     lines: list[str] = []
     outcome = await run_scenario(sc, tmp_path / "out", progress=lines.append, handle_signals=False)
     assert outcome.exit_code is ExitCode.OK, (outcome.result.notes, outcome.result.failures)
@@ -207,7 +162,7 @@ async def test_stop_mid_run_leaves_zero_bindings_and_partial_results(tmp_path: P
         listens = await nursery.start(partial(serve_registrar, RegistrarSettings(), [Listen("udp", "127.0.0.1", 0)],
                                               core=core))
         port = listens[0].port
-        sc = scenario(SMALL.replace('duration = "2500ms"', 'duration = "60s"'), target=f"sip:127.0.0.1:{port}")
+        sc = scenario(small(f"sip:127.0.0.1:{port}", duration="60s"))
         stop = trio.Event()
         lines: list[str] = []
 
@@ -230,7 +185,7 @@ async def test_unreachable_target_is_a_clear_error_not_a_hang(tmp_path: Path) ->
     with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as s:
         await s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]   # bound but never answering
-        sc = scenario(SMALL, target=f"sip:127.0.0.1:{port}")
+        sc = scenario(small(f"sip:127.0.0.1:{port}"))
         with trio.fail_after(20), pytest.raises(RunError, match="no SIP answer"):
             await run_scenario(sc, tmp_path, progress=lambda _: None, handle_signals=False)
 
@@ -250,9 +205,8 @@ async def test_a_bug_handling_a_stream_response_is_counted_and_the_run_goes_on(
         handle(self, msg, now, arrived)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Worker, "_on_message", buggy)
-    body = SMALL.replace("count = 30", "count = 5").replace('duration = "2500ms"', 'duration = "6s"')
-    sc = scenario(body.replace('domain = "sipload.test"', 'domain = "sipload.test"\ntransport = "tcp"')
-                  + '[timers]\nt1 = "50ms"\n[registrar]\nmin_expires = 1\n', name="bug")
+    sc = scenario(small(name="bug", count=5, duration="6s", transport="tcp", timers={"t1": "50ms"},
+                        registrar=EMBEDDED), name="bug")
     with trio.fail_after(60):
         outcome = await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False, workers=1)
     assert calls > 1
@@ -268,7 +222,7 @@ async def test_ctrl_c_while_starting_stops_at_once_as_an_interruption(tmp_path: 
     out = tmp_path / "never"
     with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as s:
         await s.bind(("127.0.0.1", 0))
-        sc = scenario(SMALL, target=f"sip:127.0.0.1:{s.getsockname()[1]}")
+        sc = scenario(small(f"sip:127.0.0.1:{s.getsockname()[1]}"))
 
         async def interrupt_on_the_probe() -> None:
             await s.recv(65536)                  # the OPTIONS probe arrived: the run is starting
@@ -290,10 +244,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_cli_threshold_failure_exits_1_with_junit_failure(tmp_path: Path) -> None:
-    body = SMALL.replace("TARGET", "embedded").replace(
-        'thresholds = ["register.success_rate == 100%", "failures == 0"]', 'thresholds = ["register.p50 < 1us"]'
-    ) + "[registrar]\nmin_expires = 1\n"
-    path = write(tmp_path, 'name = "gate"\n' + body)
+    path = write(tmp_path, small(name="gate", seed=None, thresholds=["register.p50 < 1us"], registrar=EMBEDDED))
     result = CliRunner().invoke(main, ["run", str(path), "--out", str(tmp_path / "o"), "--quiet"])
     assert result.exit_code == 1, result.output
     assert "[FAIL] register.p50 < 1us" in result.output
@@ -302,7 +253,7 @@ def test_cli_threshold_failure_exits_1_with_junit_failure(tmp_path: Path) -> Non
 
 
 def test_cli_broken_scenario_exits_2_naming_file_field_and_value(tmp_path: Path) -> None:
-    path = write(tmp_path, SMALL.replace("TARGET", "embedded").replace("count = 30", "count = -5"))
+    path = write(tmp_path, small(name=None, seed=None, count=-5))
     result = CliRunner().invoke(main, ["run", str(path)])
     assert result.exit_code == 2
     assert "s.toml" in result.output and "endpoints.count" in result.output and "-5" in result.output
@@ -316,8 +267,7 @@ def test_cli_missing_file_exits_2(tmp_path: Path) -> None:
 
 def test_sigint_unregisters_and_writes_partial_results(tmp_path: Path) -> None:
     """A real process, a real Ctrl-C: exit 130, complete=false on disk, every endpoint unregistered."""
-    path = write(tmp_path, 'name = "sig"\n' + SMALL.replace("TARGET", "embedded").replace(
-        'duration = "2500ms"', 'duration = "60s"') + "[registrar]\nmin_expires = 1\n")
+    path = write(tmp_path, small(name="sig", seed=None, duration="60s", registrar=EMBEDDED))
     out = tmp_path / "o"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "sipload", "run", str(path), "--out", str(out)],
@@ -348,7 +298,7 @@ def test_cli_ctrl_c_while_starting_exits_130(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         s.settimeout(30)
-        path = write(tmp_path, 'name = "early"\n' + SMALL.replace("TARGET", f"sip:127.0.0.1:{s.getsockname()[1]}"))
+        path = write(tmp_path, small(f"sip:127.0.0.1:{s.getsockname()[1]}", name="early", seed=None))
         out = tmp_path / "o"
         proc = subprocess.Popen([sys.executable, "-m", "sipload", "run", str(path), "--out", str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,

@@ -9,6 +9,7 @@ import pytest
 import trio
 import trustme
 
+from scenarios import PASSING, Table, Value, refreshing_run
 from sipload.engine.run import ExitCode, RunError, run_scenario
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
@@ -17,29 +18,14 @@ from sipload.registrar.settings import RegistrarSettings
 from sipload.scenario import parse_scenario
 from sipload.sip import parse_uri
 
-BODY = """
-name = "{name}"
-seed = 3
-thresholds = ["register.success_rate == 100%", "failures == 0", "retransmissions == 0"]
-[target]
-registrar = "{target}"
-domain = "sipload.test"
-{tls}
-[endpoints]
-count = 12
-expires = 2
-refresh_at = 0.5
-refresh_margin = "200ms"
-socket = "{socket}"
-[load]
-rate = 40
-duration = "1500ms"
-interval = "500ms"
-unregister_timeout = "5s"
-"""
+
+def body(name: str, target: str, socket: str = "shared", tls: Table | None = None, **endpoints: Value) -> str:
+    """12 endpoints registering, refreshing and unregistering within 1.5 s; `tls`: more [target] keys."""
+    return refreshing_run(name, target, seed=3, count=12, rate=40, duration="1500ms", target=tls,
+                          thresholds=[*PASSING, "retransmissions == 0"], endpoints={**endpoints, "socket": socket})
 
 
-async def run_against(tmp_path: Path, transport: str, socket: str = "shared", tls: str = "",
+async def run_against(tmp_path: Path, transport: str, socket: str = "shared", tls: Table | None = None,
                       cert: trustme.LeafCert | None = None) -> tuple[object, RegistrarCore]:
     settings = RegistrarSettings(realm="sipload.test", min_expires=1)
     core = RegistrarCore(settings, now=trio.current_time())
@@ -54,7 +40,7 @@ async def run_against(tmp_path: Path, transport: str, socket: str = "shared", tl
         port = listens[0].port
         scheme = "sips" if transport == "tls" else "sip"
         uri = f"{scheme}:localhost:{port}" if transport == "tls" else f"sip:127.0.0.1:{port};transport={transport}"
-        sc = parse_scenario(BODY.format(name=transport, target=uri, socket=socket, tls=tls), tmp_path / "s.toml")
+        sc = parse_scenario(body(transport, uri, socket, tls), tmp_path / "s.toml")
         error: RunError | None = None
         with trio.fail_after(30):
             try:
@@ -85,8 +71,7 @@ async def test_tls_with_verification_against_a_trusted_ca(tmp_path: Path) -> Non
     ca = trustme.CA()
     cert = ca.issue_cert("localhost")
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    tls = f'tls_ca = "{tmp_path / "ca.pem"}"'
-    outcome, core = await run_against(tmp_path, "tls", tls=tls, cert=cert)
+    outcome, core = await run_against(tmp_path, "tls", tls={"tls_ca": str(tmp_path / "ca.pem")}, cert=cert)
     assert outcome.exit_code is ExitCode.OK, outcome.result.notes  # type: ignore[attr-defined]
     assert outcome.result.registrations.succeeded == 12  # type: ignore[attr-defined]
     assert core.store.count(trio.current_time()).bindings == 0
@@ -100,7 +85,7 @@ async def test_tls_verification_failure_is_a_clear_error(tmp_path: Path) -> None
 
 async def test_tls_without_verification_when_asked(tmp_path: Path) -> None:
     cert = trustme.CA().issue_cert("localhost")
-    outcome, _ = await run_against(tmp_path, "tls", tls="tls_verify = false", cert=cert)
+    outcome, _ = await run_against(tmp_path, "tls", tls={"tls_verify": False}, cert=cert)
     assert outcome.exit_code is ExitCode.OK  # type: ignore[attr-defined]
 
 
@@ -108,8 +93,7 @@ async def test_tcp_connection_refused_is_a_clear_error(tmp_path: Path) -> None:
     with trio.socket.socket() as s:
         await s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]   # bound, not listening: connections are refused
-        sc = parse_scenario(BODY.format(name="x", target=f"sip:127.0.0.1:{port};transport=tcp", socket="shared",
-                                        tls=""), tmp_path / "s.toml")
+        sc = parse_scenario(body("x", f"sip:127.0.0.1:{port};transport=tcp"), tmp_path / "s.toml")
         with trio.fail_after(10), pytest.raises(RunError, match=r"cannot connect over TCP.*refused"):
             await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False)
 
@@ -129,9 +113,8 @@ async def test_udp_source_addresses_spread_over_a_range(tmp_path: Path, socket: 
     core.handle = spy  # type: ignore[method-assign]
     async with trio.open_nursery() as nursery:
         listens = await nursery.start(partial(serve_registrar, settings, [Listen("udp", "127.0.0.1", 0)], core=core))
-        body = BODY.format(name="src", target=f"sip:127.0.0.1:{listens[0].port}", socket=socket, tls="")
-        body = body.replace('socket = "', 'source_addresses = "127.0.0.2-127.0.0.4"\nsocket = "')
-        sc = parse_scenario(body, tmp_path / "s.toml")
+        sc = parse_scenario(body("src", f"sip:127.0.0.1:{listens[0].port}", socket,
+                                 source_addresses="127.0.0.2-127.0.0.4"), tmp_path / "s.toml")
         with trio.fail_after(30):
             outcome = await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False)
         nursery.cancel_scope.cancel()
@@ -146,8 +129,7 @@ async def test_a_run_that_cannot_start_leaves_no_results_directory(tmp_path: Pat
     with trio.socket.socket() as s:
         await s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        sc = parse_scenario(BODY.format(name="x", target=f"sip:127.0.0.1:{port};transport=tcp", socket="shared",
-                                        tls=""), tmp_path / "s.toml")
+        sc = parse_scenario(body("x", f"sip:127.0.0.1:{port};transport=tcp"), tmp_path / "s.toml")
         with pytest.raises(RunError):
             await run_scenario(sc, tmp_path / "never", progress=lambda _: None, handle_signals=False)
     assert not (tmp_path / "never").exists()

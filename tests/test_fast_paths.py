@@ -13,9 +13,10 @@ import pytest
 from sipload.sip import headers
 from sipload.sip.digest import _parse_auth_list, _scan_auth_list
 from sipload.sip.errors import ParseError
+from sipload.sip.granted import MAX_DELTA, contact_key, granted_expiry
 from sipload.sip.ids import IdSource
 from sipload.sip.message import Headers, Response
-from sipload.sip.registration import _MAX_DELTA, Profile, Registration, _contact_key
+from sipload.sip.registration import Profile, Registration
 
 
 def _outcome(f, value):  # type: ignore[no-untyped-def]
@@ -57,15 +58,15 @@ def test_auth_list_shortcut_matches_the_scanner() -> None:
 
 
 def _general_granted(reg: Registration, response: Response) -> int:
-    """Registration._granted_expiry without its shortcut (the general code the shortcut must equal)."""
+    """granted.granted_expiry without its shortcut (the general code the shortcut must equal)."""
     try:
         contacts = response.contacts() or []
-        ours = _contact_key(reg.contact)
+        ours = contact_key(reg.contact)
         for addr in contacts:
-            if _contact_key(addr.uri) == ours:
+            if contact_key(addr.uri) == ours:
                 value = addr.params.get("expires")
                 if value is not None and value.isascii() and value.isdigit():
-                    return min(int(value), _MAX_DELTA) if len(value) <= 10 else _MAX_DELTA
+                    return min(int(value), MAX_DELTA) if len(value) <= 10 else MAX_DELTA
                 break
         header = response.expires()
     except ParseError:
@@ -89,7 +90,7 @@ def test_granted_expiry_shortcut_matches_the_general_path(mine: str) -> None:
             line = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 6)))
         items = [("Contact", line)] + ([("Expires", rng.choice(["42", "x"]))] if rng.random() < 0.5 else [])
         response = Response(200, "OK", Headers(items))
-        assert reg._granted_expiry(response) == _general_granted(reg, response), line
+        assert granted_expiry(response, reg.contact, reg.profile.expires) == _general_granted(reg, response), line
 
 
 def _reference_items(head: str) -> list[tuple[str, str]]:

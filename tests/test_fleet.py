@@ -8,23 +8,19 @@ minutes of virtual time in milliseconds.
 from __future__ import annotations
 
 import itertools
-import random
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import trio
 import trio.testing
 
-from sipload.engine.embedded import registrar_settings
 from sipload.engine.worker import Worker
 from sipload.metrics.aggregate import Aggregate
 from sipload.registrar.core import RegistrarCore
-from sipload.report.result import EndpointState, group_counts
-from sipload.scenario import RegistrarConfig, Scenario, load_scenario, parse_scenario
+from sipload.report.result import group_counts
+from sipload.scenario import Scenario, load_scenario, parse_scenario
 from sipload.scenario.groups import Role
-from sipload.sip import Request, parse_message
-from sipload.transport.memory import REGISTRAR, MemoryNetwork
+from sipload.testing.harness import Wire, run_memory
 
 
 def fleet(groups: str, *, count: int = 20, duration: str = "10m", expires: int = 60,
@@ -49,51 +45,6 @@ min_expires = 1
 nonce_lifetime = "5h"
 """ + groups
     return parse_scenario(text, Path("fleet.toml"))
-
-
-class Wire:
-    """Every request the endpoints sent, with the virtual time it was sent at."""
-
-    def __init__(self, net: MemoryNetwork) -> None:
-        self.requests: list[tuple[float, Request]] = []
-        inner = net.send
-
-        def send(data: bytes) -> bool:
-            msg = parse_message(data)
-            assert isinstance(msg, Request)
-            self.requests.append((trio.current_time(), msg))
-            return inner(data)
-
-        net.send = send  # type: ignore[method-assign]
-
-    def by_user(self) -> dict[str, list[tuple[float, Request]]]:
-        out: dict[str, list[tuple[float, Request]]] = defaultdict(list)
-        for at, req in self.requests:
-            out[req.headers.get("to", "").split("sip:")[1].split("@")[0]].append((at, req))
-        return out
-
-
-async def run_memory(sc: Scenario, *, delay: float = 0.0, agg: Aggregate | None = None,
-                     hold: Callable[[Worker, RegistrarCore, Wire], None] | None = None,
-                     ) -> tuple[Worker, RegistrarCore, Wire, float]:
-    config = sc.registrar or RegistrarConfig()
-    core = RegistrarCore(registrar_settings(config, 1), now=trio.current_time(), rng=random.Random(1))
-    net = MemoryNetwork(core, delay=delay)
-    wire = Wire(net)
-    worker = Worker(sc, REGISTRAR, network=net, sink=(agg or Aggregate(0.0)).add)
-    if hold is not None:
-        check = hold
-
-        async def at_hold_end(states: list[EndpointState]) -> None:
-            check(worker, core, wire)
-
-        worker.hold_hook = at_hold_end
-    start = trio.current_time()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(net.run, lambda data, addr: worker._on_datagram(data, addr))
-        await worker.run()
-        nursery.cancel_scope.cancel()
-    return worker, core, wire, start
 
 
 def users_with(worker: Worker, role: Role) -> set[str]:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_fleet import fleet, run_memory
+from test_fleet import fleet
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, TextMessage
 from wsproto.events import Request as WsRequest
@@ -30,9 +30,9 @@ from peers import (
     KamailioPeer,
     private_kamailio,
 )
-from sipload.engine.pool import merge_reports
+from scenarios import Table, Value, scenario_toml
 from sipload.engine.run import ExitCode, run_scenario
-from sipload.engine.worker import Worker, WorkerReport, instance_for
+from sipload.engine.worker import Worker, WorkerReport, instance_for, merge_reports
 from sipload.registrar.bindings import Binding
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
@@ -45,6 +45,7 @@ from sipload.scenario.groups import Role
 from sipload.sip import Request, parse_message
 from sipload.sip.headers import parse_name_addr, unquote
 from sipload.sip.parser import StreamFramer
+from sipload.testing.harness import run_memory
 
 
 def user_of(req: Request) -> str:
@@ -194,32 +195,16 @@ transport = "udp"
 
 # --- streams: CRLF keep-alives ------------------------------------------------------------------------
 
-STREAMS = """
-name = "streams"
-seed = 5
-[target]
-registrar = ["sip:127.0.0.1:{tcp};transport=tcp", "sip:127.0.0.1:{udp}"]
-domain = "sipload.test"
-[endpoints]
-count = 8
-username = "user{{n}}"
-password = "pw-user{{n}}"
-expires = 3600
-refresh_jitter = 0.0
-[load]
-rate = 8
-duration = "60s"
-unregister_timeout = "20s"
-[[groups]]
-name = "soft"
-share = 0.5
-transport = "tcp"
-keepalive = "15s"
-[[groups]]
-name = "desk"
-share = 0.5
-transport = "udp"
-"""
+
+def held(name: str, registrar: str | list[str], *groups: Table, count: int = 8, duration: str,
+         **target: Value) -> str:
+    """`count` endpoints (user{n} / pw-user{n}, expiry 1 h) at 8/s, held for `duration` in `groups`;
+    `target`: more keys of [target]."""
+    return scenario_toml(
+        name, seed=5, target={"registrar": registrar, "domain": "sipload.test", **target},
+        endpoints={"count": count, "username": "user{n}", "password": "pw-user{n}", "expires": 3600,
+                   "refresh_jitter": 0.0},
+        load={"rate": 8, "duration": duration, "unregister_timeout": "20s"}, groups=groups)
 
 
 async def test_tcp_group_keepalives_reach_the_registrar(autojump_clock: trio.testing.MockClock,
@@ -229,7 +214,10 @@ async def test_tcp_group_keepalives_reach_the_registrar(autojump_clock: trio.tes
     async with trio.open_nursery() as nursery:
         tcp, udp = await nursery.start(partial(serve_registrar, settings, [Listen("tcp", "127.0.0.1", 0),
                                                                            Listen("udp", "127.0.0.1", 0)], core=core))
-        sc = parse_scenario(STREAMS.format(tcp=tcp.port, udp=udp.port), Path("streams.toml"))
+        sc = parse_scenario(held("streams", [f"sip:127.0.0.1:{tcp.port};transport=tcp", f"sip:127.0.0.1:{udp.port}"],
+                                 {"name": "soft", "share": 0.5, "transport": "tcp", "keepalive": "15s"},
+                                 {"name": "desk", "share": 0.5, "transport": "udp"}, duration="60s"),
+                            Path("streams.toml"))
         with trio.fail_after(300):
             outcome = await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False,
                                          workers=1, probe=False)
@@ -246,30 +234,6 @@ async def test_tcp_group_keepalives_reach_the_registrar(autojump_clock: trio.tes
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["groups"]["soft"]["crlf_pings"] == soft["crlf_pings"]
     assert summary["keepalive"]["crlf_pongs"] == soft["crlf_pongs"]
-
-
-MUTE = """
-name = "mute"
-seed = 5
-[target]
-registrar = "sip:127.0.0.1:{port};transport=tcp"
-domain = "sipload.test"
-[endpoints]
-count = 8
-username = "user{{n}}"
-password = "pw-user{{n}}"
-expires = 3600
-refresh_jitter = 0.0
-[load]
-rate = 8
-duration = "50s"
-unregister_timeout = "20s"
-[[groups]]
-name = "soft"
-share = 1
-transport = "tcp"
-keepalive = "10s"
-"""
 
 
 class NoPongRegistrar:
@@ -306,7 +270,10 @@ async def test_missed_pongs_are_flow_failures_and_the_endpoints_register_again(
     mute = NoPongRegistrar(RegistrarCore(settings, now=trio.current_time()))
     async with trio.open_nursery() as nursery:
         (listener,) = await nursery.start(partial(trio.serve_tcp, mute.serve, 0, host="127.0.0.1"))
-        sc = parse_scenario(MUTE.format(port=listener.socket.getsockname()[1]), Path("mute.toml"))
+        port = listener.socket.getsockname()[1]
+        sc = parse_scenario(held("mute", f"sip:127.0.0.1:{port};transport=tcp",
+                                 {"name": "soft", "share": 1, "transport": "tcp", "keepalive": "10s"}, duration="50s"),
+                            Path("mute.toml"))
         with trio.fail_after(300):
             outcome = await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False,
                                          workers=1, probe=False)
@@ -328,30 +295,6 @@ async def test_missed_pongs_are_flow_failures_and_the_endpoints_register_again(
 
 
 # --- WebSocket: ping frames -----------------------------------------------------------------------------
-
-WS = """
-name = "webrtc"
-seed = 5
-[target]
-registrar = "sip:127.0.0.1:{port};transport=ws"
-domain = "sipload.test"
-ws_path = "/sip"
-[endpoints]
-count = 4
-username = "user{{n}}"
-password = "pw-user{{n}}"
-expires = 3600
-refresh_jitter = 0.0
-[load]
-rate = 8
-duration = "50s"
-unregister_timeout = "20s"
-[[groups]]
-name = "webrtc"
-share = 1
-transport = "ws"
-keepalive = "10s"
-"""
 
 
 class WsRegistrar:
@@ -411,7 +354,10 @@ async def test_websocket_keepalives_are_ping_frames(pong: bool, autojump_clock: 
     server = WsRegistrar(RegistrarCore(RegistrarSettings(realm="sipload.test"), now=trio.current_time()), pong=pong)
     async with trio.open_nursery() as nursery:
         (listener,) = await nursery.start(partial(trio.serve_tcp, server.serve, 0, host="127.0.0.1"))
-        sc = parse_scenario(WS.format(port=listener.socket.getsockname()[1]), Path("ws.toml"))
+        port = listener.socket.getsockname()[1]
+        sc = parse_scenario(held("webrtc", f"sip:127.0.0.1:{port};transport=ws",
+                                 {"name": "webrtc", "share": 1, "transport": "ws", "keepalive": "10s"}, count=4,
+                                 duration="50s", ws_path="/sip"), Path("ws.toml"))
         with trio.fail_after(300):
             outcome = await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False,
                                          workers=1, probe=False)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import trio
 import trio.testing
-from test_fleet import run_memory
 
 from sipload.scenario import Scenario, parse_scenario
+from sipload.testing.harness import run_memory
 
 DEVICES = 200
 

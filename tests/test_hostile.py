@@ -26,7 +26,7 @@ import trio.testing
 from hostile_registrar import CASES, REGISTRAR, HostileNetwork, HostileRegistrar, serve_hostile
 
 import sipload.engine.run as run_module
-from sipload.cli import summary_lines
+from sipload.cli.run import summary_lines
 from sipload.engine.run import ExitCode, RunOutcome, run_scenario
 from sipload.engine.worker import Worker, WorkerReport
 from sipload.metrics.aggregate import Aggregate

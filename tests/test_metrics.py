@@ -310,6 +310,40 @@ def test_progress_is_per_interval() -> None:
     assert p2.register_p99_ms == p.register_p99_ms  # cumulative
 
 
+def test_the_live_line_shows_health_not_only_new_registrations() -> None:
+    """Refreshes, timeouts and retransmissions are on the line: a registrar that stopped answering shows."""
+    r = Recorder(W0)
+    agg = Aggregate(T0)
+    for _ in range(10):
+        r.success(Phase.REFRESH)
+    for _ in range(3):
+        r.failure(Phase.REFRESH, FailureReason.TIMEOUT)
+    r.retransmission()
+    r.retransmission()
+    agg.add(r.take_interval(W0 + 1))
+    agg.flush_interval(T0 + 1.0)
+    p = agg.progress()
+    assert (p.rate_per_s, p.refresh_per_s, p.failures, p.timeouts, p.retransmissions) == (0.0, 10.0, 3, 3, 2)
+    assert "10.0 refresh/s" in p.line() and "failures 3 (timeouts 3)  retrans 2" in p.line()
+
+
+def test_the_rate_is_per_second_each_worker_covered() -> None:
+    """Two snapshots of one worker in one flush (its intervals drift against the parent's) are two seconds
+    of it, not a burst; a worker's first snapshot counts from its own start, not the parent's."""
+    r = Recorder(W0)
+    agg = Aggregate(T0)
+    for second in (1, 2):
+        for _ in range(100):
+            r.success(Phase.REGISTER)
+        agg.add(r.take_interval(W0 + second), worker=0)
+    late = Recorder(W0 + 1.5)   # a second worker that started half a second after the first
+    for _ in range(50):
+        late.success(Phase.REGISTER)
+    agg.add(late.take_interval(W0 + 2), worker=1)
+    agg.flush_interval(T0 + 2.5)   # the parent's clock: its first interval began before the workers
+    assert agg.progress().rate_per_s == 100.0 + 100.0
+
+
 # ---- interval logs ---------------------------------------------------------------------------------
 
 

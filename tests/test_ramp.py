@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 from peers import HOW_TO_INSTALL_KAMAILIO, KamailioPeer, free_port, have, require_peer, start_kamailio, stop_kamailio
+from sipload.cli.report import report
 from sipload.engine.live import load_steps
 from sipload.engine.run import run_scenario
 from sipload.metrics import Aggregate, Phase, Recorder
 from sipload.report import build_result, write_results
 from sipload.report.capacity import analyze
-from sipload.report.commands import report
 from sipload.report.html import write_report
 from sipload.report.intervals import INTERVALS, IntervalLog, StepWindow, read_intervals, step_windows
 from sipload.report.saved import load_run

@@ -146,7 +146,7 @@ def test_the_rate_limiter_keeps_bounded_state() -> None:
 
 
 def test_the_registrar_listens_on_loopback_unless_told_otherwise() -> None:
-    from sipload.registrar.command import DEFAULT_LISTENS
+    from sipload.cli.registrar import DEFAULT_LISTENS
 
     hosts = [Listen.parse(text).host for text in DEFAULT_LISTENS]
     assert hosts and all(h in ("127.0.0.1", "::1") for h in hosts)

@@ -21,8 +21,8 @@ import trio.testing
 from click.testing import CliRunner
 
 from peers import HOW_TO_INSTALL_SIPP, have, require_peer, run_sipp
+from sipload.cli.registrar import registrar
 from sipload.registrar.bindings import ContactChange, RequestInfo, UserState
-from sipload.registrar.command import registrar
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
 from sipload.registrar.server import DelayQueue, serve_registrar
@@ -351,7 +351,7 @@ def _wait_for_line(proc: subprocess.Popen[str], prefix: str, limit: int = 50) ->
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_command_stops_cleanly_on_a_signal(signum: int) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    code = "from sipload.registrar.command import registrar; registrar()"
+    code = "from sipload.cli.registrar import registrar; registrar()"
     with subprocess.Popen([sys.executable, "-c", code, "--listen", "udp:127.0.0.1:0", "--duration", "60"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
         try:

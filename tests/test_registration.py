@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from registration_scripts import (
+    CASES,
+    REALM,
+    USUAL,
+    I,
+    Make,
+    S,
+    challenge,
+    feed,
+    make_registration,
+    ok,
+    reach,
+    register,
+    sent,
+    verify,
+)
 
-from sipload.sip import ProtocolError, Request, Response, parse_message, response_to
-from sipload.sip.digest import DigestClient, DigestServer, parse_credentials
+from sipload.sip import ProtocolError, Request, parse_message, response_to
 from sipload.sip.failures import FailureReason
-from sipload.sip.ids import IdSource
 from sipload.sip.registration import (
-    _TRANSITIONS,
+    _TABLE,
     Challenged,
     Failed,
     Op,
@@ -21,73 +33,21 @@ from sipload.sip.registration import (
     Profile,
     RegInput,
     Registered,
-    Registration,
     RegState,
     Retransmitted,
     Unregistered,
 )
 from sipload.sip.transaction import Timers
 
-REALM = "sipload.test"
-SERVER = DigestServer(REALM, b"secret", nonce_lifetime=300.0)
+
+@pytest.fixture(scope="module")
+def make() -> Make:
+    """How a test gets its machine: the Python one here (tests/test_native_registration.py runs these tests
+    with a `make` of its own, the Python and the native machine driven together)."""
+    return make_registration
 
 
-def make(profile: Profile | None = None, password: str = "pw-alice", seed: int = 1) -> Registration:
-    ids = IdSource(random.Random(seed))
-    auth = DigestClient("alice", password, cnonce=ids.cnonce)
-    return Registration(
-        profile or Profile(domain=REALM, registrar_uri=f"sip:{REALM}", expires=60),
-        user="alice",
-        contact="sip:alice@127.0.0.1:5080;transport=udp",
-        sent_by="127.0.0.1:5080",
-        auth=auth,
-        ids=ids,
-    )
-
-
-def sent(reg: Registration) -> Request:
-    out = reg.take_outgoing()
-    assert len(out) == 1, out
-    msg = parse_message(out[0])
-    assert isinstance(msg, Request)
-    return msg
-
-
-def challenge(req: Request, now: float, stale: bool = False) -> Response:
-    resp = response_to(req, 401, to_tag="srv")
-    for value in SERVER.challenges(now, stale=stale):
-        resp.headers.add("WWW-Authenticate", value)
-    return resp
-
-
-def ok(req: Request, expires: int | None = None, contact_expires: int | None = None) -> Response:
-    resp = response_to(req, 200, to_tag="srv")
-    if contact_expires is not None:
-        resp.headers.add("Contact", f"<sip:alice@127.0.0.1:5080;transport=udp>;expires={contact_expires}")
-    if expires is not None:
-        resp.headers.add("Expires", str(expires))
-    return resp
-
-
-def verify(req: Request, now: float, password: str = "pw-alice") -> bool:
-    value = req.headers.get("authorization")
-    assert value is not None
-    creds = parse_credentials(value)
-    return SERVER.verify("REGISTER", creds, lambda u: password, now).value == "ok"
-
-
-def register(reg: Registration, now: float = 0.0, granted: int = 60) -> Request:
-    reg.start(now)
-    first = sent(reg)
-    assert "authorization" not in first.headers
-    reg.receive(challenge(first, now), now + 0.001)
-    second = sent(reg)
-    assert verify(second, now)
-    reg.receive(ok(second, contact_expires=granted), now + 0.002)
-    return second
-
-
-def test_challenge_then_registered_with_one_call_id_and_rising_cseq() -> None:
+def test_challenge_then_registered_with_one_call_id_and_rising_cseq(make: Make) -> None:
     reg = make()
     reg.start(10.0)
     first = sent(reg)
@@ -111,7 +71,7 @@ def test_challenge_then_registered_with_one_call_id_and_rising_cseq() -> None:
     assert reg.bound_until == pytest.approx(70.010)
 
 
-def test_latencies_end_when_the_answer_arrived_and_the_next_request_leaves_when_handled() -> None:
+def test_latencies_end_when_the_answer_arrived_and_the_next_request_leaves_when_handled(make: Make) -> None:
     # the 401 reached the socket at 10.004 but was handled at 10.007 (the worker was busy): the
     # challenge took 4 ms, the authenticated leg starts at 10.007; the 200 arrived at 10.010, handled at 10.012
     reg = make()
@@ -131,7 +91,7 @@ def test_latencies_end_when_the_answer_arrived_and_the_next_request_leaves_when_
     assert reg.take_events()[-1] == Unregistered(20.0, 20.0, 20.002)
 
 
-def test_granted_expiry_contact_param_beats_expires_header_and_header_beats_request() -> None:
+def test_granted_expiry_contact_param_beats_expires_header_and_header_beats_request(make: Make) -> None:
     reg = make()
     reg.start(0.0)
     reg.receive(challenge(sent(reg), 0.0), 0.0)
@@ -149,7 +109,7 @@ def test_granted_expiry_contact_param_beats_expires_header_and_header_beats_requ
     assert reg3.granted_expires == 60
 
 
-def test_refreshes_for_hours_keep_call_id_raise_cseq_and_reuse_the_nonce() -> None:
+def test_refreshes_for_hours_keep_call_id_raise_cseq_and_reuse_the_nonce(make: Make) -> None:
     profile = Profile(domain=REALM, registrar_uri=f"sip:{REALM}", expires=600, refresh_at=0.5)
     reg = make(profile)
     call_id = register(reg, 0.0, granted=600).call_id
@@ -173,7 +133,7 @@ def test_refreshes_for_hours_keep_call_id_raise_cseq_and_reuse_the_nonce() -> No
     assert cseqs == list(range(3, 27))
 
 
-def test_refresh_with_expired_nonce_is_answered_once_not_an_auth_failure() -> None:
+def test_refresh_with_expired_nonce_is_answered_once_not_an_auth_failure(make: Make) -> None:
     reg = make()
     register(reg, 0.0)
     reg.take_events()
@@ -188,7 +148,7 @@ def test_refresh_with_expired_nonce_is_answered_once_not_an_auth_failure() -> No
     assert [type(e) for e in reg.take_events()] == [OpStarted, Registered]
 
 
-def test_wrong_password_is_auth_rejected_and_not_retried() -> None:
+def test_wrong_password_is_auth_rejected_and_not_retried(make: Make) -> None:
     reg = make(password="wrong")
     reg.start(0.0)
     reg.receive(challenge(sent(reg), 0.0), 0.0)
@@ -201,7 +161,7 @@ def test_wrong_password_is_auth_rejected_and_not_retried() -> None:
     assert reg.state is RegState.FAILED and reg.next_timer() is None
 
 
-def test_stale_challenge_after_credentials_is_retried_with_the_new_nonce() -> None:
+def test_stale_challenge_after_credentials_is_retried_with_the_new_nonce(make: Make) -> None:
     reg = make()
     reg.start(0.0)
     reg.receive(challenge(sent(reg), 0.0), 0.0)
@@ -214,7 +174,7 @@ def test_stale_challenge_after_credentials_is_retried_with_the_new_nonce() -> No
     assert not any(isinstance(e, Failed) for e in reg.take_events())
 
 
-def test_423_retries_with_min_expires() -> None:
+def test_423_retries_with_min_expires(make: Make) -> None:
     reg = make()
     reg.start(0.0)
     first = sent(reg)
@@ -233,7 +193,7 @@ def test_423_retries_with_min_expires() -> None:
 
 @pytest.mark.parametrize(("status", "reason"), [(403, FailureReason.FORBIDDEN), (404, FailureReason.NOT_FOUND),
                                                 (486, FailureReason.UNEXPECTED_STATUS)])
-def test_final_rejections(status: int, reason: FailureReason) -> None:
+def test_final_rejections(make: Make, status: int, reason: FailureReason) -> None:
     reg = make()
     reg.start(0.0)
     reg.receive(response_to(sent(reg), status), 0.0)
@@ -241,7 +201,7 @@ def test_final_rejections(status: int, reason: FailureReason) -> None:
     assert [(f.reason, f.status, f.final) for f in failed] == [(reason, status, True)]
 
 
-def test_503_with_retry_after_backs_off_then_succeeds() -> None:
+def test_503_with_retry_after_backs_off_then_succeeds(make: Make) -> None:
     reg = make()
     reg.start(0.0)
     resp = response_to(sent(reg), 503)
@@ -260,7 +220,7 @@ def test_503_with_retry_after_backs_off_then_succeeds() -> None:
     assert isinstance(events[-1], Registered) and events[-1].started_at == 0.0
 
 
-def test_total_loss_times_out_with_bounded_retries() -> None:
+def test_total_loss_times_out_with_bounded_retries(make: Make) -> None:
     profile = Profile(domain=REALM, registrar_uri=f"sip:{REALM}", max_retries=2, retry_backoff=1.0,
                       timers=Timers(t1=0.5))
     reg = make(profile)
@@ -285,7 +245,7 @@ def test_total_loss_times_out_with_bounded_retries() -> None:
     assert reg.state is RegState.FAILED
 
 
-def test_reliable_transport_never_retransmits() -> None:
+def test_reliable_transport_never_retransmits(make: Make) -> None:
     profile = Profile(domain=REALM, registrar_uri=f"sip:{REALM}", transport="TCP", max_retries=0)
     reg = make(profile)
     reg.start(0.0)
@@ -296,7 +256,7 @@ def test_reliable_transport_never_retransmits() -> None:
     assert reg.state is RegState.FAILED
 
 
-def test_unregister_sends_expires_zero_for_our_contact_or_star() -> None:
+def test_unregister_sends_expires_zero_for_our_contact_or_star(make: Make) -> None:
     for unregister_all, contact in ((False, "<sip:alice@127.0.0.1:5080;transport=udp>"), (True, "*")):
         profile = Profile(domain=REALM, registrar_uri=f"sip:{REALM}", unregister_all=unregister_all)
         reg = make(profile)
@@ -313,7 +273,7 @@ def test_unregister_sends_expires_zero_for_our_contact_or_star() -> None:
         assert reg.state is RegState.UNREGISTERED and reg.finished and reg.bound_until is None
 
 
-def test_stop_during_registration_unregisters_after_the_200() -> None:
+def test_stop_during_registration_unregisters_after_the_200(make: Make) -> None:
     reg = make()
     reg.start(0.0)
     reg.receive(challenge(sent(reg), 0.0), 0.0)
@@ -327,13 +287,13 @@ def test_stop_during_registration_unregisters_after_the_200() -> None:
     assert reg.state is RegState.UNREGISTERED
 
 
-def test_stop_before_start_sends_nothing() -> None:
+def test_stop_before_start_sends_nothing(make: Make) -> None:
     reg = make()
     reg.stop(0.0)
     assert reg.take_outgoing() == [] and reg.state is RegState.UNREGISTERED and reg.finished
 
 
-def test_stray_and_late_responses_are_ignored() -> None:
+def test_stray_and_late_responses_are_ignored(make: Make) -> None:
     reg = make()
     reg.start(0.0)
     first = sent(reg)
@@ -348,7 +308,7 @@ def test_stray_and_late_responses_are_ignored() -> None:
     assert reg.state is RegState.REGISTERED
 
 
-def test_outbound_route_and_service_route_kept() -> None:
+def test_outbound_route_and_service_route_kept(make: Make) -> None:
     profile = Profile(domain=REALM, registrar_uri=f"sip:{REALM}", route="<sip:127.0.0.1:5070;lr>")
     reg = make(profile)
     reg.start(0.0)
@@ -363,7 +323,7 @@ def test_outbound_route_and_service_route_kept() -> None:
     assert reg.path == ["<sip:edge.test;lr>"]
 
 
-def test_refresh_schedule_respects_jitter_and_margin() -> None:
+def test_refresh_schedule_respects_jitter_and_margin(make: Make) -> None:
     profile = Profile(domain=REALM, registrar_uri=f"sip:{REALM}", expires=10, refresh_at=0.9,
                       refresh_jitter=0.05, refresh_margin=2.0)
     for seed in range(20):
@@ -378,14 +338,43 @@ def test_refresh_schedule_respects_jitter_and_margin() -> None:
 ALL_PAIRS = [(s, i) for s in RegState for i in RegInput]
 
 
-@given(st.sampled_from(ALL_PAIRS))
-def test_every_state_input_pair_has_an_entry_or_raises_protocol_error(pair: tuple[RegState, RegInput]) -> None:
-    state, inp = pair
-    reg = make()
+@pytest.mark.parametrize(("state", "inp"), [pair for pair in ALL_PAIRS if pair not in _TABLE],
+                         ids=lambda v: v.value)
+def test_every_pair_without_an_entry_raises_protocol_error(state: RegState, inp: RegInput) -> None:
+    reg = make_registration()
     reg.state = state
-    if (state, inp) not in _TRANSITIONS:
-        with pytest.raises(ProtocolError):
-            reg._dispatch(inp, None, 0.0)
+    with pytest.raises(ProtocolError, match=f"no transition for {inp.value} in {state.value}"):
+        reg._dispatch(inp, None, 0.0)
+
+
+@pytest.mark.parametrize(("state", "inp", "twist"), list(CASES), ids=lambda v: getattr(v, "value", v) or "-")
+def test_every_entry_leads_to_the_next_state_it_lists(make: Make, state: RegState, inp: RegInput, twist: str) -> None:
+    reg, req, now = reach(make, state, twist)
+    feed(reg, inp, req, now, twist)
+    expected = CASES[(state, inp, twist)]
+    assert reg.state is expected
+    _handler, next_states = _TABLE[(state, inp)]
+    assert expected in next_states
+
+
+def test_every_entry_is_driven_and_every_next_state_it_lists_is_reached() -> None:
+    usual = {(state, inp): nxt for (state, inp, twist), nxt in CASES.items() if twist == USUAL.get((state, inp), "")}
+    assert set(usual) == set(_TABLE)
+    for pair, nxt in usual.items():
+        assert _TABLE[pair][1][0] is nxt, pair  # the usual outcome is listed first
+    reached = {(state, inp, nxt) for (state, inp, _twist), nxt in CASES.items()}
+    listed = {(state, inp, nxt) for (state, inp), (_handler, nexts) in _TABLE.items() for nxt in nexts}
+    assert listed - reached == set()
+
+
+def test_a_handler_cannot_lead_where_its_entry_does_not_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    reg, _req, now = reach(make_registration, S.REGISTERED)
+    import sipload.sip.registration as registration
+
+    handler, _next = registration._HANDLERS[(S.REGISTERED, I.STOP)]
+    monkeypatch.setitem(registration._HANDLERS, (S.REGISTERED, I.STOP), (handler, (S.REGISTERED,)))
+    with pytest.raises(ProtocolError, match="stop in registered led to unregistering, the table allows registered"):
+        reg.stop(now)
 
 
 STEPS = st.lists(
@@ -396,7 +385,7 @@ STEPS = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(STEPS)
-def test_random_response_sequences_keep_the_invariants(steps: list[str]) -> None:
+def test_random_response_sequences_keep_the_invariants(make: Make, steps: list[str]) -> None:
     """Whatever the registrar answers, the machine never raises, CSeq only rises, one Call-ID,
     and it ends in a known state with bounded retries."""
     reg = make(Profile(domain=REALM, registrar_uri=f"sip:{REALM}", expires=60, max_retries=2))
@@ -445,3 +434,8 @@ def test_random_response_sequences_keep_the_invariants(steps: list[str]) -> None
     assert isinstance(reg.state, RegState)
     retries = [e for e in reg.take_events() if isinstance(e, Failed) and not e.final]
     assert len(retries) <= 2 * 3  # bounded per operation (register, refresh, unregister)
+
+
+def test_failures_that_may_pass_are_no_answer_a_broken_transport_and_server_errors() -> None:
+    assert {r for r in FailureReason if r.may_pass} == {
+        FailureReason.TIMEOUT, FailureReason.TRANSPORT_ERROR, FailureReason.SERVER_ERROR}

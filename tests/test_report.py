@@ -145,7 +145,7 @@ def test_summary_json_fields_and_types(tmp_path: Path) -> None:
     assert {"p50", "p90", "p99", "p99.9", "max", "count"} <= set(reg)
     assert all(isinstance(x, float) for x in reg.values())
     assert s["rate"] == {"offered": 25.0, "achieved": 25.0}
-    assert s["thresholds"][0] == {"expr": "register.p99 < 200ms", "value": 250.3, "passed": False}
+    assert s["thresholds"][0] == {"expr": "register.p99 < 200ms", "value": 250.3, "passed": False, "why": ""}
     assert s["thresholds"][3]["value"] is None
     assert s["passed"] is False
 

@@ -14,8 +14,8 @@ import trio.testing
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
+from sipload.cli.registrar import _run
 from sipload.metrics import Aggregate, Phase, Recorder
-from sipload.registrar.command import _run
 from sipload.registrar.listen import Listen
 from sipload.registrar.retransmissions import ResponseCache, SentResponse
 from sipload.registrar.settings import RegistrarSettings

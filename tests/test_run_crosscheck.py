@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from sipload.api.app import serve_api
-from sipload.api.knobs import NO_FAULTS, ApiKeys, ApiKnobs
+from sipload.emulators.app import serve_api
+from sipload.emulators.knobs import NO_FAULTS, ApiKeys, ApiKnobs
 from sipload.engine.run import ExitCode, RunOutcome, run_scenario
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen

@@ -633,7 +633,8 @@ def test_steps_and_ramp_parse() -> None:
     ("body", "field", "fragment"),
     [
         ('t1 = "0ms"', "timers.t1", "must be a duration > 0, got '0ms'"),
-        ('t1 = "fast"', "timers.t1", "must be a duration such as '500ms', '30s', '2m', '1h' or a number of seconds"),
+        ('t1 = "fast"', "timers.t1",
+         "must be a duration such as '500ms', '30s', '2m', '1m30s', '1h' or a number of seconds"),
         ('t1 = "5s"', "timers.t2", "must not be shorter than timers.t1 (5s), got None"),
         ('t2 = "100ms"', "timers.t2", "must not be shorter than timers.t1 (500ms), got '100ms'"),
         ("t4 = -1", "timers.t4", "got -1"),
@@ -809,12 +810,14 @@ def test_registrar_rules_of_the_registrar_settings(tmp_path: Path, body: str, fi
         (
             'thresholds = "timeouts == 0"',
             "thresholds",
-            "must be a list of strings such as 'register.p99 < 200ms', got 'timeouts == 0'",
+            "must be a list, each item a string such as 'register.p99 < 200ms' or a table such as "
+            "{ expr = 'register.success_rate == 100%', abort_on_fail = true, delay = '10s' }, got 'timeouts == 0'",
         ),
         (
             'thresholds = ["timeouts == 0", 5]',
             "thresholds[1]",
-            "must be a string such as 'register.p99 < 200ms', got 5",
+            "must be a string such as 'register.p99 < 200ms' or a table such as "
+            "{ expr = 'register.success_rate == 100%', abort_on_fail = true, delay = '10s' }, got 5",
         ),
         (
             'thresholds = ["timeouts == 0", "register.p99 < 200ms", "register.p99 < 5%"]',
@@ -867,7 +870,7 @@ def test_unknown_key_message_lists_known_keys(tmp_path: Path) -> None:
         load_scenario(path)
     assert str(info.value) == (
         f"{path}: load: unknown key 'rat' (known: rate, steps, ramp, max_in_flight, duration, "
-        "unregister, unregister_timeout, interval, tick)"
+        "unregister, unregister_timeout, interval, tick, engine)"
     )
 
 

@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,13 @@ from junitparser import Error, Failure, JUnitXml
 from prometheus_client.parser import text_string_to_metric_families
 
 from peers import require_peer
+from sipload.cli.report import metrics_option
 from sipload.engine.live import open_live_outputs
 from sipload.engine.run import run_scenario
 from sipload.metrics import HIGHEST_US, Aggregate, Phase, Recorder
 from sipload.metrics.phases import Kind
 from sipload.providers.crosscheck import CrossCheckResult
 from sipload.report import RunResult, build_result, write_partial
-from sipload.report.commands import metrics_option
 from sipload.report.prometheus import CONTENT_TYPE, MetricsExporter, exposition, parse_listen
 from sipload.report.schema import summary_schema
 from sipload.report.writers import summary_json
@@ -120,8 +121,9 @@ def test_schema_is_valid_and_shipped_as_package_data() -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(schema)
     root = Path(__file__).resolve().parents[1]
-    pyproject = (root / "pyproject.toml").read_text()
-    assert '"data/*"' in pyproject  # package-data: the schema is installed with the package
+    maturin = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["maturin"]
+    shipped = {item["path"] for item in maturin["include"] if item.get("format") == "wheel"}
+    assert "sipload/data/*" in shipped  # the schema is installed with the package
 
 
 def test_summaries_validate(run_dir: Path) -> None:

@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import gc
 import itertools
-import random
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from sipload.engine.embedded import registrar_settings
-from sipload.engine.worker import Worker
 from sipload.gcpolicy import FULL_COLLECTION_EVERY
-from sipload.registrar.core import RegistrarCore
-from sipload.scenario import RegistrarConfig, Scenario, ScenarioError, parse_scenario
-from sipload.sip import Request, parse_message
-from sipload.transport.memory import REGISTRAR, MemoryNetwork
+from sipload.scenario import Scenario, ScenarioError, parse_scenario
+from sipload.sip import Request
+from sipload.testing.harness import memory_worker
 
 BODY = """
 name = "tick"
@@ -51,24 +47,11 @@ def scenario(count: int, rate: float, tick: str | None) -> Scenario:
 
 async def sends(sc: Scenario, delay: float = 0.0) -> list[tuple[float, Request]]:
     """(virtual time, request) of everything the worker sent, times from the worker's start."""
-    config = sc.registrar or RegistrarConfig()
-    core = RegistrarCore(registrar_settings(config, 1), now=trio.current_time(), rng=random.Random(1))
-    net = MemoryNetwork(core, delay=delay)
-    wire: list[tuple[float, Request]] = []
-    inner = net.send
-
-    def send(data: bytes) -> bool:
-        msg = parse_message(data)
-        assert isinstance(msg, Request)
-        wire.append((trio.current_time(), msg))
-        return inner(data)
-
-    net.send = send  # type: ignore[method-assign]
-    worker = Worker(sc, REGISTRAR, network=net)
+    worker, _core, wire, _agg = memory_worker(sc, delay=delay)
     start = trio.current_time()
     report = await worker.run()
     assert sum(e.registrations for e in report.endpoints) == sc.endpoints.count
-    return [(t - start, m) for t, m in wire]
+    return [(t - start, m) for t, m in wire.requests]
 
 
 def first_registers(wire: list[tuple[float, Request]]) -> list[float]:
@@ -142,10 +125,8 @@ async def test_the_endpoints_are_out_of_the_collectors_passes_during_the_run_onl
     sc = scenario(200, 1000, None)
     before, thresholds = gc.get_freeze_count(), gc.get_threshold()
     during: list[tuple[int, int]] = []
-    config = sc.registrar or RegistrarConfig()
-    core = RegistrarCore(registrar_settings(config, 1), now=trio.current_time(), rng=random.Random(1))
-    worker = Worker(sc, REGISTRAR, network=MemoryNetwork(core),
-                    sink=lambda snap: during.append((gc.get_freeze_count(), gc.get_threshold()[2])))
+    worker, _core, _wire, _agg = memory_worker(
+        sc, sink=lambda snap: during.append((gc.get_freeze_count(), gc.get_threshold()[2])))
     await worker.run()
     assert len(during) >= 2
     frozen, full_every = during[0]

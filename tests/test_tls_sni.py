@@ -9,6 +9,7 @@ import pytest
 import trio
 import trustme
 
+from scenarios import refreshing_run
 from sipload.engine.run import ExitCode, RunError, RunOutcome, run_scenario
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
@@ -18,33 +19,13 @@ from sipload.scenario import parse_scenario
 from sipload.transport.channels import open_stream_channel
 from sipload.transport.stream import TlsOptions
 
-BODY = """
-name = "{name}"
-seed = 9
-thresholds = ["register.success_rate == 100%", "failures == 0"]
-[target]
-registrar = "{target}"
-domain = "sipload.test"
-tls_ca = "{ca}"
-{extra}
-[endpoints]
-count = 6
-expires = 2
-refresh_at = 0.5
-refresh_margin = "200ms"
-[load]
-rate = 30
-duration = "1s"
-interval = "500ms"
-unregister_timeout = "5s"
-"""
-
 TARGETS = {"tls": "sips:{host}:{port}", "wss": "sips:{host}:{port};transport=wss"}
 
 
-async def run_tls(tmp_path: Path, transport: str, *, host: str = "localhost", extra: str = "",
+async def run_tls(tmp_path: Path, transport: str, *, host: str = "localhost", client_cert: bool = False,
                   client_ca: bool = False) -> tuple[RunOutcome, RegistrarCore, list[str | None]]:
-    """A run against a registrar listening on `transport` (tls or wss); the SNI names it saw."""
+    """A run of 6 endpoints (with a certificate of their own: `client_cert`) against a registrar listening
+    on `transport` (tls or wss); the SNI names it saw."""
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     server = ca.issue_cert(host)
@@ -62,8 +43,10 @@ async def run_tls(tmp_path: Path, transport: str, *, host: str = "localhost", ex
             tls_cert=str(tmp_path / "server.pem"), tls_key=str(tmp_path / "server.key"),
             tls_client_ca=str(tmp_path / "ca.pem") if client_ca else None, on_sni=names.append))
         target = TARGETS[transport].format(host=host, port=listens[0].port)
-        extra = extra.format(dir=tmp_path)
-        sc = parse_scenario(BODY.format(name=transport, target=target, ca=tmp_path / "ca.pem", extra=extra),
+        tls = {"tls_ca": str(tmp_path / "ca.pem")}
+        if client_cert:
+            tls |= {"tls_cert": str(tmp_path / "client.pem"), "tls_key": str(tmp_path / "client.key")}
+        sc = parse_scenario(refreshing_run(transport, target, seed=9, count=6, rate=30, duration="1s", target=tls),
                             tmp_path / "s.toml")
         error: RunError | None = None
         try:
@@ -95,8 +78,7 @@ async def test_no_sni_is_sent_when_the_host_is_an_address(tmp_path: Path) -> Non
 @pytest.mark.parametrize("transport", ["tls", "wss"])
 async def test_a_registrar_requiring_client_certificates_accepts_endpoints_that_have_one(
         tmp_path: Path, transport: str) -> None:
-    extra = 'tls_cert = "{dir}/client.pem"\ntls_key = "{dir}/client.key"'
-    outcome, core, _ = await run_tls(tmp_path, transport, extra=extra, client_ca=True)
+    outcome, core, _ = await run_tls(tmp_path, transport, client_cert=True, client_ca=True)
     assert outcome.exit_code is ExitCode.OK, outcome.result.notes
     assert outcome.result.registrations.succeeded == 6 and outcome.result.unregistrations.succeeded == 6
     assert core.counters.received["REGISTER"] >= 6 * 3

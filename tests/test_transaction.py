@@ -371,3 +371,21 @@ def test_random_sequences_keep_invariants(reliable: bool, ops: list[tuple[str, i
     if reliable:
         assert tx.retransmissions == 0
         assert A.TERMINATED not in actions  # K = 0: no separate TERMINATED action
+
+
+@pytest.mark.parametrize("reliable", [False, True])
+def test_first_deadline_is_the_first_timer_of_a_fresh_transaction(reliable: bool) -> None:
+    """The registration machine's transaction-less shortcut uses `first_deadline`: it must be what the
+    transaction itself would wait for (E at T1 unreliable, F at 64*T1 reliable)."""
+    timers = Timers(t1=0.25, t2=2.0)
+    tx = NonInviteClientTransaction(10.0, reliable=reliable, timers=timers)
+    assert timers.first_deadline(10.0, reliable) == tx.next_timer() == (26.0 if reliable else 10.25)
+
+
+def test_timer_e_doubles_up_to_t2_and_timer_f_is_64_t1() -> None:
+    timers = Timers(t1=0.5, t2=4.0)
+    intervals = [0.5]
+    for _ in range(5):
+        intervals.append(timers.next_e(intervals[-1]))
+    assert intervals == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert timers.timer_f == 32.0

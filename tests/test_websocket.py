@@ -12,6 +12,7 @@ import trio
 import trustme
 from trio_websocket import ConnectionRejected, WebSocketRequest, open_websocket, serve_websocket
 
+from scenarios import PASSING, Table, refreshing_run
 from sipload.engine.run import ExitCode, RunError, run_scenario
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
@@ -194,8 +195,7 @@ async def test_run_against_nothing_listening_is_a_clear_error(tmp_path: Path) ->
     with trio.socket.socket() as s:
         await s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]   # bound, not listening: connections are refused
-        sc = parse_scenario(BODY.format(name="x", target=f"sip:127.0.0.1:{port};transport=ws", tls=""),
-                            tmp_path / "s.toml")
+        sc = parse_scenario(body("x", f"sip:127.0.0.1:{port};transport=ws"), tmp_path / "s.toml")
         with trio.fail_after(10), pytest.raises(RunError, match=r"cannot connect over WS .*refused"):
             await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False)
 
@@ -207,8 +207,7 @@ async def test_run_against_a_server_without_sip_subprotocol_is_a_clear_error(tmp
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(serve_websocket, plain_chat, "127.0.0.1", 0, None))
-        sc = parse_scenario(BODY.format(name="x", target=f"sip:127.0.0.1:{server.port};transport=ws", tls=""),
-                            tmp_path / "s.toml")
+        sc = parse_scenario(body("x", f"sip:127.0.0.1:{server.port};transport=ws"), tmp_path / "s.toml")
         with trio.fail_after(10), pytest.raises(RunError, match=r"cannot connect over WS .*subprotocol 'sip'"):
             await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False)
         nursery.cancel_scope.cancel()
@@ -289,25 +288,10 @@ def test_wss_takes_the_tls_keys_and_a_path(tmp_path: Path) -> None:
     assert sc.target.transport is Transport.WSS and sc.target.tls_verify is False and sc.target.ws_path == "/ws"
 
 
-BODY = """
-name = "{name}"
-seed = 5
-thresholds = ["register.success_rate == 100%", "failures == 0", "retransmissions == 0"]
-[target]
-registrar = "{target}"
-domain = "sipload.test"
-{tls}
-[endpoints]
-count = 12
-expires = 2
-refresh_at = 0.5
-refresh_margin = "200ms"
-[load]
-rate = 40
-duration = "1500ms"
-interval = "500ms"
-unregister_timeout = "5s"
-"""
+def body(name: str, target: str, tls: Table | None = None) -> str:
+    """12 endpoints registering, refreshing and unregistering within 1.5 s; `tls`: more [target] keys."""
+    return refreshing_run(name, target, seed=5, count=12, rate=40, duration="1500ms", target=tls,
+                          thresholds=[*PASSING, "retransmissions == 0"])
 
 
 @pytest.mark.parametrize("transport", ["ws", "wss"])
@@ -330,9 +314,8 @@ async def test_scenario_registers_refreshes_and_unregisters_over_websocket(tmp_p
     core.handle = spy  # type: ignore[method-assign]
     async with registrar(f"{transport}:127.0.0.1:0", core, **files) as bound:
         host = "localhost" if transport == "wss" else "127.0.0.1"
-        tls = f'tls_ca = "{tmp_path / "ca.pem"}"' if transport == "wss" else ""
-        sc = parse_scenario(BODY.format(name=transport, target=f"sip:{host}:{bound.port};transport={transport}",
-                                        tls=tls), tmp_path / "s.toml")
+        tls = {"tls_ca": str(tmp_path / "ca.pem")} if transport == "wss" else None
+        sc = parse_scenario(body(transport, f"sip:{host}:{bound.port};transport={transport}", tls), tmp_path / "s.toml")
         with trio.fail_after(30):
             outcome = await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False)
     assert outcome.exit_code is ExitCode.OK, outcome.result.notes

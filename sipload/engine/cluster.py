@@ -37,8 +37,8 @@ from typing import Any
 import trio
 
 from sipload.engine.cluster_shard import POLL, ShardResult, ShardSpec, ignore_sigint, run_shard
-from sipload.engine.pool import PoolOutcome, SnapshotSink, merge_reports
-from sipload.engine.worker import Destinations, Shard, WorkerError
+from sipload.engine.pool import PoolOutcome, SnapshotSink
+from sipload.engine.worker import Destinations, Shard, WorkerError, merge_reports
 from sipload.metrics.recorder import IntervalSnapshot
 from sipload.report.result import EndpointState
 from sipload.scenario import AddressRange, Scenario
@@ -274,6 +274,7 @@ class ClusterPool:
         if count > len(available):
             raise WorkerError(f"--workers {count}: the Dask cluster {self.where} has {len(available)} worker "
                               f"processes, and each shard needs its own")
+        count = min(count, self.scenario.load.max_in_flight)  # each shard holds its share of the cap, >= 1
         chosen = choose_workers(available, count)
         check_reachable(self.scenario, self.destinations, chosen)
         for k, addr in enumerate(chosen):

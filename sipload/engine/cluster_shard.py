@@ -30,7 +30,8 @@ from typing import Any
 
 import trio
 
-from sipload.engine.worker import Destinations, Shard, Worker, WorkerError, WorkerReport
+from sipload.engine.engines import make_worker
+from sipload.engine.worker import Destinations, Shard, WorkerError, WorkerReport
 from sipload.metrics.recorder import IntervalSnapshot
 from sipload.scenario import Scenario
 
@@ -161,7 +162,7 @@ def run_shard(spec: ShardSpec) -> ShardResult:
 
 
 async def _shard_main(spec: ShardSpec, control: _Control) -> WorkerReport:
-    worker = Worker(spec.scenario, spec.destination, shard=spec.shard, sink=control.snapshot)
+    worker = make_worker(spec.scenario, spec.destination, shard=spec.shard, sink=control.snapshot)
     go = trio.Event()
 
     async def steer() -> None:

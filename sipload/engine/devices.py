@@ -8,7 +8,7 @@ GRUU. `build_endpoints` makes one endpoint per device of the worker's shard: its
 wrong password when the fleet plan chose it), its digest client, a `Registration` whose Contact and
 Via name the local address of its first route, and its routes (one slot of its group's channels,
 round robin). A device of a group with a UDP keep-alive, outbound or GRUU is a `FlowEndpoint`
-(`sipload.engine.keepalives`); the others are plain `Endpoint`s, so they do no new work per message.
+(`sipload.engine.flows`); the others are plain `Endpoint`s, so they do no new work per message.
 A device's `+sip.instance` is a pure function of the scenario's name and its index
 (`instance_for`): a device that churns, flaps or avalanches comes back as the same instance.
 
@@ -21,14 +21,14 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from sipload.engine.endpoint import Endpoint
-from sipload.engine.keepalives import FlowEndpoint
+from sipload.engine.flows import FlowEndpoint
 from sipload.engine.routes import Channel
 from sipload.report.result import EndpointState
 from sipload.scenario import Scenario
 from sipload.scenario.groups import FleetPlan, Group, Role
 from sipload.sip.digest import Algorithm, DigestClient
 from sipload.sip.ids import IdSource
-from sipload.sip.keepalive import OptionsKeepalive
+from sipload.sip.options_keepalive import OptionsKeepalive
 from sipload.sip.registration import Profile, Registration
 from sipload.sip.transaction import Timers
 
@@ -95,8 +95,7 @@ def build_endpoints(
         group_slots = slots[g]
         routes = group_slots[placed[g] % len(group_slots)]
         placed[g] += 1
-        host, port = routes[0].local
-        sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        sent_by = routes[0].sent_by
         auth = DigestClient(cred.auth_user, password, cnonce=ids.cnonce, preference=preferences[g])
         profile = profiles[g]
         reg = Registration(

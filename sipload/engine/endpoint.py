@@ -11,7 +11,7 @@ operation fails in a way that may pass (timeout, transport error, 5xx) it moves 
 for the retry (RFC 3263 §4.3). It also carries its group and its behaviour counters.
 
 The endpoints of a group with NAT keep-alives, RFC 5626 outbound or RFC 5627 GRUU are
-`FlowEndpoint`s, a subclass (`sipload.engine.keepalives`): a plain endpoint's `flush` (the hot path)
+`FlowEndpoint`s, a subclass (`sipload.engine.flows`): a plain endpoint's `flush` (the hot path)
 does no new work for them.
 """
 
@@ -26,7 +26,6 @@ from sipload.metrics.recorder import Recorder
 from sipload.sip.digest import DigestClient
 from sipload.sip.failures import FailureReason
 from sipload.sip.registration import (
-    _RECOVERABLE,
     Challenged,
     Failed,
     Op,
@@ -40,7 +39,8 @@ from sipload.sip.registration import (
 
 
 class Route(Protocol):
-    """One way to one destination: the local address it sends from and its send function."""
+    """One way to one destination: the local address it sends from, its send function, and the host:port
+    Via and Contact carry (the local address, or the advertised one)."""
 
     @property
     def local(self) -> tuple[str, int]: ...
@@ -50,6 +50,9 @@ class Route(Protocol):
 
     @property
     def key(self) -> int: ...
+
+    @property
+    def sent_by(self) -> str: ...
 
 
 _PHASE = {Op.REGISTER: Phase.REGISTER, Op.REFRESH: Phase.REFRESH, Op.UNREGISTER: Phase.UNREGISTER}
@@ -121,8 +124,7 @@ class Endpoint:
         self.avalanches = 0
 
     def sent_by_for(self, k: int) -> str:
-        host, port = self.routes[k].local
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return self.routes[k].sent_by
 
     def contact_for(self, k: int, reg: Registration) -> str:
         """The contact the endpoint registers with over route k (a stream's local port differs)."""
@@ -190,7 +192,7 @@ class Endpoint:
             elif isinstance(event, Failed):
                 if event.status is not None:
                     self.last_status = event.status
-                if event.reason in _RECOVERABLE and len(self.routes) > 1:  # RFC 3263 §4.3
+                if event.reason.may_pass and len(self.routes) > 1:  # RFC 3263 §4.3
                     self.failovers += 1
                     self.move_to((self.route + 1) % len(self.routes))
                 if not event.final:

@@ -13,6 +13,9 @@ starts, with the numbers and the command that fixes it:
 * ports: each of those sockets binds an ephemeral port on its source address; all workers share
   the range of `net.ipv4.ip_local_port_range` per address.
 
+* addresses: every `source_addresses` (of `[endpoints]` and of each group) must be an address of this host
+  (it is bound): one that is not is named, before anything starts.
+
 `time_bound(scenario)` is the longest a run may take once it started: arrivals stop at the
 duration and the unregistration is cut at its timeout, whatever the registrar does.
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from sipload.scenario import Scenario, SocketMode
 from sipload.scenario.groups import Group
+from sipload.transport.addresses import check_local
 
 BASE_FDS = 64                 # trio, stdio, .hlog and intervals files, the embedded registrar, the probe
 PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -84,6 +88,28 @@ def read_port_range(path: Path = PORT_RANGE_FILE) -> tuple[int, int]:
     return (low, high) if 0 < low <= high <= 65535 else DEFAULT_PORT_RANGE
 
 
+def check_source_addresses(scenario: Scenario) -> str | None:
+    """None when this host has every source address the scenario binds, else which one it lacks."""
+    ranges = [("endpoints.source_addresses", scenario.endpoints.source_addresses, scenario.endpoints.count)]
+    ranges += [(f"groups[{g.name}].source_addresses", g.endpoints.source_addresses, g.count)
+               for g in scenario.fleet if g.own_sources and g.count]
+    seen: set[str] = set()
+    for field, sources, used in ranges:
+        if sources is None:
+            continue
+        for i in range(min(len(sources), used)):   # (no more addresses than endpoints are bound)
+            host = sources[i]
+            if host in seen:
+                continue
+            seen.add(host)
+            why = check_local(host)
+            if why is not None:
+                return (f"{field}: {host} is not an address of this host ({why}); add it to an interface "
+                        f"(ip addr add {host}/32 dev IFACE) or leave source_addresses out to send from "
+                        f"the address routed toward the registrar")
+    return None
+
+
 def check_resources(
     scenario: Scenario,
     workers: int,
@@ -97,6 +123,9 @@ def check_resources(
     `nofile` (soft, hard) and `port_range` (low, high) default to this process's limit and the
     kernel's range; tests pass their own.
     """
+    missing = check_source_addresses(scenario)
+    if missing is not None:
+        return missing
     problems: list[str] = []
     ep = scenario.endpoints
     transports = {g.transport.value for g in scenario.fleet if g.count}

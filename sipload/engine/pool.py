@@ -14,6 +14,7 @@ dies is reported as such and the others' results stay valid.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -24,7 +25,10 @@ from typing import Any
 
 import trio
 
-from sipload.engine.worker import Destinations, Shard, Worker, WorkerError, WorkerReport
+from sipload.engine.engines import make_worker
+from sipload.engine.native_worker import NativeWorker
+from sipload.engine.split_worker import SplitWorker
+from sipload.engine.worker import Destinations, Shard, Worker, WorkerError, WorkerReport, merge_reports
 from sipload.gcpolicy import hold_long_lived
 from sipload.metrics.recorder import IntervalSnapshot
 from sipload.report.result import EndpointState
@@ -34,41 +38,26 @@ from sipload.transport.udp import Address
 SnapshotSink = Callable[[IntervalSnapshot, int], None]
 
 
+# arrivals a second one native worker serves with room to spare (bench/RESULTS.md: ~16 µs of CPU per
+# registration, a third of a core at 20,000/s); a second process beside it only adds wake-ups
+NATIVE_RATE_PER_WORKER = 20_000.0
+
+
 def default_workers(scenario: Scenario) -> int:
-    """All cores, but no more workers than a few hundred endpoints each justify."""
+    """All cores, but no more workers than a few hundred endpoints each justify; on the native engine,
+    no more than the arrival rate needs (one per NATIVE_RATE_PER_WORKER arrivals a second) unless Python runs
+    some of its groups."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, scenario.endpoints.count // 200 or 1))
+    workers = min(cores, scenario.endpoints.count // 200 or 1)
+    if scenario.load.engine == "native" and not scenario.load.python_groups:
+        workers = min(workers, math.ceil(scenario.load.peak_rate / NATIVE_RATE_PER_WORKER))
+    return max(1, workers)
 
 
 @dataclass(slots=True)
 class PoolOutcome:
     report: WorkerReport
     lost: list[str]          # workers that died or failed, with the reason
-
-
-def merge_reports(reports: list[WorkerReport]) -> WorkerReport:
-    merged = WorkerReport()
-    for r in reports:
-        merged.endpoints.extend(r.endpoints)
-        merged.arrivals_started += r.arrivals_started
-        merged.stray += r.stray
-        merged.unparseable += r.unparseable
-        merged.send_errors += r.send_errors
-        merged.transport_failures += r.transport_failures
-        merged.last_transport_error = r.last_transport_error or merged.last_transport_error
-        merged.left_bound += r.left_bound
-        merged.unregister_timed_out += r.unregister_timed_out
-        merged.foreign += r.foreign
-        merged.internal_errors += r.internal_errors
-        merged.last_internal_error = r.last_internal_error or merged.last_internal_error
-        merged.arrival_period = max(merged.arrival_period, r.arrival_period)
-        for name, counts in r.stream_keepalives.items():
-            have = merged.stream_keepalives.get(name, [0, 0, 0])
-            merged.stream_keepalives[name] = [a + b for a, b in zip(have, counts, strict=True)]
-        merged.stream_keepalive_total = [a + b for a, b in zip(merged.stream_keepalive_total,
-                                                               r.stream_keepalive_total, strict=True)]
-    merged.endpoints.sort(key=lambda e: e.index)
-    return merged
 
 
 class WorkerPool:
@@ -78,7 +67,7 @@ class WorkerPool:
         self.destination = destination
         self.workers = max(1, workers)
         self.sink = sink
-        self._local: Worker | None = None
+        self._local: Worker | NativeWorker | SplitWorker | None = None
         self._conns: list[multiprocessing.connection.Connection] = []
         self._stop_requested = False
         self.hold_hook: Callable[[list[EndpointState]], Awaitable[None]] | None = None  # one worker only
@@ -105,7 +94,7 @@ class WorkerPool:
         release_gc = hold_long_lived()
         try:
             if self.workers == 1:
-                self._local = Worker(self.scenario, self.destination, sink=lambda snap: self.sink(snap, 0))
+                self._local = make_worker(self.scenario, self.destination, sink=lambda snap: self.sink(snap, 0))
                 self._local.hold_hook = self.hold_hook
                 if self._stop_requested:
                     self._local.request_stop()
@@ -205,7 +194,7 @@ def worker_process(scenario: Scenario, destination: Address | Destinations, shar
 
 async def _worker_main(scenario: Scenario, destination: Address | Destinations, shard: Shard,
                        conn: multiprocessing.connection.Connection) -> None:
-    worker = Worker(scenario, destination, shard=shard, sink=lambda snap: conn.send(("snap", snap)))
+    worker = make_worker(scenario, destination, shard=shard, sink=lambda snap: conn.send(("snap", snap)))
     go = trio.Event()
 
     async def listen() -> None:

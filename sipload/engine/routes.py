@@ -9,6 +9,12 @@ for every device group with endpoints in the worker's shard, a list of *slots*: 
 the `Channel` that sends from local socket / connection s to destination d. Endpoints are placed
 on the slots round robin, so each gets one route per destination.
 
+Sockets bind, by default, the address the kernel routes from toward each destination (a registrar on
+another host is reached from the load host's own address, a loopback one from loopback; a failover list
+across networks gets a socket per network); `source_addresses` gives a range of the host's addresses
+instead. Via sent-by and Contact carry each socket's real address and port (`Channel.sent_by`), or the
+group's `advertised_address` with the real port, whatever is bound.
+
 UDP groups share one socket per source address (or get one per endpoint, `socket = "per-endpoint"`);
 stream groups (TCP, TLS, WS, WSS) share connections the same way, keyed by transport and source
 addresses. A destination that refuses a connection is left out of the slot's routes; when every one
@@ -33,6 +39,7 @@ from sipload.scenario import Scenario, SocketMode
 from sipload.scenario.endpoints import AddressRange
 from sipload.scenario.groups import FleetPlan, Group
 from sipload.sip.message import Request, Response
+from sipload.transport.addresses import AddressError, hostport, routed_source
 from sipload.transport.channels import MessageChannel, open_stream_channel
 from sipload.transport.stream import TlsOptions, describe_error
 from sipload.transport.udp import Address, UdpSocket
@@ -47,11 +54,16 @@ class WorkerError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Channel:
-    """How an endpoint sends: its local address (for Via and Contact) and a send function."""
+    """How an endpoint sends: its local address, a send function, and what Via and Contact say of it."""
 
     local: tuple[str, int]
     send: Callable[[bytes], object]
     key: int = -1     # a stream channel's number (its failures reach the endpoints on it); -1 for UDP
+    sent_by: str = ""  # host:port for Via sent-by and Contact (advertised_address or the bound address)
+
+    def __post_init__(self) -> None:
+        if not self.sent_by:
+            object.__setattr__(self, "sent_by", hostport(*self.local))
 
 
 class Routes:
@@ -80,8 +92,9 @@ class Routes:
         self.sockets: list[UdpSocket] = []
         self.streams: list[MessageChannel] = []
         self.channel_groups: dict[int, set[int]] = {}       # stream channel key -> groups on it
-        self._udp_pool: dict[tuple[str, ...], list[UdpSocket]] = {}
-        self._stream_pool: dict[tuple[str, tuple[str, ...]], list[list[Channel]]] = {}
+        self._udp_pool: dict[tuple[tuple[str, ...], ...], dict[str, UdpSocket]] = {}   # shared: by address
+        self._stream_pool: dict[tuple[object, ...], list[list[Channel]]] = {}
+        self._routed: dict[str, str] = {}   # destination host -> the local address routed toward it
 
     def destinations_for(self, transport: str) -> tuple[Address, ...]:
         """The destinations of a transport (upper case), in failover order."""
@@ -90,41 +103,76 @@ class Routes:
             raise WorkerError(f"no destination for {transport} (the registrar does not serve it)")
         return tuple(found)
 
-    def _source_hosts(self, sources: AddressRange | None = None, destination: Address | None = None) -> list[str]:
-        if sources is None:
-            sources = self.scenario.endpoints.source_addresses
+    def _source_hosts(self, sources: AddressRange | None, destination: Address) -> list[str]:
+        """The local addresses to send from toward `destination`: the range given, else the routed one."""
         if sources is not None:
             return [sources[i] for i in range(len(sources))]
-        return ["::1" if ":" in (destination or self.destination)[0] else "127.0.0.1"]
+        host = self._routed.get(destination[0])
+        if host is None:
+            try:
+                host = routed_source(destination)
+            except AddressError as exc:
+                raise WorkerError(str(exc)) from None
+            self._routed[destination[0]] = host
+        return [host]
 
-    def _group_sources(self, group: Group) -> AddressRange | None:
+    def _group_sources(self, group: Group | None) -> AddressRange | None:
         # a group's own source_addresses, else [endpoints]' (which a cluster shard may have sliced)
-        return group.endpoints.source_addresses if group.own_sources else self.scenario.endpoints.source_addresses
+        if group is not None and group.own_sources:
+            return group.endpoints.source_addresses
+        return self.scenario.endpoints.source_addresses
+
+    def _hosts(self, group: Group | None, dests: Sequence[Address]) -> list[list[str]]:
+        """Per destination, the local addresses to send from (all of the same length)."""
+        sources = self._group_sources(group)
+        return [self._source_hosts(sources, d) for d in dests]
+
+    def _channel(self, local: tuple[str, int], send: Callable[[bytes], object], group: Group | None,
+                 key: int = -1) -> Channel:
+        return Channel(local, send, key, hostport(self._advertised(group) or local[0], local[1]))
+
+    def _advertised(self, group: Group | None) -> str | None:
+        return (group.endpoints if group is not None else self.scenario.endpoints).advertised_address
 
     def open_udp(self, count: int, group: Group | None = None) -> list[list[Channel]]:
-        """Slots (socket) x destinations: ``slots[s][d]`` sends from socket s to destination d."""
+        """Slots (socket) x destinations: ``slots[s][d]`` sends from slot s's socket toward destination d
+        (bound to the address routed toward d, so a failover list across networks has a socket per network)."""
         dests = self.destinations_for("UDP")
-        sources = self._group_sources(group) if group is not None else None
-        hosts = self._source_hosts(sources, dests[0])
+        hosts = self._hosts(group, dests)
         per_endpoint = (group.endpoints if group is not None else self.scenario.endpoints).socket
         if per_endpoint is SocketMode.PER_ENDPOINT:
             small = 256 * 1024
-            socks = [UdpSocket(hosts[i % len(hosts)], 0, buffer_bytes=small) for i in range(count)]
-            self.sockets.extend(socks)
+            slots = []
+            for i in range(count):
+                mine: dict[str, UdpSocket] = {}
+                for h in hosts:
+                    host = h[i % len(h)]
+                    if host not in mine:
+                        mine[host] = UdpSocket(host, 0, buffer_bytes=small)
+                        self.sockets.append(mine[host])
+                slots.append([mine[h[i % len(h)]] for h in hosts])
         else:
-            key = tuple(hosts)
-            socks = self._udp_pool.get(key, [])
-            if not socks:
-                socks = [UdpSocket(h, 0) for h in hosts[: max(1, min(len(hosts), count))]]
-                self._udp_pool[key] = socks
-                self.sockets.extend(socks)
-        return [[Channel(sock.local, _udp_sender(sock, d)) for d in dests] for sock in socks]
+            key = tuple(tuple(h) for h in hosts)
+            pool = self._udp_pool.setdefault(key, {})
+            slots = []
+            for i in range(max(1, min(len(hosts[0]), count))):
+                row = []
+                for h in hosts:
+                    host = h[i % len(h)]
+                    if host not in pool:
+                        pool[host] = UdpSocket(host, 0)
+                        self.sockets.append(pool[host])
+                    row.append(pool[host])
+                slots.append(row)
+        return [[self._channel(sock.local, _udp_sender(sock, d), group) for sock, d in zip(row, dests, strict=True)]
+                for row in slots]
 
-    def _stream_pool_key(self, group: Group, transport: str) -> tuple[str, tuple[str, ...]] | None:
+    def _stream_pool_key(self, group: Group, transport: str) -> tuple[object, ...] | None:
         """The key under which a group's connections are shared (None: one per endpoint)."""
         if group.endpoints.socket is SocketMode.PER_ENDPOINT:
             return None
-        return (transport, tuple(self._source_hosts(self._group_sources(group), self.destinations_for(transport)[0])))
+        hosts = self._hosts(group, self.destinations_for(transport))
+        return (transport, tuple(tuple(h) for h in hosts), self._advertised(group))
 
     async def open_streams(self, count: int, group: Group | None = None,
                            transport: str | None = None, keepalive: float | None = None) -> list[list[Channel]]:
@@ -138,30 +186,30 @@ class Routes:
             tls = TlsOptions(verify=target.tls_verify, ca_file=target.tls_ca, cert_file=target.tls_cert,
                              key_file=target.tls_key, server_name=uri.host if uri is not None else None)
         ep = group.endpoints if group is not None else self.scenario.endpoints
-        hosts = self._source_hosts(self._group_sources(group) if group is not None else None, dests[0])
+        hosts = self._hosts(group, dests)
         shared = ep.socket is not SocketMode.PER_ENDPOINT
-        pool_key = (transport, tuple(hosts))
+        pool_key = (transport, tuple(tuple(h) for h in hosts), self._advertised(group))
         if shared and pool_key in self._stream_pool:
             return self._stream_pool[pool_key]
-        n = count if not shared else min(len(hosts), count)
+        n = count if not shared else min(len(hosts[0]), count)
         slots: list[list[Channel]] = []
         for k in range(max(1, n)):
             routes: list[Channel] = []
             problem = ""
-            for dest in dests:
+            for dest, h in zip(dests, hosts, strict=True):
                 key = len(self.streams)
                 stream = open_stream_channel(
                     transport, dest[0], dest[1], self._on_message,
-                    self._on_failure_for(key), tls=tls, local_host=hosts[k % len(hosts)],
+                    self._on_failure_for(key), tls=tls, local_host=h[k % len(h)],
                     ws_path=target.ws_path, keepalive=keepalive,
                 )
                 try:
                     await stream.connect()
                 except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-                    problem = problem or f"{dest[0]}:{dest[1]}: {describe_error(exc)}"
+                    problem = problem or f"{hostport(*dest)}: {describe_error(exc)}"
                     continue
                 self.streams.append(stream)
-                routes.append(Channel(stream.local, stream.send, key))
+                routes.append(self._channel(stream.local, stream.send, group, key))
             if not routes:
                 for s in self.streams:
                     await s.aclose()

@@ -13,7 +13,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,10 @@ import trio
 
 from sipload.engine.cluster import ClusterPool
 from sipload.engine.embedded import scenario_transports, start_embedded
+from sipload.engine.engines import choose_engine, engines_of
 from sipload.engine.limits import check_resources
 from sipload.engine.live import LiveOutputs, open_live_outputs
+from sipload.engine.nodata import why_no_value
 from sipload.engine.pool import WorkerPool, default_workers
 from sipload.engine.probe import probe_udp
 from sipload.engine.resolve import ResolveError, resolve_target
@@ -30,9 +32,11 @@ from sipload.engine.worker import Destinations, WorkerError, WorkerReport
 from sipload.metrics.aggregate import Aggregate
 from sipload.report.prometheus import MetricsExporter
 from sipload.report.result import EndpointState, RunResult, build_result
-from sipload.report.writers import write_results
+from sipload.report.runinfo import run_info
+from sipload.report.writers import write_results, write_summary
 from sipload.scenario import Scenario, SipUri, Transport
 from sipload.thresholds import evaluate
+from sipload.transport.addresses import AddressError
 from sipload.transport.udp import Address
 
 
@@ -131,13 +135,15 @@ async def run_scenario(
         async with trio.open_nursery() as nursery:
             try:
                 await state.run(nursery, handle_signals=handle_signals, stop=stop, probe=probe)
-            except (RunError, WorkerError, OSError) as exc:
+            except (RunError, WorkerError, AddressError, OSError) as exc:
                 state.error = str(exc) if not isinstance(exc, OSError) else f"cannot start: {exc}"
             nursery.cancel_scope.cancel()
     finally:
         if state.worker_started and state.error is None:
             result = state.finish()
             write_results(result, out)
+            if scenario.load.steps:
+                result = _with_capacity(result, out, progress)
             _write_report(out, progress)
         else:  # the run never started: leave no empty results behind
             state.discard(remove_dir=created and (state.error is not None or state.interrupted_by is not None))
@@ -145,7 +151,7 @@ async def run_scenario(
         raise RunInterrupted(f"interrupted by {state.interrupted_by} before the run started")
     if state.error is not None:
         raise RunError(state.error)
-    code = ExitCode.INTERRUPTED if state.interrupted_by else (
+    code = ExitCode.THRESHOLD_FAILED if state.aborted else ExitCode.INTERRUPTED if state.interrupted_by else (
         ExitCode.OK if result.passed() else ExitCode.THRESHOLD_FAILED
     )
     return RunOutcome(result, out, code)
@@ -160,6 +166,7 @@ class _RunState:
         self.progress = progress
         self.agg = Aggregate(time.time())
         self.interrupted_by: str | None = None
+        self.aborted = False  # an abort_on_fail threshold missed: interrupted_by says which
         self.error: str | None = None
         self.report = WorkerReport()
         self.target_text = scenario.target.registrar
@@ -172,6 +179,10 @@ class _RunState:
         self.live: LiveOutputs | None = None
         self.crosscheck: dict[str, Any] | None = None
         self.crosscheck_error: str | None = None
+        self.engines: dict[str, str] = {}
+        self.engine_note: str | None = None
+        self.engine_requested = scenario.load.engine
+        self.run_workers = 1  # worker processes (or cluster shards) that ran
 
     async def run(self, nursery: trio.Nursery, *, handle_signals: bool, stop: trio.Event | None,
                   probe: bool) -> None:
@@ -192,27 +203,40 @@ class _RunState:
         else:
             destinations = await resolve_destinations(scenario)
             udp = destinations.get("UDP", ())
-            if probe and len(udp) == 1:  # with several, the failover is what the run is about
-                answer = await probe_udp(udp[0], scenario.target.domain)
-                if isinstance(answer, str):
-                    raise RunError(f"target {scenario.target.registrar}: {answer}; is the registrar running?")
+            if probe and scenario.target.probe and len(udp) == 1:  # with several, the failover is the point
+                await self._probe(udp[0])
         if self.interrupted_by is not None:
             raise RunInterrupted(f"interrupted by {self.interrupted_by} before the run started")
+        try:
+            scenario, why_python = choose_engine(scenario, destinations)
+        except WorkerError as exc:
+            raise RunError(str(exc)) from None
+        self.scenario = scenario
+        self.engines = engines_of(scenario)
+        if why_python is not None:
+            self.engine_note = why_python
         workers = self.workers or default_workers(scenario)
         holding = scenario.crosscheck is not None and scenario.crosscheck.when == "holding"
         if holding and workers > 1:
             self.progress("sipload: a cross-check while holding runs with one worker")
             workers = 1
+        cap = scenario.load.max_in_flight
+        if workers > cap:  # each worker holds its share of the run-wide max_in_flight, at least 1
+            self.progress(f"sipload: {workers} workers for load.max_in_flight = {cap}: running {cap}")
+            workers = cap
         self.agg = Aggregate(time.time())
         if self.cluster is not None:  # one shard per Dask worker process unless --workers says
             self.pool = ClusterPool(scenario, destinations, self.workers or 0, self.agg.add, address=self.cluster)
         else:
             self.pool = WorkerPool(scenario, destinations, workers, self.agg.add)
+            self.run_workers = workers
         if holding:
             self.pool.hold_hook = self._crosscheck
         self.agg.open_logs(self.out)
         self.live = open_live_outputs(scenario, self.out, self.agg.started_at_unix, exporter)
         how = f"Dask cluster {self.cluster}" if self.cluster else f"{workers} worker{'s' if workers > 1 else ''}"
+        how += (f", native engine, Python for {', '.join(scenario.load.python_groups)}" if scenario.load.python_groups
+                else f", {scenario.load.engine} engine")
         self.progress(
             f"sipload: {scenario.name}: {scenario.endpoints.count} endpoints -> {self.target_text}; "
             f"{how}; results in {self.out}"
@@ -226,6 +250,18 @@ class _RunState:
         self.lost = outcome.lost
         if scenario.crosscheck is not None and not holding and self.interrupted_by is None:
             await self._crosscheck(self.report.endpoints)
+
+    async def _probe(self, destination: Address) -> None:
+        """Stop at once when nothing answers at the target; warn when only a REGISTER was answered."""
+        target = self.scenario.target
+        outcome = await probe_udp(destination, target.domain, user=self.scenario.endpoints.credentials(0).username)
+        if outcome.problem is not None:
+            raise RunError(f"target {target.registrar}: {outcome.problem}; is the registrar running? "
+                           f"(--no-probe or target.probe = false skips this check)")
+        warning = outcome.warning()
+        if warning is not None:
+            self.progress(f"sipload: warning: target {target.registrar}: {warning} "
+                          f"(--no-probe or target.probe = false skips it)")
 
     async def _crosscheck(self, states: list[EndpointState]) -> None:
         """Ask the provider about every endpoint; the outcome goes into the results, never fails the run."""
@@ -280,6 +316,7 @@ class _RunState:
 
     async def _show_progress(self) -> None:
         interval = self.scenario.load.interval
+        started = time.time()
         while True:
             await trio.sleep(interval)
             now = time.time()
@@ -287,6 +324,22 @@ class _RunState:
             if self.live is not None:
                 self.live.interval(self.agg, now)
             self.progress(self.agg.progress().line())
+            self._check_aborts(now - started)
+
+    def _check_aborts(self, elapsed: float) -> None:
+        """Stop the run at the first abort_on_fail threshold missed on a value, past its delay."""
+        watched = [t for t in self.scenario.thresholds if t.abort and elapsed >= t.abort_delay]
+        if not watched or self.interrupted_by is not None:
+            return
+        for t, r in zip(watched, evaluate(watched, self.agg.metric_values()), strict=True):
+            if r.value is not None and not r.passed:   # no data never aborts
+                self.interrupted_by = f"abort_on_fail: {t.expr} (value {r.value:g} after {elapsed:.0f} s)"
+                self.aborted = True
+                self.progress(f"sipload: threshold {t.expr} missed ({t.metric} = {r.value:g}) after "
+                              f"{elapsed:.1f} s: aborting the run (abort_on_fail); unregistering endpoints")
+                if self.pool is not None:
+                    self.pool.request_stop()
+                return
 
     def discard(self, remove_dir: bool) -> None:
         self.agg.close_logs()
@@ -304,9 +357,35 @@ class _RunState:
             self.live.close()
         partial = self.pool.partial_report() if self.pool is not None else None
         report = partial if partial is not None else self.report  # also when the run was cancelled
-        notes = [*self.lost, *([self.crosscheck_error] if self.crosscheck_error else [])]
-        return _result(self.scenario, self.agg, report, self.target_text,
-                       ended - self.agg.started_at_unix, self.interrupted_by, notes, self.crosscheck)
+        notes = [*self.lost, *([self.crosscheck_error] if self.crosscheck_error else []),
+                 *([self.engine_note] if self.engine_note else [])]
+        result = _result(self.scenario, self.agg, report, self.target_text,
+                         ended - self.agg.started_at_unix, self.interrupted_by, notes, self.crosscheck)
+        result.engines = self.engines
+        if isinstance(self.pool, ClusterPool):  # the shards placed, else those asked for
+            self.run_workers = len(self.pool.assignments) or self.pool.workers
+        placement = (f"dask:{self.cluster}" if self.cluster is not None
+                     else "processes" if self.run_workers > 1 else "in-process")
+        result.run = run_info(self.scenario, workers=self.run_workers, placement=placement,
+                              engine_requested=self.engine_requested)
+        return result
+
+
+def _with_capacity(result: RunResult, out: Path, progress: Callable[[str], None]) -> RunResult:
+    """A stepped run's result with its capacity analysis, summary.json written again with it."""
+    from sipload.report.capacity import analyze
+    from sipload.report.saved import ResultsError, load_run
+
+    try:
+        cap = analyze(load_run(out))
+    except ResultsError as exc:  # the results are on disk; say why there is no analysis and go on
+        progress(f"sipload: no capacity analysis: {exc}")
+        return result
+    if cap is None:
+        return result
+    result = replace(result, capacity=cap.to_dict())
+    write_summary(result, out)
+    return result
 
 
 def _write_report(out: Path, progress: Callable[[str], None]) -> None:
@@ -338,7 +417,8 @@ def _result(
     if crosscheck is not None:
         values["crosscheck.agreement"] = float(crosscheck["agreement_pct"])
         values["crosscheck.disagreements"] = float(crosscheck["disagreements_total"])
-    thresholds = evaluate(scenario.thresholds, values)
+    thresholds = [t if t.value is not None else replace(t, why=why_no_value(th.metric, scenario, agg, duration_s))
+                  for th, t in zip(scenario.thresholds, evaluate(scenario.thresholds, values), strict=True)]
     notes: list[str] = list(lost)
     if report.arrivals_started < count:
         notes.append(f"only {report.arrivals_started} of {count} endpoints started before the run ended")

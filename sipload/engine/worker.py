@@ -46,8 +46,9 @@ import trio
 from sipload.engine.behaviours import Behaviours
 from sipload.engine.devices import build_endpoints, build_profile, instance_for, record
 from sipload.engine.endpoint import Endpoint, Tally
-from sipload.engine.keepalives import FlowEndpoint, Keepalives
+from sipload.engine.flows import FlowEndpoint, Keepalives
 from sipload.engine.limits import check_resources
+from sipload.engine.network import Network
 from sipload.engine.routes import Channel, Destinations, Routes, WorkerError
 from sipload.gcpolicy import hold_long_lived
 from sipload.metrics.phases import Phase
@@ -61,23 +62,44 @@ from sipload.sip.ids import IdSource
 from sipload.sip.message import Request, Response
 from sipload.sip.parser import parse_message
 from sipload.sip.registration import Registration, RegState
-from sipload.transport.memory import MemoryNetwork
 from sipload.transport.udp import Address
 
-__all__ = ["Destinations", "Shard", "Sink", "Worker", "WorkerError", "WorkerReport", "build_profile", "instance_for"]
+__all__ = ["Destinations", "Shard", "Sink", "Worker", "WorkerError", "WorkerReport", "build_profile", "instance_for",
+           "merge_reports"]
 
 Sink = Callable[[IntervalSnapshot], None]
 
 
 @dataclass(frozen=True, slots=True)
 class Shard:
-    """Which endpoints a worker drives: every `workers`-th one, starting at `worker`."""
+    """Which endpoints a worker drives: every `workers`-th one, starting at `worker`; of those, only the
+    device groups named in `groups` when it is set (a worker's groups split between two engines)."""
 
     worker: int = 0
     workers: int = 1
+    groups: frozenset[str] | None = None
+    cap: int | None = None  # this shard's own max_in_flight, when set (the halves of a split worker)
 
     def indices(self, count: int) -> range:
         return range(self.worker, count, self.workers)
+
+    def share(self, total: int) -> int:
+        """This shard's part of a run-wide cap (max_in_flight): the parts of all shards sum to ``total``
+        (the run is one load, whatever the number of processes); at least 1, so run no more shards than
+        ``total``."""
+        if self.cap is not None:
+            return self.cap
+        return max(1, total // self.workers + (1 if self.worker < total % self.workers else 0))
+
+    def mine(self, plan: FleetPlan, count: int) -> list[int]:
+        """The scenario indices of this shard's endpoints, in order."""
+        if self.groups is None:
+            return list(self.indices(count))
+        names = [g.name in self.groups for g in plan.groups]
+        return [i for i in self.indices(count) if names[plan.group[i]]]
+
+    def of_groups(self, groups: frozenset[str], cap: int | None = None) -> Shard:
+        return Shard(self.worker, self.workers, groups, cap)
 
 
 @dataclass(slots=True)
@@ -103,6 +125,32 @@ class WorkerReport:
     stream_keepalive_total: list[int] = field(default_factory=lambda: [0, 0, 0])
 
 
+def merge_reports(reports: list[WorkerReport]) -> WorkerReport:
+    merged = WorkerReport()
+    for r in reports:
+        merged.endpoints.extend(r.endpoints)
+        merged.arrivals_started += r.arrivals_started
+        merged.stray += r.stray
+        merged.unparseable += r.unparseable
+        merged.send_errors += r.send_errors
+        merged.transport_failures += r.transport_failures
+        merged.last_transport_error = r.last_transport_error or merged.last_transport_error
+        merged.left_bound += r.left_bound
+        merged.unregister_timed_out += r.unregister_timed_out
+        merged.foreign += r.foreign
+        merged.internal_errors += r.internal_errors
+        merged.last_internal_error = r.last_internal_error or merged.last_internal_error
+        merged.arrival_period = max(merged.arrival_period, r.arrival_period)
+        for name, counts in r.stream_keepalives.items():
+            have = merged.stream_keepalives.get(name, [0, 0, 0])
+            merged.stream_keepalives[name] = [a + b for a, b in zip(have, counts, strict=True)]
+        merged.stream_keepalive_total = [a + b for a, b in zip(merged.stream_keepalive_total,
+                                                               r.stream_keepalive_total, strict=True)]
+    merged.endpoints.sort(key=lambda e: e.index)
+    return merged
+
+
+
 class Worker:
     def __init__(
         self,
@@ -112,7 +160,7 @@ class Worker:
         shard: Shard = Shard(),
         sink: Sink | None = None,
         seed: int | None = None,
-        network: MemoryNetwork | None = None,
+        network: Network | None = None,
     ) -> None:
         self.scenario = scenario
         self.network = network
@@ -138,7 +186,7 @@ class Worker:
         self.plan: FleetPlan = plan_fleet(scenario.fleet, scenario.endpoints.count, scenario.seed)
         self.transport = self.routes.transport  # the default group's
         self._stop_requested = False
-        self._max_in_flight = scenario.load.max_in_flight
+        self._max_in_flight = shard.share(scenario.load.max_in_flight)  # the run-wide cap, split
         # OPTIONS keep-alives (their Call-IDs: looked up when the registration map misses)
         self.keepalives = Keepalives(self._after_input, self._wake_at)
         self._by_ka_call_id = self.keepalives.by_call_id
@@ -176,7 +224,7 @@ class Worker:
                 self._after_input(endpoint)
 
     def _create_endpoints(self, slots: dict[int, list[list[Channel]]]) -> None:
-        indices = self.shard.indices(self.scenario.endpoints.count)
+        indices = self.shard.mine(self.plan, self.scenario.endpoints.count)
         after_flush = self.keepalives.after_flush
         for endpoint in build_endpoints(self.scenario, self.plan, indices, slots, self.ids, after_flush):
             if isinstance(endpoint, FlowEndpoint):
@@ -268,7 +316,7 @@ class Worker:
                 problem = check_resources(self.scenario, self.shard.workers)
                 if problem is not None:
                     raise WorkerError(problem)
-            self._create_endpoints(await self._open_all(self.shard.indices(self.scenario.endpoints.count)))
+            self._create_endpoints(await self._open_all(self.shard.mine(self.plan, self.scenario.endpoints.count)))
             # the endpoints just built live for the whole run: out of the collector's passes, a full
             # collection no longer walks them (max pause 84 -> 30 ms at 24,000 endpoints, one worker)
             release_gc = hold_long_lived()
@@ -373,7 +421,7 @@ class Worker:
                 behaviours.due(now)
             # arrivals (open loop; max_in_flight holds them back, and the lag is measured), then
             # re-registrations of behaviours, in order of their intended times
-            while self.tally.in_flight < load.max_in_flight:
+            while self.tally.in_flight < self._max_in_flight:
                 due_arrival = pending[0] if pending is not None else math.inf
                 due_again = rearrivals[0][0] if rearrivals else math.inf
                 if min(due_arrival, due_again) > now:
@@ -434,7 +482,7 @@ class Worker:
                 wake = min(wake, ka_heap[0][0])
             if acts:
                 wake = min(wake, acts[0][0])
-            if self.tally.in_flight < load.max_in_flight:
+            if self.tally.in_flight < self._max_in_flight:
                 if pending is not None:
                     wake = min(wake, pending[0])
                 if rearrivals:

@@ -66,12 +66,17 @@ class Progress:
     """For the live line; as of the end of the last flushed interval."""
 
     elapsed_s: float
-    rate_per_s: float  # successful initial registrations per second over the last interval
+    # successful initial registrations (refreshes) per second of the last interval, over the time the
+    # workers' snapshots in it covered (each worker's own, summed over the workers)
+    rate_per_s: float
     registered: int  # bindings held now (sum of the workers' latest "registered" gauges)
     in_flight: int
     failures: int  # all phases, since the start
     register_p50_ms: float | None  # cumulative; None before the first registration
     register_p99_ms: float | None
+    refresh_per_s: float = 0.0
+    timeouts: int = 0  # failures for no final response (Timer F), since the start
+    retransmissions: int = 0  # since the start
 
     def line(self) -> str:
         lat = (
@@ -80,8 +85,9 @@ class Progress:
             else "p50 - p99 -"
         )
         return (
-            f"{self.elapsed_s:7.1f}s  {self.rate_per_s:8.1f} reg/s  registered {self.registered}"
-            f"  in flight {self.in_flight}  failures {self.failures}  register {lat}"
+            f"{self.elapsed_s:7.1f}s  {self.rate_per_s:8.1f} reg/s  {self.refresh_per_s:7.1f} refresh/s"
+            f"  registered {self.registered}  in flight {self.in_flight}  failures {self.failures}"
+            f" (timeouts {self.timeouts})  retrans {self.retransmissions}  register {lat}"
         )
 
 
@@ -125,7 +131,7 @@ class Aggregate:
         self._gauges: dict[int, dict[str, int]] = {}
         # the open interval
         self._last_flush = started_at_unix
-        self._ivl_register_successes = 0
+        self._ivl_done: dict[int, list[float]] = {}
         self._ivl: dict[str, Histogram] = {}
         self._logs: dict[str, _Log] = {}
         self._progress = Progress(0.0, 0.0, 0, 0, 0, None, None)
@@ -152,7 +158,10 @@ class Aggregate:
             self._attempts[p] += n
         for p, n in snap.successes.items():
             self._successes[p] += n
-        self._ivl_register_successes += snap.successes.get(Phase.REGISTER, 0)
+        done = self._ivl_done.setdefault(worker, [0, 0, 0.0])   # registrations, refreshes, seconds covered
+        done[0] += snap.successes.get(Phase.REGISTER, 0)
+        done[1] += snap.successes.get(Phase.REFRESH, 0)
+        done[2] += max(0.0, snap.end - snap.start)
         for key, n in snap.failures.items():
             self._failures[key] = self._failures.get(key, 0) + n
         for code, n in snap.responses.items():
@@ -177,7 +186,10 @@ class Aggregate:
         pct = reg.percentiles_us((50.0, 99.0)) if reg.count else {}
         self._progress = Progress(
             elapsed_s=end_unix - self._started,
-            rate_per_s=self._ivl_register_successes / length if length > 0 else 0.0,
+            rate_per_s=self._covered_rate(0, length),
+            refresh_per_s=self._covered_rate(1, length),
+            timeouts=self.failures_by_reason().get(str(FailureReason.TIMEOUT), 0),
+            retransmissions=self._retransmissions,
             registered=self.gauge_total("registered"),
             in_flight=self.gauge_total("in_flight"),
             failures=sum(self._failures.values()),
@@ -185,7 +197,13 @@ class Aggregate:
             register_p99_ms=pct[99.0] / 1000.0 if pct else None,
         )
         self._last_flush = end_unix
-        self._ivl_register_successes = 0
+        self._ivl_done = {}
+
+    def _covered_rate(self, what: int, length: float) -> float:
+        """Successes a second over the span each worker's snapshots covered (the flush interval's own
+        length for a worker whose snapshots had none, e.g. the last of a run)."""
+        return sum(d[what] / (d[2] if d[2] > 0 else length) for d in self._ivl_done.values()
+                   if d[2] > 0 or length > 0)
 
     def progress(self) -> Progress:
         return self._progress

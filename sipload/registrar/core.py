@@ -9,8 +9,9 @@ server (trio) or a test's in-memory network does the sending, at `now + delay`.
 In order, for every request:
 
 1. fault injection: a `drop` share of requests vanishes (as if lost on the way in);
-2. ACK gets nothing; a request without the mandatory headers (Via, From, To, Call-ID, CSeq whose
-   method matches) gets 400 with the problem in the reason phrase;
+2. ACK gets nothing, nor OPTIONS with `ignore_options` (as SBCs that drop them from strangers);
+   a request without the mandatory headers (Via, From, To, Call-ID, CSeq whose method matches) gets
+   400 with the problem in the reason phrase;
 3. UDP retransmissions are answered from the response cache (`retransmissions.py`);
 4. fault injection: an `error_503` share is answered 503 (with Retry-After);
 5. REGISTER follows RFC 3261 §10.3: digest authentication (401 challenge; stale=true for an
@@ -198,6 +199,8 @@ class RegistrarCore:
             return Outcome(None, note="dropped (fault injection)")
         if request.method == "ACK":
             return Outcome(None, note="ACK gets no response")
+        if settings.ignore_options and request.method == "OPTIONS":
+            return Outcome(None, note="OPTIONS ignored (--ignore-options)")
         problem = self._missing_headers(request)
         if problem is not None:
             return self._finish(self._reply(request, 400, _bad(problem), source), None, now)

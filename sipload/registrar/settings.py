@@ -147,6 +147,7 @@ class RegistrarSettings:
     outbound: bool = True                  # RFC 5626: Require: outbound for a UA that supports it
     gruu: bool = True                      # RFC 5627: pub-gruu / temp-gruu for a UA that supports it
     flow_timeout: float = 0.0              # close a stream connection silent this long (0: never)
+    ignore_options: bool = False           # OPTIONS get no answer (as SBCs that drop them from unknown sources)
 
     def __post_init__(self) -> None:
         if not self.realm or any(ch in self.realm for ch in '"\r\n\\'):

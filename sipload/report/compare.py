@@ -5,13 +5,18 @@ NEW is worse ("regressed") when any of these holds:
 
 - a gated latency statistic (default p50, p90, p99 of every phase both runs measured, from the intended
   start) grew by more than `latency_pct` percent AND by more than `latency_floor_ms` (sub-millisecond
-  jitter on a fast path is not a regression);
+  jitter on a fast path is not a regression), and both runs have at least `min_tail` samples beyond that
+  percentile (p99 needs 1,000 samples for 10 beyond it: a p99 of 200 is two samples' luck, shown with a
+  warning but never a regression; `max` and `mean` need `min_tail` samples);
 - the achieved registration rate fell by more than `rate_pct` percent;
 - failures per attempted operation grew: NEW may have at most
   ``base_ratio * (1 + failure_pct/100) * new_attempts + failures_allowed`` failures (so a base without
   failures allows `failures_allowed`, by default none);
 - a threshold that passed in BASE fails in NEW, or NEW did not complete while BASE did;
 - both runs had a stepped load and NEW's knee is at a lower offered rate.
+
+Where the runs differ in what they ran (sipload's version, workers, engine, host cores or kernel, the
+effective load parameters: summary.json's `run`), a warning line says so for each difference.
 
 Everything else (service times, p99.9 and max, retransmissions, responses, failures by reason) is shown
 but does not decide. Numbers come from summary.json (and the capacity analysis of the saved files).
@@ -25,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sipload.report.capacity import analyze
+from sipload.report.runinfo import differences as run_differences
+from sipload.report.runinfo import missing as missing_run
 from sipload.report.saved import SavedRun
 
 DEFAULT_PERCENTILES = ("p50", "p90", "p99")
@@ -39,6 +46,7 @@ class Tolerance:
     rate_pct: float = 5.0  # the achieved rate may fall this much (relative)
     failure_pct: float = 10.0  # failures per attempted operation may grow this much (relative)
     failures_allowed: int = 0  # extra failures NEW may always have
+    min_tail: int = 10  # samples beyond a percentile, in each run, for it to decide
     percentiles: tuple[str, ...] = DEFAULT_PERCENTILES
     phases: tuple[str, ...] | None = None  # None: every phase both runs measured
 
@@ -158,6 +166,9 @@ def compare(base: SavedRun, new: SavedRun, tol: Tolerance = Tolerance()) -> Comp
                      f"{new.out_dir} ({n.get('scenario')}, {n.get('started_at')})")
     if b.get("scenario") != n.get("scenario"):
         cmp.warnings.append(f"different scenarios: {b.get('scenario')!r} and {n.get('scenario')!r}")
+    unknown = missing_run(b.get("run"), n.get("run"))
+    cmp.warnings += [unknown] if unknown else []
+    cmp.warnings += [f"the runs differ in {d}" for d in run_differences(b.get("run"), n.get("run"))]
     b_rate, n_rate = _dict(b.get("rate")), _dict(n.get("rate"))
     b_off, n_off = _f(b_rate.get("offered")), _f(n_rate.get("offered"))
     cmp.changes.append(Change("rate.offered", b_off, n_off, "/s"))
@@ -174,9 +185,15 @@ def compare(base: SavedRun, new: SavedRun, tol: Tolerance = Tolerance()) -> Comp
         cmp.warnings.append(f"phase {p!r} has latency data in only one of the runs")
     rule = f"tolerance +{tol.latency_pct:g} % and +{tol.latency_floor_ms:g} ms"
     for p in phases:
+        counts = [int(_f(_dict(lat[p]).get("count")) or 0) for lat in (b_lat, n_lat)]
         for stat in dict.fromkeys([*_SHOWN_STATS, *tol.percentiles]):
             bv, nv = _f(_dict(b_lat[p]).get(stat)), _f(_dict(n_lat[p]).get(stat))
             gated = stat in tol.percentiles
+            need = samples_needed(stat, tol.min_tail)
+            if gated and min(counts) < need:
+                gated = False
+                cmp.warnings.append(f"{p}.{stat} does not decide: {min(counts):,} samples in the smaller run, "
+                                    f"{need:,} needed for {tol.min_tail} beyond it (--min-tail)")
             worse = (gated and bv is not None and nv is not None and nv > bv * (1 + tol.latency_pct / 100.0)
                      and nv - bv > tol.latency_floor_ms)
             cmp.changes.append(Change(f"{p}.{stat}", bv, nv, "ms", worse, gated, rule if gated else ""))
@@ -220,6 +237,17 @@ def compare(base: SavedRun, new: SavedRun, tol: Tolerance = Tolerance()) -> Comp
                                   _f(n_cc.get("agreement_pct")), "%"))
     _compare_capacity(cmp, base, new)
     return cmp
+
+
+def samples_needed(stat: str, min_tail: int) -> int:
+    """Samples a run needs for `min_tail` of them to lie beyond the statistic (p99: 100 x min_tail)."""
+    if stat.startswith("p"):
+        try:
+            beyond = 1.0 - float(stat[1:]) / 100.0
+        except ValueError:
+            return min_tail
+        return math.ceil(min_tail / beyond) if beyond > 0 else min_tail
+    return min_tail
 
 
 def _success(c: dict[str, Any]) -> float | None:

@@ -134,7 +134,7 @@ def _thresholds(summary: dict[str, Any]) -> list[ThresholdResult]:
         if isinstance(t, dict):
             value = t.get("value")
             out.append(ThresholdResult(str(t.get("expr", "")), None if value is None else float(value),
-                                       bool(t.get("passed"))))
+                                       bool(t.get("passed")), str(t.get("why") or "")))
     return out
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from sipload.metrics.aggregate import Aggregate, PhaseCounts
 from sipload.metrics.phases import Kind, Phase
+from sipload.report.runinfo import RunInfo
 from sipload.thresholds import ThresholdResult
 
 # The generator is reported as behind its schedule when an arrival was sent later than this.
@@ -79,6 +80,10 @@ class RunResult:
     crosscheck: dict[str, Any] | None = None  # the provider cross-check (CrossCheckResult.to_dict()), if any
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # per device group
     keepalive: dict[str, int] = field(default_factory=dict)  # keep-alive/outbound/GRUU totals of the run
+    engines: dict[str, str] = field(default_factory=dict)  # device group -> "native" or "python"
+    run: RunInfo | None = None  # version, host, workers, engine, effective load (report/runinfo.py)
+    # a stepped run's capacity analysis (report/capacity.py: knee, breaking point, verdict, steps), else None
+    capacity: dict[str, Any] | None = None
 
 
     def passed(self) -> bool:

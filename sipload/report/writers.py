@@ -54,6 +54,12 @@ def write_results(result: RunResult, out_dir: Path) -> None:
         write_endpoints_csv(result, f)
 
 
+def write_summary(result: RunResult, out_dir: Path) -> None:
+    """summary.json alone, atomically (written again once a stepped run's capacity is known)."""
+    with _atomic(out_dir / SUMMARY) as f:
+        f.write(summary_json(result))
+
+
 def write_partial(result: RunResult, out_dir: Path, interrupted_by: str | None = None) -> None:
     """The same outputs for a run that was stopped early (Ctrl-C): complete=False."""
     by = interrupted_by if interrupted_by is not None else result.interrupted_by
@@ -86,7 +92,7 @@ def threshold_message(t: ThresholdResult) -> str:
     m = _EXPR.match(t.expr)
     metric, wanted = (m.group(1), m.group(2)) if m else (t.expr, "")
     if t.value is None:
-        shown = f"{metric} has no value"
+        shown = f"{metric} has no value" + (f" ({t.why})" if t.why else "")
     else:
         unit = metric_unit(metric)
         shown = f"{metric} = {format_value(t.value)}{' ' + unit if unit else ''}"

@@ -14,7 +14,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ class Scenario:
                     except ValueError as exc:
                         raise ScenarioError(f"--target: {exc}, got {text!r}") from None
                 doc.pop("registrar", None)
-                carried = {"dns"}  # the nameserver, TLS files and WebSocket path still apply
+                carried = {"dns", "probe"}  # the nameserver, the probe, TLS files and WebSocket path still apply
                 if any(u.transport in (Transport.TLS, Transport.WSS) for u in uris):
                     carried |= {k for k in old if k.startswith("tls_")}
                 if any(u.transport in (Transport.WS, Transport.WSS) for u in uris):
@@ -131,17 +131,34 @@ class Scenario:
         return build(doc, self.path, Ctx(str(self.path), self.path.parent, flags, note))
 
 
+THRESHOLD_KEYS = ("expr", "abort_on_fail", "delay")
+_THRESHOLD_FORMS = ("a string such as 'register.p99 < 200ms' or a table such as "
+                    "{ expr = 'register.success_rate == 100%', abort_on_fail = true, delay = '10s' }")
+
+
 def _thresholds(ctx: Ctx, data: object) -> tuple[Threshold, ...]:
     if not isinstance(data, list):
-        raise ctx.error("thresholds", f"must be a list of strings such as 'register.p99 < 200ms', got {show(data)}")
+        raise ctx.error("thresholds", f"must be a list, each item {_THRESHOLD_FORMS}, got {show(data)}")
     result = []
-    for i, expr in enumerate(data):
-        if not isinstance(expr, str):
-            raise ctx.error(f"thresholds[{i}]", f"must be a string such as 'register.p99 < 200ms', got {show(expr)}")
+    for i, item in enumerate(data):
+        where = f"thresholds[{i}]"
+        abort, delay = False, 0.0
+        if isinstance(item, dict):
+            table = Table(ctx, where, item, THRESHOLD_KEYS)
+            expr = table.text("expr", nonempty=True)
+            abort = table.boolean("abort_on_fail", False)
+            delay = table.duration("delay", 0.0)
+            if table.given("delay") and not abort:
+                raise table.fail("delay", "applies only with abort_on_fail = true")
+        elif isinstance(item, str):
+            expr = item
+        else:
+            raise ctx.error(where, f"must be {_THRESHOLD_FORMS}, got {show(item)}")
         try:
-            result.append(parse_threshold(expr))
+            threshold = parse_threshold(expr)
         except ThresholdError as exc:
-            raise ctx.error(f"thresholds[{i}]", str(exc)) from None
+            raise ctx.error(where + (".expr" if isinstance(item, dict) else ""), str(exc)) from None
+        result.append(replace(threshold, abort=abort, abort_delay=delay))
     return tuple(result)
 
 

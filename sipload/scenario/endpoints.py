@@ -71,6 +71,7 @@ class Endpoints:
     user_agent: str = "sipload/0.1"  # "" = no User-Agent header
     socket: SocketMode = SocketMode.SHARED
     source_addresses: AddressRange | None = None
+    advertised_address: str | None = None  # written in Via sent-by and Contact instead of the bound address
     digest_preference: tuple[str, ...] | None = None
 
     def credentials(self, i: int) -> Credential:
@@ -100,7 +101,7 @@ class Endpoints:
 
 ENDPOINT_KEYS = tuple(
     "count first username password auth_user csv csv_fields expires refresh_at "
-    "refresh_jitter refresh_margin user_agent socket source_addresses digest_preference".split()
+    "refresh_jitter refresh_margin user_agent socket source_addresses advertised_address digest_preference".split()
 )
 _SIP_USER = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+", re.ASCII)
 
@@ -173,6 +174,25 @@ def address_range(t: Table) -> AddressRange | None:
     return AddressRange(first, last)
 
 
+_HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+                       r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?", re.ASCII)
+
+
+def advertised_address(t: Table) -> str | None:
+    """An IP address or a host name (no port: each socket's own port is written beside it)."""
+    if not t.given("advertised_address"):
+        return None
+    text = t.text("advertised_address").strip()
+    try:
+        return str(ipaddress.ip_address(text.strip("[]") if text.startswith("[") else text))
+    except ValueError:
+        pass
+    if not _HOSTNAME.fullmatch(text):
+        raise t.fail("advertised_address", "must be an IP address or a host name, such as '203.0.113.7' "
+                     "(no port: each socket's own port is written beside it)")
+    return text
+
+
 def read_endpoints(ctx: Ctx, data: object, seed: int | None) -> Endpoints:
     t = Table(ctx, "endpoints", data, ENDPOINT_KEYS)
     csv = t.path("csv")
@@ -229,5 +249,6 @@ def read_endpoints(ctx: Ctx, data: object, seed: int | None) -> Endpoints:
         user_agent=t.text("user_agent", "sipload/0.1"),
         socket=SocketMode(t.choice("socket", "shared", [m.value for m in SocketMode])),
         source_addresses=address_range(t),
+        advertised_address=advertised_address(t),
         digest_preference=prefs,
     )

@@ -30,7 +30,14 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from sipload.durations import DURATION_HINT, DurationError, parse_duration
-from sipload.scenario.endpoints import Endpoints, SocketMode, address_range, check_refresh, check_templates
+from sipload.scenario.endpoints import (
+    Endpoints,
+    SocketMode,
+    address_range,
+    advertised_address,
+    check_refresh,
+    check_templates,
+)
 from sipload.scenario.reader import DIGEST_ALGORITHMS, MISSING, Ctx, Table, show
 from sipload.scenario.target import EMBEDDED_TRANSPORTS, Target, Transport
 
@@ -40,7 +47,7 @@ if TYPE_CHECKING:
 
 DEVICE_KEYS = tuple(
     "transport expires refresh_at refresh_jitter refresh_margin user_agent username password auth_user "
-    "socket source_addresses digest_preference".split()
+    "socket source_addresses advertised_address digest_preference".split()
 )
 BEHAVIOUR_KEYS = ("wrong_passwords", "churn", "flap", "avalanche", "keepalive", "outbound", "gruu")
 GROUP_KEYS = ("name", "share", "count", *DEVICE_KEYS, *BEHAVIOUR_KEYS)
@@ -155,6 +162,8 @@ def _read_group(ctx: Ctx, i: int, data: object, base: Endpoints, target: Target,
         changes["socket"] = SocketMode(t.choice("socket", "shared", [m.value for m in SocketMode]))
     if t.given("source_addresses"):
         changes["source_addresses"] = address_range(t)
+    if t.given("advertised_address"):
+        changes["advertised_address"] = advertised_address(t)
     if t.given("digest_preference"):
         changes["digest_preference"] = t.algorithms("digest_preference", DIGEST_ALGORITHMS)
     wrong = _fraction(t, "wrong_passwords")

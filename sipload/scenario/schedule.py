@@ -64,6 +64,21 @@ class Load:
     # the intended start, schedule lag); responses are taken as they arrive, never batched. 0: a wake-up
     # for each deadline (~30 % more generator CPU per registration at 3,000/s: bench/worker_cpu.py).
     tick: float = 0.001
+    # which engine runs the UDP fleet: "auto" (the native one where it can, else Python, saying why),
+    # "native" (refuse a scenario it cannot run) or "python"
+    engine: str = "auto"
+    # settled with the engine (never read from a scenario file): the device groups the Python engine runs
+    # beside a native fleet, when the native engine cannot run them (TCP, churn...)
+    python_groups: tuple[str, ...] = ()
+
+    @property
+    def peak_rate(self) -> float:
+        """The highest arrival rate of the schedule (per second)."""
+        if self.ramp is not None:
+            return max(self.ramp.start_rate, self.ramp.end_rate)
+        if self.steps:
+            return max(s.rate for s in self.steps)
+        return self.rate or 0.0
 
     @property
     def shape(self) -> LoadShape:
@@ -145,7 +160,8 @@ class TimerConfig:
     retry_backoff_max: float = 30.0  # ... capped here
 
 
-LOAD_KEYS = tuple("rate steps ramp max_in_flight duration unregister unregister_timeout interval tick".split())
+LOAD_KEYS = tuple("rate steps ramp max_in_flight duration unregister unregister_timeout interval tick engine".split())
+ENGINES = ("auto", "native", "python")
 MAX_TICK = 0.1  # a coarser tick would distort the schedule more than it saves
 TIMER_KEYS = ("t1", "t2", "t4", "max_retries", "retry_backoff", "retry_backoff_max")
 
@@ -185,6 +201,7 @@ def read_load(ctx: Ctx, data: object, count: int) -> Load:
         unregister_timeout=t.duration("unregister_timeout", 10.0, positive=True),
         interval=t.duration("interval", 1.0, positive=True),
         tick=t.duration("tick", 0.001),
+        engine=t.choice("engine", "auto", ENGINES),
     )
     if load.tick > MAX_TICK:
         raise t.fail("tick", f"must be at most {format_duration(MAX_TICK)} (0 = a wake-up for each deadline)")

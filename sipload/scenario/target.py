@@ -144,6 +144,7 @@ class Target:
     uris: tuple[SipUri, ...] = ()  # every registrar URI in order (failover); uris[0] is uri
     dns: tuple[str, int] | None = None  # nameserver (IP, port) for RFC 3263 lookups; None: the system's
     ws_path: str = "/"  # ws/wss: the resource of the WebSocket handshake (e.g. "/ws")
+    probe: bool = True  # before the run: is anything answering at a UDP target? (engine/probe.py)
 
     @property
     def registrars(self) -> tuple[SipUri, ...]:
@@ -155,7 +156,8 @@ class Target:
         return self.uri is None
 
 
-TARGET_KEYS = tuple("registrar domain transport outbound_proxy tls_verify tls_ca tls_cert tls_key dns ws_path".split())
+TARGET_KEYS = tuple(
+    "registrar domain transport outbound_proxy tls_verify tls_ca tls_cert tls_key dns ws_path probe".split())
 _DOMAIN_HINT = "must be a host name or IP address, optionally with :port"
 EMBEDDED_TRANSPORTS = ("udp", "tcp", "ws")  # what the embedded registrar serves (tls needs a certificate)
 
@@ -236,6 +238,7 @@ def read_target(ctx: Ctx, data: object) -> Target:
         tuple(uris),
         dns=_nameserver(t, uri is None),
         ws_path=ws_path,
+        probe=t.boolean("probe", True),
     )
 
 

@@ -17,3 +17,13 @@ class FailureReason(enum.StrEnum):
     PARSE_ERROR = "parse_error"              # the response could not be parsed
     UNSUPPORTED_AUTH = "unsupported_auth"    # no challenge with an algorithm we support
     INTERRUPTED = "interrupted"              # the run was stopped before an answer came
+
+    @property
+    def may_pass(self) -> bool:
+        """A failure that may pass: no answer, a broken transport or a server error (the registrar may have
+        restarted or be overloaded). Such a failed refresh is tried again later, and a failure of this kind
+        moves an endpoint to the next server of its target (RFC 3263 §4.3); any other failure is an answer."""
+        return self in _MAY_PASS
+
+
+_MAY_PASS = frozenset({FailureReason.TIMEOUT, FailureReason.TRANSPORT_ERROR, FailureReason.SERVER_ERROR})

@@ -14,11 +14,26 @@ It answers with bytes to send (`take_outgoing()`) and events (`take_events()`), 
 aioquic. Every request runs in a `NonInviteClientTransaction`, which owns retransmission (Timer E
 on unreliable transports) and the timeout (Timer F).
 
-The coarse behaviour is the table `_TRANSITIONS`: `(state, input) -> (handler, default next
-state)`, in the style of h2's stream.py. Responses are classified into inputs first (CHALLENGE,
-OK, TOO_BRIEF, RETRY, REJECT...). Handlers refine where the table cannot: a challenge after
-credentials is answered again only when it says stale=true or when we had reused a cached nonce;
-otherwise the credentials were rejected. An input with no entry raises ProtocolError.
+The machine is the table `_TABLE`: `(state, input) -> (handler, next states)`, in the style of
+h2's stream.py and of `transaction.py`. It is the single source of truth: every state (`RegState`),
+every input (`RegInput`), every handler (a method of that name) and every state an input may lead
+to is written there, one row per pair, and nowhere else. `_dispatch(input)` looks the pair up (no
+entry: `ProtocolError`), calls the handler, and sets the state the handler returned; the handler
+may return only one of the states its row lists (anything else: `ProtocolError`, a bug). The first
+listed is the usual outcome, the others are the refinements the row's comment explains (gave up
+instead of retrying, unregistering because a stop waited for this outcome...). Handlers never set
+the state themselves; helpers they share (`_begin_op`, `_fail_or_retry`, `_stop_without_request`)
+return a state too.
+
+Inputs come from four places: `start` / `stop` (START, STOP); a response, once the transaction
+passes it up as final, classified by status (`classify`: OK, CHALLENGE, TOO_BRIEF, RETRY, REJECT;
+a 1xx is absorbed by the transaction, PROVISIONAL is in the table for completeness); the
+transaction's outcome without a response (TIMEOUT when Timer F fires, TRANSPORT_ERROR when a send
+failed); and the machine's own deadlines (REFRESH_TIMER, BACKOFF_TIMER), fired by `handle_timer`.
+Inside a handler the work is: build and queue a request (`_send`), append events, schedule a
+deadline, read the 200 (`sipload.sip.granted`: the expiry, the flow's GRUUs). A
+challenge after credentials is answered again only when it says stale=true or when we had reused a
+cached nonce; otherwise the credentials were rejected.
 
 Operations (`Op`) are the three phases measured by the engine: the initial REGISTER, each
 REFRESH and the UNREGISTER. Each operation may take several requests (challenge, 423, retries
@@ -54,7 +69,8 @@ from dataclasses import dataclass, field
 from sipload.sip.digest import Challenge, DigestClient, choose_challenge, parse_challenges
 from sipload.sip.errors import ParseError, ProtocolError
 from sipload.sip.failures import FailureReason
-from sipload.sip.headers import parse_delta, parse_uri, quote, unquote
+from sipload.sip.granted import Flow, granted_expiry, read_flow
+from sipload.sip.headers import parse_delta
 from sipload.sip.ids import IdSource
 from sipload.sip.message import Response
 from sipload.sip.transaction import NonInviteClientTransaction, Timers, TxAction, TxState
@@ -92,10 +108,12 @@ class RegInput(enum.Enum):
     OK = "ok"                        # 2xx
     CHALLENGE = "challenge"          # 401 / 407
     TOO_BRIEF = "too_brief"          # 423
-    RETRY = "retry"                  # 5xx, 408, 480 and timeouts / transport errors: retry with backoff
+    RETRY = "retry"                  # 408, 480, 500, 502, 503, 504: retry with backoff
     REJECT = "reject"                # any other final response
-    REFRESH_TIMER = "refresh_timer"
-    BACKOFF_TIMER = "backoff_timer"
+    TIMEOUT = "timeout"              # the transaction's Timer F fired: no final response
+    TRANSPORT_ERROR = "transport_error"  # the request could not be sent (refused, reset, flow failed)
+    REFRESH_TIMER = "refresh_timer"  # the refresh is due (also: register again after a failed refresh)
+    BACKOFF_TIMER = "backoff_timer"  # the wait before retrying the operation is over
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +201,6 @@ RegEvent = OpStarted | Challenged | Registered | Unregistered | Failed | Retrans
 
 _MAX_STALE_RETRIES = 2
 _MAX_BRIEF_RETRIES = 2       # 423s answered per operation
-_MAX_DELTA = 2**32 - 1       # the largest delta-seconds (RFC 3261 §20.19)
-_RECOVERABLE = frozenset({FailureReason.TIMEOUT, FailureReason.TRANSPORT_ERROR, FailureReason.SERVER_ERROR})
 _RETRY_STATUSES = frozenset({408, 480, 500, 502, 503, 504})
 
 
@@ -212,33 +228,65 @@ def _reject_reason(status: int) -> FailureReason:
     return FailureReason.UNEXPECTED_STATUS
 
 
-Handler = Callable[["Registration", RegInput, "Response | None", float], None]
+Handler = Callable[["Registration", "Response | None", float], RegState]
 S = RegState
 I = RegInput  # noqa: E741
 
-# (state, input) -> handler name. Handlers set the next state themselves.
-_TRANSITIONS: dict[tuple[RegState, RegInput], str] = {
-    (S.IDLE, I.START): "_begin_register",
-    (S.IDLE, I.STOP): "_stop_idle",
-    (S.REGISTERED, I.REFRESH_TIMER): "_begin_refresh",
-    (S.REGISTERED, I.STOP): "_begin_unregister",
-    (S.BACKOFF, I.BACKOFF_TIMER): "_resend",
-    (S.BACKOFF, I.STOP): "_stop_without_request",
-    (S.FAILED, I.STOP): "_stop_without_request",
-    (S.FAILED, I.REFRESH_TIMER): "_begin_refresh",  # register again after a failed refresh
-    (S.UNREGISTERED, I.STOP): "_ignore",
-    (S.UNREGISTERING, I.STOP): "_ignore",
+# THE TABLE: (state, input) -> (handler, next states). The handler does the work and returns the next
+# state; the first next state is where the input leads when nothing else happened, the others (if any)
+# are the only ones the handler may choose instead, each for the reason in the comment. `_dispatch`
+# refuses any other. A pair that is not here is a protocol error.
+_TABLE: dict[tuple[RegState, RegInput], tuple[str, tuple[RegState, ...]]] = {
+    (S.IDLE, I.START): ("_begin_register", (S.REGISTERING,)),
+    (S.IDLE, I.STOP): ("_stop_idle", (S.UNREGISTERED,)),
+    # REGISTERING: the initial REGISTER is in flight (nothing is bound yet). FAILED: gave up on it;
+    # UNREGISTERING: the 200 came after a stop, which waited for it.
+    (S.REGISTERING, I.STOP): ("_defer_stop", (S.REGISTERING,)),
+    (S.REGISTERING, I.PROVISIONAL): ("_ignore", (S.REGISTERING,)),
+    (S.REGISTERING, I.OK): ("_on_registered", (S.REGISTERED, S.UNREGISTERING, S.FAILED)),  # FAILED: no expiry
+    (S.REGISTERING, I.CHALLENGE): ("_on_challenge", (S.REGISTERING, S.FAILED)),
+    (S.REGISTERING, I.TOO_BRIEF): ("_on_too_brief", (S.REGISTERING, S.FAILED)),
+    (S.REGISTERING, I.RETRY): ("_on_retry", (S.BACKOFF, S.FAILED)),  # FAILED: no retry left, or a stop waits
+    (S.REGISTERING, I.REJECT): ("_on_reject", (S.FAILED,)),
+    (S.REGISTERING, I.TIMEOUT): ("_on_timeout", (S.BACKOFF, S.FAILED)),
+    (S.REGISTERING, I.TRANSPORT_ERROR): ("_on_transport_error", (S.BACKOFF, S.FAILED)),
+    # REGISTERED: bound, the refresh is scheduled.
+    (S.REGISTERED, I.REFRESH_TIMER): ("_begin_refresh", (S.REFRESHING,)),
+    (S.REGISTERED, I.STOP): ("_begin_unregister", (S.UNREGISTERING,)),
+    # REFRESHING: a refresh is in flight; as REGISTERING, and a stop that waited for a failure unregisters
+    # when the registrar may still hold the binding (UNREGISTERING).
+    (S.REFRESHING, I.STOP): ("_defer_stop", (S.REFRESHING,)),
+    (S.REFRESHING, I.PROVISIONAL): ("_ignore", (S.REFRESHING,)),
+    (S.REFRESHING, I.OK): ("_on_registered", (S.REGISTERED, S.UNREGISTERING, S.FAILED)),
+    (S.REFRESHING, I.CHALLENGE): ("_on_challenge", (S.REFRESHING, S.FAILED, S.UNREGISTERING)),
+    (S.REFRESHING, I.TOO_BRIEF): ("_on_too_brief", (S.REFRESHING, S.FAILED, S.UNREGISTERING)),
+    (S.REFRESHING, I.RETRY): ("_on_retry", (S.BACKOFF, S.FAILED, S.UNREGISTERING)),
+    (S.REFRESHING, I.REJECT): ("_on_reject", (S.FAILED, S.UNREGISTERING)),
+    (S.REFRESHING, I.TIMEOUT): ("_on_timeout", (S.BACKOFF, S.FAILED, S.UNREGISTERING)),
+    (S.REFRESHING, I.TRANSPORT_ERROR): ("_on_transport_error", (S.BACKOFF, S.FAILED, S.UNREGISTERING)),
+    # BACKOFF: waiting to retry the operation; the retry goes back to the operation's own state.
+    (S.BACKOFF, I.BACKOFF_TIMER): ("_resend", (S.REGISTERING, S.REFRESHING, S.UNREGISTERING)),
+    (S.BACKOFF, I.STOP): ("_stop_at_rest", (S.UNREGISTERED, S.UNREGISTERING)),  # UNREGISTERING: may be bound
+    # UNREGISTERING: the unregister is in flight; a stop changes nothing, a failure is final (the registrar
+    # expires the binding on its own).
+    (S.UNREGISTERING, I.STOP): ("_ignore", (S.UNREGISTERING,)),
+    (S.UNREGISTERING, I.PROVISIONAL): ("_ignore", (S.UNREGISTERING,)),
+    (S.UNREGISTERING, I.OK): ("_on_unregistered", (S.UNREGISTERED,)),
+    (S.UNREGISTERING, I.CHALLENGE): ("_on_challenge", (S.UNREGISTERING, S.FAILED)),
+    (S.UNREGISTERING, I.TOO_BRIEF): ("_on_too_brief", (S.UNREGISTERING, S.FAILED)),
+    (S.UNREGISTERING, I.RETRY): ("_on_retry", (S.BACKOFF, S.FAILED)),
+    (S.UNREGISTERING, I.REJECT): ("_on_reject", (S.FAILED,)),
+    (S.UNREGISTERING, I.TIMEOUT): ("_on_timeout", (S.BACKOFF, S.FAILED)),
+    (S.UNREGISTERING, I.TRANSPORT_ERROR): ("_on_transport_error", (S.BACKOFF, S.FAILED)),
+    # UNREGISTERED: final.
+    (S.UNREGISTERED, I.STOP): ("_ignore", (S.UNREGISTERED,)),
+    # FAILED: final, except after a refresh that failed for a reason that may pass (register again).
+    (S.FAILED, I.STOP): ("_stop_at_rest", (S.FAILED, S.UNREGISTERING)),  # UNREGISTERING: may be bound
+    (S.FAILED, I.REFRESH_TIMER): ("_begin_refresh", (S.REFRESHING,)),
 }
-for _busy in (S.REGISTERING, S.REFRESHING, S.UNREGISTERING):
-    _TRANSITIONS[(_busy, I.PROVISIONAL)] = "_ignore"
-    _TRANSITIONS[(_busy, I.OK)] = "_on_ok"
-    _TRANSITIONS[(_busy, I.CHALLENGE)] = "_on_challenge"
-    _TRANSITIONS[(_busy, I.TOO_BRIEF)] = "_on_too_brief"
-    _TRANSITIONS[(_busy, I.RETRY)] = "_on_retry"
-    _TRANSITIONS[(_busy, I.REJECT)] = "_on_reject"
-for _busy in (S.REGISTERING, S.REFRESHING):
-    _TRANSITIONS[(_busy, I.STOP)] = "_defer_stop"
-del _busy
+
+# The state of a request in flight of each operation (BACKOFF goes back to it).
+_BUSY = {Op.REGISTER: S.REGISTERING, Op.REFRESH: S.REFRESHING, Op.UNREGISTER: S.UNREGISTERING}
 
 
 class Registration:
@@ -311,9 +359,10 @@ class Registration:
         self.service_route: list[str] = []
         self.path: list[str] = []
         # RFC 5626 / 5627 state, only with the options (one slot: a plain endpoint stays as small)
-        self._flow: _Flow | None = None
+        self._flow: Flow | None = None
         if profile.outbound or profile.gruu:
-            self._flow = _Flow(profile, instance if instance is not None else instance_urn(ids), reg_id)
+            instance = instance if instance is not None else instance_urn(ids)
+            self._flow = Flow(profile.outbound, profile.gruu, instance, reg_id)
         self._cseq = 0
         self._expires_requested = profile.expires
         self._op = Op.REGISTER
@@ -412,8 +461,7 @@ class Registration:
         deadline: float | None = None
         sent = self._tx_at
         if sent is not None:  # Timer E (unreliable) or F of a transaction that had no input yet
-            timers = self.profile.timers
-            deadline = sent + 64 * timers.t1 if self.profile.reliable else sent + timers.t1
+            deadline = self.profile.timers.first_deadline(sent, self.profile.reliable)
         elif self._tx is not None:
             deadline = self._tx.next_timer()
         for other in (self._refresh_due, self._backoff_until):
@@ -445,7 +493,7 @@ class Registration:
                         self._events.append(Retransmitted(self._op))
                     elif action is TxAction.TIMEOUT:
                         self._tx = None
-                        self._fail_or_retry(FailureReason.TIMEOUT, None, now)
+                        self._dispatch(RegInput.TIMEOUT, None, now)
                 if tx.state is TxState.TERMINATED and self._tx is tx:
                     self._tx = None
         if self._refresh_due is not None and self._refresh_due <= now:
@@ -463,7 +511,7 @@ class Registration:
             return
         if tx.transport_error(now) is TxAction.TRANSPORT_FAILED:
             self._tx = None
-            self._fail_or_retry(FailureReason.TRANSPORT_ERROR, None, now)
+            self._dispatch(RegInput.TRANSPORT_ERROR, None, now)
 
     def flow_failed(self, now: float) -> None:
         """The flow (connection) under this binding failed, e.g. a keep-alive pong never came.
@@ -498,93 +546,88 @@ class Registration:
 
     # --- the table --------------------------------------------------------------------------
     def _dispatch(self, inp: RegInput, response: Response | None, now: float) -> None:
-        handler = _HANDLERS.get((self.state, inp))
-        if handler is None:
+        entry = _HANDLERS.get((self.state, inp))
+        if entry is None:
             raise ProtocolError(
                 f"registration of {self.user}: no transition for {inp.value} in {self.state.value}"
             )
-        handler(self, inp, response, now)
+        handler, next_states = entry
+        state = handler(self, response, now)
+        if state not in next_states:  # a handler chose a state the table does not list: a bug here
+            raise ProtocolError(
+                f"registration of {self.user}: {inp.value} in {self.state.value} led to {state.value}, "
+                f"the table allows {', '.join(n.value for n in next_states)}"
+            )
+        self.state = state
 
-    # --- handlers -------------------------------------------------------------------------------
-    def _ignore(self, inp: RegInput, response: Response | None, now: float) -> None:
-        return
+    # --- handlers: each returns the next state, one of those its table entry lists ---------------
+    def _ignore(self, response: Response | None, now: float) -> RegState:
+        return self.state
 
-    def _begin_register(self, inp: RegInput, response: Response | None, now: float) -> None:
-        self._begin_op(Op.REGISTER, RegState.REGISTERING, now)
+    def _begin_register(self, response: Response | None, now: float) -> RegState:
+        return self._begin_op(Op.REGISTER, now)
 
-    def _begin_refresh(self, inp: RegInput, response: Response | None, now: float) -> None:
+    def _begin_refresh(self, response: Response | None, now: float) -> RegState:
         scheduled, self._refresh_due = self._refresh_due, None
-        self._begin_op(Op.REFRESH, RegState.REFRESHING, now, scheduled)
+        return self._begin_op(Op.REFRESH, now, scheduled)
 
-    def _begin_unregister(self, inp: RegInput, response: Response | None, now: float) -> None:
+    def _begin_unregister(self, response: Response | None, now: float) -> RegState:
         self._refresh_due = None
-        self._begin_op(Op.UNREGISTER, RegState.UNREGISTERING, now)
+        return self._begin_op(Op.UNREGISTER, now)
 
-    def _stop_idle(self, inp: RegInput, response: Response | None, now: float) -> None:
-        self.state = RegState.UNREGISTERED
+    def _stop_idle(self, response: Response | None, now: float) -> RegState:
+        return RegState.UNREGISTERED
 
-    def _defer_stop(self, inp: RegInput, response: Response | None, now: float) -> None:
-        self._stop_requested = True
+    def _defer_stop(self, response: Response | None, now: float) -> RegState:
+        self._stop_requested = True  # acted on when the request in flight has its outcome
+        return self.state
 
-    def _stop_without_request(self, inp: RegInput, response: Response | None, now: float) -> None:
-        """Stop while no request is in flight: unregister if the registrar may still hold us."""
-        if self.state is RegState.BACKOFF and self._op is not Op.UNREGISTER:  # count it, once
-            self._events.append(Failed(self._op, FailureReason.INTERRUPTED, None, self._op_started, now, True,
-                                       "stopped while waiting to retry"))
-        self._backoff_until = None
-        self._refresh_due = None
-        if self.bound_until is not None and self.bound_until > now:
-            self._begin_op(Op.UNREGISTER, RegState.UNREGISTERING, now)
-        elif self.state is not RegState.FAILED:
-            self.state = RegState.UNREGISTERED
+    def _stop_at_rest(self, response: Response | None, now: float) -> RegState:
+        return self._stop_without_request(self.state, now)
 
-    def _resend(self, inp: RegInput, response: Response | None, now: float) -> None:
-        self.state = RegState.REFRESHING if self._op is Op.REFRESH else (
-            RegState.UNREGISTERING if self._op is Op.UNREGISTER else RegState.REGISTERING
-        )
+    def _resend(self, response: Response | None, now: float) -> RegState:
         self._send(now, credentials=self._next_credentials())
+        return _BUSY[self._op]
 
-    def _on_ok(self, inp: RegInput, response: Response | None, now: float) -> None:
+    def _on_unregistered(self, response: Response | None, now: float) -> RegState:
+        self.bound_until = None
+        self.granted_expires = None
+        if self._flow is not None:
+            self._flow.pub_gruu = self._flow.temp_gruu = None
+        self._events.append(Unregistered(self._op_started, self._attempt_sent_at, self._answered_at))
+        return RegState.UNREGISTERED
+
+    def _on_registered(self, response: Response | None, now: float) -> RegState:
         assert response is not None
-        if self._op is Op.UNREGISTER:
-            self.bound_until = None
-            self.granted_expires = None
-            if self._flow is not None:
-                self._flow.pub_gruu = self._flow.temp_gruu = None
-            self.state = RegState.UNREGISTERED
-            self._events.append(Unregistered(self._op_started, self._attempt_sent_at, self._answered_at))
-            return
         flow = self._flow
-        granted = self._granted_expiry(response) if flow is None else self._read_flow(flow, response)
+        requested = self._expires_requested
+        granted = (granted_expiry(response, self.contact, requested) if flow is None
+                   else read_flow(flow, response, self.contact, requested))
         if granted <= 0:
-            self._give_up(FailureReason.UNEXPECTED_STATUS, response.status, now,
-                          "200 OK granted no expiry to our contact")
-            return
+            return self._give_up(FailureReason.UNEXPECTED_STATUS, response.status, now,
+                                 "200 OK granted no expiry to our contact")
         self.granted_expires = granted
         self.bound_until = now + granted
         self.service_route = response.headers.get_list("service-route")
         self.path = response.headers.get_list("path")
-        self.state = RegState.REGISTERED
         self._events.append(Registered(self._op, granted, self._op_started, self._attempt_sent_at, self._answered_at))
         if self._stop_requested:
             self._stop_requested = False
-            self._begin_unregister(RegInput.STOP, None, now)
-            return
+            return self._begin_unregister(None, now)
         self._schedule_refresh(granted, now)
+        return RegState.REGISTERED
 
-    def _on_challenge(self, inp: RegInput, response: Response | None, now: float) -> None:
+    def _on_challenge(self, response: Response | None, now: float) -> RegState:
         assert response is not None
         proxy = response.status == 407
         header = "proxy-authenticate" if proxy else "www-authenticate"
         try:
             challenges = parse_challenges(response.headers.get_all(header), proxy=proxy)
         except ParseError as exc:
-            self._give_up(FailureReason.PARSE_ERROR, response.status, now, str(exc))
-            return
+            return self._give_up(FailureReason.PARSE_ERROR, response.status, now, str(exc))
         auth = self._auth
         if auth is None:
-            self._give_up(FailureReason.AUTH_REJECTED, response.status, now, "challenged, no credentials")
-            return
+            return self._give_up(FailureReason.AUTH_REJECTED, response.status, now, "challenged, no credentials")
         if not self._sent_credentials and not self._challenged_this_op:
             self._events.append(Challenged(self._op, self._attempt_sent_at, self._answered_at))
         if self._sent_credentials:
@@ -594,19 +637,18 @@ class Registration:
             if stale and self._stale_retries < _MAX_STALE_RETRIES:
                 self._stale_retries += 1
             elif not self._used_cached_nonce:
-                self._give_up(FailureReason.AUTH_REJECTED, response.status, now, "credentials rejected")
-                return
+                return self._give_up(FailureReason.AUTH_REJECTED, response.status, now, "credentials rejected")
         chosen = choose_challenge([c for c in challenges if auth.can_answer(c)], auth.preference)
         if chosen is None:
             names = ", ".join(c.algorithm_name for c in challenges) or "none"
-            self._give_up(FailureReason.UNSUPPORTED_AUTH, response.status, now,
-                          f"no digest challenge we can answer (offered: {names})")
-            return
+            return self._give_up(FailureReason.UNSUPPORTED_AUTH, response.status, now,
+                                 f"no digest challenge we can answer (offered: {names})")
         self._challenged_this_op = True
         self._challenge = chosen
         self._send(now, credentials=auth.authorize(chosen, "REGISTER", self.profile.registrar_uri))
+        return self.state
 
-    def _on_too_brief(self, inp: RegInput, response: Response | None, now: float) -> None:
+    def _on_too_brief(self, response: Response | None, now: float) -> RegState:
         assert response is not None
         try:
             minimum = parse_delta(response.headers.get("min-expires") or "", "Min-Expires")
@@ -614,13 +656,13 @@ class Registration:
             minimum = -1
         self._brief_retries += 1  # a registrar raising Min-Expires forever must not loop
         if minimum <= self._expires_requested or minimum > 2**31 or self._brief_retries > _MAX_BRIEF_RETRIES:
-            self._give_up(FailureReason.INTERVAL_TOO_BRIEF, 423, now,
-                          f"423 with Min-Expires {response.headers.get('min-expires')!r}")
-            return
+            return self._give_up(FailureReason.INTERVAL_TOO_BRIEF, 423, now,
+                                 f"423 with Min-Expires {response.headers.get('min-expires')!r}")
         self._expires_requested = minimum
         self._send(now, credentials=self._next_credentials())
+        return self.state
 
-    def _on_retry(self, inp: RegInput, response: Response | None, now: float) -> None:
+    def _on_retry(self, response: Response | None, now: float) -> RegState:
         assert response is not None
         retry_after: float | None = None
         value = response.headers.get("retry-after")
@@ -630,15 +672,22 @@ class Registration:
             except ParseError:
                 retry_after = None
         reason = FailureReason.TIMEOUT if response.status == 408 else FailureReason.SERVER_ERROR
-        self._fail_or_retry(reason, response.status, now, retry_after=retry_after)
+        return self._fail_or_retry(reason, response.status, now, retry_after=retry_after)
 
-    def _on_reject(self, inp: RegInput, response: Response | None, now: float) -> None:
+    def _on_reject(self, response: Response | None, now: float) -> RegState:
         assert response is not None
-        self._give_up(_reject_reason(response.status), response.status, now,
-                      f"{response.status} {response.reason}")
+        return self._give_up(_reject_reason(response.status), response.status, now,
+                             f"{response.status} {response.reason}")
+
+    def _on_timeout(self, response: Response | None, now: float) -> RegState:
+        return self._fail_or_retry(FailureReason.TIMEOUT, None, now)
+
+    def _on_transport_error(self, response: Response | None, now: float) -> RegState:
+        return self._fail_or_retry(FailureReason.TRANSPORT_ERROR, None, now)
 
     # --- helpers ----------------------------------------------------------------------------
-    def _begin_op(self, op: Op, state: RegState, now: float, scheduled: float | None = None) -> None:
+    def _begin_op(self, op: Op, now: float, scheduled: float | None = None) -> RegState:
+        """The first request of operation `op`; returns the operation's state (a request in flight)."""
         self._events.append(OpStarted(op, now if scheduled is None else scheduled, now))
         self._op = op
         self._op_started = now
@@ -648,8 +697,8 @@ class Registration:
         self._brief_retries = 0
         if op is not Op.REFRESH:
             self._expires_requested = self.profile.expires
-        self.state = state
         self._send(now, credentials=self._next_credentials())
+        return _BUSY[op]
 
     def _next_credentials(self) -> tuple[str, str] | None:
         """Credentials for a new request of this operation: the cached challenge with nc+1."""
@@ -692,77 +741,6 @@ class Registration:
             f"User-Agent: {p.user_agent}\r\nContent-Length: 0\r\n\r\n"
         ).encode("utf-8", "surrogateescape")  # a challenge's non-UTF-8 bytes go back as they came
 
-    def _granted_expiry(self, response: Response) -> int:
-        """Our contact's expires param in the 200, else the Expires header, else what we asked."""
-        mine = self.contact
-        lines = response.headers.get_all("contact")
-        if len(lines) == 1:  # the usual answer, "<our contact>;expires=N", read without parsing addresses
-            line = lines[0]
-            end = len(mine) + 11
-            if (line[end - 10 : end] == ">;expires=" and line[1 : end - 10] == mine and line[:1] == "<"
-                    and "," not in line and "<" not in mine and ">" not in mine and mine.strip() == mine):
-                value = line[end:]
-                if value.isascii() and value.isdigit():  # what the general path below returns for it
-                    return min(int(value), _MAX_DELTA) if len(value) <= 10 else _MAX_DELTA
-        try:
-            contacts = response.contacts() or []
-            ours: tuple[str | None, str, int | None] | None = None
-            for addr in contacts:
-                if addr.uri != mine:  # the same text is the same key: parse URIs only when it differs
-                    if ours is None:
-                        ours = _contact_key(mine)
-                    if _contact_key(addr.uri) != ours:
-                        continue
-                param = addr.params.get("expires")
-                if param is not None and param.isascii() and param.isdigit():  # bounded, no overflow
-                    return min(int(param), _MAX_DELTA) if len(param) <= 10 else _MAX_DELTA
-                break
-            header = response.expires()
-        except ParseError:
-            header = None
-        return header if header is not None else self._expires_requested
-
-    def _read_flow(self, flow: _Flow, response: Response) -> int:
-        """The 200 of an outbound / GRUU registration: our binding's expiry, GRUUs, Require.
-
-        Our binding is the Contact with our instance (and reg-id, with outbound), else one with our URI.
-        """
-        flow.outbound_required = any(t.lower() == "outbound" for t in response.headers.get_list("require"))
-        flow.pub_gruu = flow.temp_gruu = None
-        try:
-            contacts = response.contacts() or []
-        except ParseError:
-            contacts = []
-        ours = None
-        mine = _contact_key(self.contact)
-        for addr in contacts:
-            params = addr.params
-            raw = params.get("+sip.instance")
-            try:
-                instance = unquote(raw) if raw is not None and raw.startswith('"') else raw
-            except ParseError:
-                instance = None
-            if instance is not None:
-                if instance.strip("<>") != flow.instance:
-                    continue
-                if flow.reg_id is not None and params.get("reg-id") not in (None, str(flow.reg_id)):
-                    continue
-                ours = addr
-                break
-            if ours is None and (addr.uri == self.contact or _contact_key(addr.uri) == mine):
-                ours = addr
-        if ours is not None:
-            flow.pub_gruu = _gruu(ours.params.get("pub-gruu"))
-            flow.temp_gruu = _gruu(ours.params.get("temp-gruu"))
-            param = ours.params.get("expires")
-            if param is not None and param.isascii() and param.isdigit():
-                return min(int(param), _MAX_DELTA) if len(param) <= 10 else _MAX_DELTA
-        try:
-            header = response.expires()
-        except ParseError:
-            header = None
-        return header if header is not None else self._expires_requested
-
     def _schedule_refresh(self, granted: int, now: float) -> None:
         p = self.profile
         delay = granted * p.refresh_at
@@ -771,12 +749,13 @@ class Registration:
         delay = min(delay, granted - p.refresh_margin)
         self._refresh_due = now + max(delay, min(granted * 0.5, 1.0))
 
-    def _give_up(self, reason: FailureReason, status: int | None, now: float, detail: str = "") -> None:
-        self._fail_or_retry(reason, status, now, final=True, detail=detail)
+    def _give_up(self, reason: FailureReason, status: int | None, now: float, detail: str = "") -> RegState:
+        return self._fail_or_retry(reason, status, now, final=True, detail=detail)
 
     def _fail_or_retry(self, reason: FailureReason, status: int | None, now: float, *,
-                       final: bool = False, retry_after: float | None = None, detail: str = "") -> None:
-        """Retry the operation after a backoff, or give up on it (bounded by max_retries)."""
+                       final: bool = False, retry_after: float | None = None, detail: str = "") -> RegState:
+        """Retry the operation after a backoff (BACKOFF), or give up on it (bounded by max_retries): FAILED,
+        or UNREGISTERING when a stop was waiting for this outcome and the registrar may hold a binding."""
         p = self.profile
         stopping = self._stop_requested and self._op is not Op.UNREGISTER
         if not final and not stopping and self._retries < p.max_retries:
@@ -785,68 +764,38 @@ class Registration:
             delay = retry_after if retry_after is not None else backoff
             self._events.append(Failed(self._op, reason, status, self._op_started, now, False, detail))
             self._backoff_until = now + delay
-            self.state = RegState.BACKOFF
-            return
+            return RegState.BACKOFF
         self._events.append(Failed(self._op, reason, status, self._op_started, now, True, detail))
-        self.state = RegState.FAILED
         if self._op is Op.UNREGISTER:
-            return  # we tried; the registrar expires the binding on its own
+            return RegState.FAILED  # we tried; the registrar expires the binding on its own
         if self._stop_requested:
             self._stop_requested = False
-            self._stop_without_request(RegInput.STOP, None, now)
-        elif self._op is Op.REFRESH and reason in _RECOVERABLE:
+            return self._stop_without_request(RegState.FAILED, now)
+        if self._op is Op.REFRESH and reason.may_pass:
             # the registrar went away (restarted?): register again after a backoff, as a
             # phone would; one operation at a time, until the run stops.
             self._refresh_due = now + max(p.retry_backoff_max, 1.0)
+        return RegState.FAILED
+
+    def _stop_without_request(self, state: RegState, now: float) -> RegState:
+        """Stop in `state` (BACKOFF or FAILED) while no request is in flight: unregister if the registrar may
+        still hold us (UNREGISTERING), else stay FAILED or end UNREGISTERED."""
+        if state is RegState.BACKOFF and self._op is not Op.UNREGISTER:  # count it, once
+            self._events.append(Failed(self._op, FailureReason.INTERRUPTED, None, self._op_started, now, True,
+                                       "stopped while waiting to retry"))
+        self._backoff_until = None
+        self._refresh_due = None
+        if self.bound_until is not None and self.bound_until > now:
+            return self._begin_op(Op.UNREGISTER, now)
+        return state if state is RegState.FAILED else RegState.UNREGISTERED
 
 
-_HANDLERS: dict[tuple[RegState, RegInput], Handler] = {
-    key: getattr(Registration, name) for key, name in _TRANSITIONS.items()
+# The table with its handler names resolved (what `_dispatch` looks up).
+_HANDLERS: dict[tuple[RegState, RegInput], tuple[Handler, tuple[RegState, ...]]] = {
+    key: (getattr(Registration, name), next_states) for key, (name, next_states) in _TABLE.items()
 }
-
-
-class _Flow:
-    """What outbound / GRUU add to one registration: its identity on the wire, what the 200 said."""
-
-    __slots__ = ("contact_params", "instance", "outbound_required", "pub_gruu", "reg_id", "supported", "temp_gruu")
-
-    def __init__(self, profile: Profile, instance: str, reg_id: int) -> None:
-        if not instance.startswith("urn:") or any(ch in instance for ch in '<>" \t\r\n'):
-            raise ValueError(f"instance: expected a URN such as urn:uuid:..., got {instance!r}")
-        if reg_id < 1:
-            raise ValueError(f"reg_id: must be >= 1, got {reg_id}")
-        self.instance = instance
-        self.reg_id: int | None = reg_id if profile.outbound else None
-        params = f";+sip.instance={quote(f'<{instance}>')}"
-        if self.reg_id is not None:
-            params += f";reg-id={reg_id}"
-        self.contact_params = params
-        tags = (["path", "outbound"] if profile.outbound else []) + (["gruu"] if profile.gruu else [])
-        self.supported = f"Supported: {', '.join(tags)}\r\n"
-        self.pub_gruu: str | None = None
-        self.temp_gruu: str | None = None
-        self.outbound_required = False
 
 
 def instance_urn(ids: IdSource) -> str:
     """A version-4 UUID URN drawn from `ids` (deterministic for a seeded source), RFC 5626 §4.1."""
     return uuid.UUID(int=int(ids.token(128), 16), version=4).urn
-
-
-def _gruu(value: str | None) -> str | None:
-    """A pub-gruu / temp-gruu parameter value (a quoted URI), unquoted; None when absent or malformed."""
-    if value is None:
-        return None
-    try:
-        text = unquote(value) if value.startswith('"') else value
-    except ParseError:
-        return None
-    return text or None
-
-
-def _contact_key(uri: str) -> tuple[str | None, str, int | None]:
-    try:
-        parsed = parse_uri(uri)
-    except ParseError:
-        return (uri, "", None)
-    return (parsed.user, parsed.host.lower(), parsed.port)

@@ -60,6 +60,21 @@ class Timers:
         if not (self.t1 > 0 and self.t2 >= self.t1 and self.t4 >= 0):
             raise ValueError(f"invalid timers {self!r}: need t1 > 0, t2 >= t1, t4 >= 0")
 
+    # The one place where Timer E and Timer F are computed (the transaction below, the registration
+    # machine's transaction-less shortcut, the OPTIONS keep-alive all use these).
+    @property
+    def timer_f(self) -> float:
+        """Timer F: how long a non-INVITE request waits for its final response, 64*T1."""
+        return 64 * self.t1
+
+    def next_e(self, interval: float) -> float:
+        """The Timer E interval after one of `interval` fired: doubled, at most T2."""
+        return min(2 * interval, self.t2)
+
+    def first_deadline(self, sent: float, reliable: bool) -> float:
+        """The first timer of a request sent at `sent`: Timer E at T1 (unreliable), else Timer F."""
+        return sent + self.timer_f if reliable else sent + self.t1
+
 
 class TxState(enum.Enum):
     TRYING = "trying"
@@ -133,7 +148,7 @@ class NonInviteClientTransaction:
         self.reliable = reliable
         self.timers = timers
         self._e_interval = timers.t1
-        self._deadlines: dict[TxInput, float] = {TxInput.TIMER_F: now + 64 * timers.t1}
+        self._deadlines: dict[TxInput, float] = {TxInput.TIMER_F: now + timers.timer_f}
         if not reliable:
             self._deadlines[TxInput.TIMER_E] = now + timers.t1
 
@@ -170,7 +185,7 @@ class NonInviteClientTransaction:
         old_state, self.state = self.state, new_state
         if action is TxAction.RETRANSMIT:
             self.retransmissions += 1
-            self._e_interval = min(2 * self._e_interval, self.timers.t2)  # already T2 in Proceeding
+            self._e_interval = self.timers.next_e(self._e_interval)  # already T2 in Proceeding
             self._deadlines[TxInput.TIMER_E] = now + self._e_interval
         if new_state is not old_state:
             self._enter(new_state, now)

@@ -1,7 +1,0 @@
-"""sipload.api: the HTTP side of the embedded registrar: emulators of the providers' status APIs
-(Telnyx, Audian, Ultravox), backed by the registrar's real binding store. See `app.serve_api`."""
-
-from sipload.api.app import Emulators, serve_api
-from sipload.api.knobs import ApiKeys, ApiKnobs
-
-__all__ = ["ApiKeys", "ApiKnobs", "Emulators", "serve_api"]

@@ -1,0 +1,652 @@
+//! The HTTP Digest client of `sipload/sip/digest.py` (RFC 2617, RFC 7616, RFC 8760): challenge
+//! parsing, the choice among several challenges, and the Authorization value, byte for byte.
+//!
+//! Hashes (text hashed as Python's `str.encode("utf-8", "surrogatepass")`):
+//! HA1 = H(user:realm:password) (-sess: H(HA1:nonce:cnonce)); HA2 = H(method:uri) (auth-int:
+//! H(method:uri:H(body))); response = H(HA1:nonce:nc:cnonce:qop:HA2) (no qop: H(HA1:nonce:HA2)).
+
+use md5::Md5;
+use sha2::{Digest, Sha256, Sha512_256};
+
+use crate::error::{shown, ParseError, Result};
+use crate::text::{py_lower, py_strip, surrogatepass};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    Md5,
+    Md5Sess,
+    Sha256,
+    Sha256Sess,
+    Sha512_256,
+    Sha512_256Sess,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 6] = [
+        Algorithm::Md5,
+        Algorithm::Md5Sess,
+        Algorithm::Sha256,
+        Algorithm::Sha256Sess,
+        Algorithm::Sha512_256,
+        Algorithm::Sha512_256Sess,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Md5Sess => "MD5-sess",
+            Algorithm::Sha256 => "SHA-256",
+            Algorithm::Sha256Sess => "SHA-256-sess",
+            Algorithm::Sha512_256 => "SHA-512-256",
+            Algorithm::Sha512_256Sess => "SHA-512-256-sess",
+        }
+    }
+
+    /// The algorithm named `name` (case-insensitive), None when unsupported.
+    pub fn parse(name: &[u8]) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| name.eq_ignore_ascii_case(a.name().as_bytes()))
+    }
+
+    pub fn base(self) -> Algorithm {
+        match self {
+            Algorithm::Md5Sess => Algorithm::Md5,
+            Algorithm::Sha256Sess => Algorithm::Sha256,
+            Algorithm::Sha512_256Sess => Algorithm::Sha512_256,
+            other => other,
+        }
+    }
+
+    pub fn sess(self) -> bool {
+        self.base() != self
+    }
+
+    /// SHA-512-256 > SHA-512-256-sess > SHA-256 > SHA-256-sess > MD5 > MD5-sess.
+    pub fn rank(self) -> u8 {
+        match self {
+            Algorithm::Sha512_256 => 6,
+            Algorithm::Sha512_256Sess => 5,
+            Algorithm::Sha256 => 4,
+            Algorithm::Sha256Sess => 3,
+            Algorithm::Md5 => 2,
+            Algorithm::Md5Sess => 1,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// Lower-case hex digest of raw bytes with the hash of `algorithm`.
+pub fn hash_hex(algorithm: Algorithm, data: &[u8]) -> String {
+    match algorithm.base() {
+        Algorithm::Md5 => hex(&Md5::digest(data)),
+        Algorithm::Sha256 => hex(&Sha256::digest(data)),
+        _ => hex(&Sha512_256::digest(data)),
+    }
+}
+
+/// H of text parts joined by ':' (text as Python hashes it).
+fn h(algorithm: Algorithm, parts: &[&[u8]]) -> String {
+    let joined = parts.join(&b':');
+    hash_hex(algorithm, &surrogatepass(&joined))
+}
+
+/// Hex H(username:realm:password), the non-sess HA1.
+pub fn compute_ha1(username: &[u8], realm: &[u8], password: &[u8], algorithm: Algorithm) -> String {
+    h(algorithm, &[username, realm, password])
+}
+
+/// RFC 7616 §3.4.4 userhash: H(username:realm).
+pub fn userhash(username: &[u8], realm: &[u8], algorithm: Algorithm) -> String {
+    h(algorithm, &[username, realm])
+}
+
+/// The request-digest from the non-sess HA1 (the -sess step is applied here).
+#[allow(clippy::too_many_arguments)]
+pub fn compute_response(
+    algorithm: Algorithm,
+    ha1: &[u8],
+    nonce: &[u8],
+    method: &[u8],
+    uri: &[u8],
+    qop: Option<&[u8]>,
+    nc: Option<&[u8]>,
+    cnonce: Option<&[u8]>,
+    body: &[u8],
+) -> String {
+    let sess_ha1;
+    let mut ha1 = ha1;
+    if algorithm.sess() {
+        sess_ha1 = h(algorithm, &[ha1, nonce, cnonce.unwrap_or_default()]);
+        ha1 = sess_ha1.as_bytes();
+    }
+    let ha2 = if qop == Some(b"auth-int") {
+        let body_hash = hash_hex(algorithm, body);
+        h(algorithm, &[method, uri, body_hash.as_bytes()])
+    } else {
+        h(algorithm, &[method, uri])
+    };
+    match qop {
+        None => h(algorithm, &[ha1, nonce, ha2.as_bytes()]),
+        Some(q) => h(algorithm, &[ha1, nonce, nc.unwrap_or(b"None"), cnonce.unwrap_or(b"None"), q, ha2.as_bytes()]),
+    }
+}
+
+// --------------------------------------------------------------------------------------- parsing
+
+fn is_t(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+.^_`|~-".contains(&b)
+}
+
+fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+fn run(s: &[u8], mut i: usize, pred: fn(u8) -> bool) -> usize {
+    while i < s.len() && pred(s[i]) {
+        i += 1;
+    }
+    i
+}
+
+fn skip(s: &[u8], i: usize) -> usize {
+    run(s, i, |b| is_lws(b) || b == b',')
+}
+
+/// `_SCHEME`: a token, then whitespace, or a ',' ahead, or the end.
+fn scheme_at(s: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let end = run(s, pos, is_t);
+    if end == pos {
+        return None;
+    }
+    match s.get(end) {
+        None | Some(b',') => Some((end, end)),
+        Some(&b) if is_lws(b) => Some((end, run(s, end, is_lws))),
+        _ => None,
+    }
+}
+
+/// `_PARAM`: name, '=', a quoted string (escapes, no CR/LF) or a token-ish value; (name, value, end).
+fn param_at(s: &[u8], pos: usize) -> Option<(&[u8], Vec<u8>, usize)> {
+    let name_end = run(s, pos, is_t);
+    if name_end == pos {
+        return None;
+    }
+    let mut i = run(s, name_end, is_lws);
+    if s.get(i) != Some(&b'=') {
+        return None;
+    }
+    i = run(s, i + 1, is_lws);
+    let value;
+    if s.get(i) == Some(&b'"') {
+        let mut j = i + 1;
+        let mut out = Vec::new();
+        let mut escaped = false;
+        loop {
+            let &b = s.get(j)?;
+            if b == b'\r' || b == b'\n' {
+                return None;
+            }
+            if escaped {
+                out.push(b);
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                break;
+            } else {
+                out.push(b);
+            }
+            j += 1;
+        }
+        value = out;
+        i = j + 1;
+    } else {
+        let end = run(s, i, |b| !is_lws(b) && b != b',' && b != b'"');
+        if end == i {
+            return None;
+        }
+        value = s[i..end].to_vec();
+        i = end;
+    }
+    Some((&s[pos..name_end], value, run(s, i, is_lws)))
+}
+
+/// `_IS_PARAM`: a token then '=' (whitespace between allowed).
+fn is_param_at(s: &[u8], pos: usize) -> bool {
+    let end = run(s, pos, is_t);
+    end > pos && s.get(run(s, end, is_lws)) == Some(&b'=')
+}
+
+/// `_TOKEN68`: its end.
+fn token68_at(s: &[u8], pos: usize) -> Option<usize> {
+    let end = run(s, pos, |b| b.is_ascii_alphanumeric() || b"._~+/-".contains(&b));
+    if end == pos {
+        return None;
+    }
+    Some(run(s, run(s, end, |b| b == b'='), is_lws))
+}
+
+type AuthParams = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn get<'a>(params: &'a AuthParams, name: &[u8]) -> Option<&'a [u8]> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+}
+
+/// `[(scheme lower-cased, [(param name lower-cased, unquoted value)])]` of one header value.
+pub fn parse_auth_list(value: &[u8]) -> Result<Vec<(Vec<u8>, AuthParams)>> {
+    let n = value.len();
+    let mut pos = skip(value, 0);
+    if pos == n {
+        return Err(ParseError::new("empty authentication header value"));
+    }
+    let mut out = Vec::new();
+    while pos < n {
+        let Some((scheme_end, after)) = scheme_at(value, pos) else {
+            return Err(ParseError::new(format!(
+                "expected an auth scheme at offset {pos}: {}",
+                shown(&value[pos..], 30)
+            )));
+        };
+        let scheme = value[pos..scheme_end].to_ascii_lowercase();
+        let mut params: AuthParams = Vec::new();
+        pos = after;
+        let mut first = true;
+        while pos < n && value[pos] != b',' {
+            if let Some((name, v, end)) = param_at(value, pos) {
+                let name = name.to_ascii_lowercase();
+                if params.iter().any(|(k, _)| *k == name) {
+                    return Err(ParseError::new(format!(
+                        "parameter {:?} repeated in the {} challenge/credentials",
+                        String::from_utf8_lossy(&name),
+                        String::from_utf8_lossy(&scheme)
+                    )));
+                }
+                params.push((name, v));
+                pos = end;
+            } else if let (true, Some(end)) = (first, token68_at(value, pos)) {
+                pos = end;
+            } else {
+                return Err(ParseError::new(format!(
+                    "bad auth parameter at offset {pos}: {} (unterminated quote, CR/LF or stray character?)",
+                    shown(&value[pos..], 30)
+                )));
+            }
+            first = false;
+            if pos == n {
+                break;
+            }
+            if value[pos] != b',' {
+                return Err(ParseError::new(format!("expected ',' at offset {pos}: {}", shown(&value[pos..], 30))));
+            }
+            pos = skip(value, pos);
+            if !is_param_at(value, pos) {
+                break;
+            }
+        }
+        pos = skip(value, pos);
+        out.push((scheme, params));
+    }
+    Ok(out)
+}
+
+/// One Digest challenge from WWW-Authenticate (401) or Proxy-Authenticate (407, `proxy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub realm: Vec<u8>,
+    pub nonce: Vec<u8>,
+    pub algorithm: Option<Algorithm>,
+    pub algorithm_name: Vec<u8>,
+    pub qop: Vec<Vec<u8>>,
+    pub opaque: Option<Vec<u8>>,
+    pub stale: bool,
+    pub domain: Option<Vec<u8>>,
+    pub userhash: bool,
+    pub proxy: bool,
+}
+
+impl Challenge {
+    pub fn supported(&self) -> bool {
+        self.algorithm.is_some() && (self.qop.is_empty() || self.qop.iter().any(|q| q == b"auth" || q == b"auth-int"))
+    }
+}
+
+/// Every Digest challenge of these header values, in order; other schemes are skipped.
+pub fn parse_challenges(values: &[&[u8]], proxy: bool) -> Result<Vec<Challenge>> {
+    let mut out = Vec::new();
+    for value in values {
+        for (scheme, p) in parse_auth_list(value)? {
+            if scheme != b"digest" {
+                continue;
+            }
+            let (Some(realm), Some(nonce)) = (get(&p, b"realm"), get(&p, b"nonce")) else {
+                let missing = if get(&p, b"realm").is_none() { "realm" } else { "nonce" };
+                return Err(ParseError::new(format!("Digest challenge without {missing}: {}", shown(value, 80))));
+            };
+            let name = get(&p, b"algorithm").unwrap_or(b"MD5");
+            let qop = match get(&p, b"qop") {
+                None => vec![],
+                Some(b"auth") => vec![b"auth".to_vec()],
+                Some(text) => {
+                    text.split(|&b| b == b',').map(|x| py_lower(py_strip(x))).filter(|q| !q.is_empty()).collect()
+                }
+            };
+            out.push(Challenge {
+                realm: realm.to_vec(),
+                nonce: nonce.to_vec(),
+                algorithm: Algorithm::parse(name),
+                algorithm_name: name.to_vec(),
+                qop,
+                opaque: get(&p, b"opaque").map(<[u8]>::to_vec),
+                stale: get(&p, b"stale").is_some_and(|s| s.eq_ignore_ascii_case(b"true")),
+                domain: get(&p, b"domain").map(<[u8]>::to_vec),
+                userhash: get(&p, b"userhash").is_some_and(|s| s.eq_ignore_ascii_case(b"true")),
+                proxy,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The strongest supported challenge (first among equals), or the first in `preference` order.
+pub fn choose_challenge<'a>(challenges: &[&'a Challenge], preference: Option<&[Algorithm]>) -> Option<&'a Challenge> {
+    let Some(preference) = preference else {
+        if let [only] = challenges {
+            return only.supported().then_some(*only);
+        }
+        let mut best: Option<&Challenge> = None;
+        for c in challenges.iter().filter(|c| c.supported()) {
+            let rank = c.algorithm.map_or(0, Algorithm::rank);
+            if best.is_none_or(|b| rank > b.algorithm.map_or(0, Algorithm::rank)) {
+                best = Some(c);
+            }
+        }
+        return best;
+    };
+    preference.iter().find_map(|&a| challenges.iter().find(|c| c.supported() && c.algorithm == Some(a)).copied())
+}
+
+/// Why a challenge could not be answered, or a value could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthError(pub String);
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+/// `_quote`: a quoted-string for a Digest header; CR/LF cannot be sent.
+pub fn auth_quote(s: &[u8]) -> std::result::Result<Vec<u8>, AuthError> {
+    if s.contains(&b'\r') || s.contains(&b'\n') {
+        return Err(AuthError(format!("CR/LF cannot be sent in a Digest header value: {}", shown(s, 80))));
+    }
+    Ok(crate::headers::quote(s))
+}
+
+const CLIENT_NONCES: usize = 8;
+
+/// Answers challenges for one endpoint, keeping a nonce count per nonce (the last 8 nonces).
+#[derive(Debug, Clone)]
+pub struct DigestClient {
+    pub username: Vec<u8>,
+    password: Option<Vec<u8>>,
+    ha1: Option<Vec<u8>>,
+    ha1_realm: Option<Vec<u8>>,
+    ha1_algorithm: Option<Algorithm>,
+    pub preference: Option<Vec<Algorithm>>,
+    nc: Vec<(Vec<u8>, u32)>, // oldest first
+    last_ha1: Option<(Vec<u8>, Algorithm, String)>,
+}
+
+impl DigestClient {
+    /// As `DigestClient(username, password, ha1=, realm_for_ha1=, preference=, ha1_algorithm=)`.
+    pub fn new(
+        username: &[u8],
+        password: Option<&[u8]>,
+        ha1: Option<&[u8]>,
+        realm_for_ha1: Option<&[u8]>,
+        preference: Option<Vec<Algorithm>>,
+        ha1_algorithm: Option<Algorithm>,
+    ) -> std::result::Result<Self, AuthError> {
+        if password.is_none() && ha1.is_none() {
+            return Err(AuthError("DigestClient needs a password or a precomputed ha1".into()));
+        }
+        auth_quote(username)?;
+        let mut ha1_algorithm = ha1_algorithm;
+        if let (Some(h), None) = (ha1, ha1_algorithm) {
+            ha1_algorithm = match crate::text::char_count(h) {
+                32 => Some(Algorithm::Md5),
+                64 => Some(Algorithm::Sha256),
+                n => {
+                    return Err(AuthError(format!("cannot infer the algorithm of a {n}-digit ha1: give ha1_algorithm")))
+                }
+            };
+        }
+        Ok(DigestClient {
+            username: username.to_vec(),
+            password: password.map(<[u8]>::to_vec),
+            ha1: ha1.map(py_lower),
+            ha1_realm: realm_for_ha1.map(<[u8]>::to_vec),
+            ha1_algorithm: ha1_algorithm.map(Algorithm::base),
+            preference,
+            nc: Vec::new(),
+            last_ha1: None,
+        })
+    }
+
+    fn ha1_for(&mut self, challenge: &Challenge) -> Option<Vec<u8>> {
+        let alg = challenge.algorithm?;
+        if let Some(ha1) = &self.ha1 {
+            if Some(alg.base()) == self.ha1_algorithm && self.ha1_realm.as_ref().is_none_or(|r| *r == challenge.realm) {
+                return Some(ha1.clone());
+            }
+        }
+        let password = self.password.as_ref()?;
+        if let Some((realm, a, ha1)) = &self.last_ha1 {
+            if *a == alg && *realm == challenge.realm {
+                return Some(ha1.as_bytes().to_vec());
+            }
+        }
+        let ha1 = compute_ha1(&self.username, &challenge.realm, password, alg);
+        self.last_ha1 = Some((challenge.realm.clone(), alg, ha1.clone()));
+        Some(ha1.into_bytes())
+    }
+
+    pub fn can_answer(&mut self, challenge: &Challenge) -> bool {
+        challenge.supported() && (self.password.is_some() || self.ha1_for(challenge).is_some())
+    }
+
+    /// `(header name, header value)` answering `challenge`; `cnonce` is asked only when needed.
+    pub fn authorize(
+        &mut self,
+        challenge: &Challenge,
+        method: &[u8],
+        uri: &[u8],
+        body: &[u8],
+        cnonce: &mut dyn FnMut() -> std::result::Result<Vec<u8>, AuthError>,
+    ) -> std::result::Result<(&'static str, Vec<u8>), AuthError> {
+        let ha1 = self.ha1_for(challenge);
+        let (Some(alg), Some(ha1), true) = (challenge.algorithm, ha1, challenge.supported()) else {
+            return Err(AuthError(format!(
+                "cannot answer Digest challenge algorithm={} qop={} realm={}",
+                String::from_utf8_lossy(&challenge.algorithm_name),
+                String::from_utf8_lossy(&challenge.qop.join(&b',')),
+                shown(&challenge.realm, 200)
+            )));
+        };
+        let qop: Option<&[u8]> = if challenge.qop.is_empty() {
+            None
+        } else if challenge.qop.iter().any(|q| q == b"auth") {
+            Some(b"auth")
+        } else {
+            Some(b"auth-int")
+        };
+        let cnonce = if qop.is_some() || alg.sess() { Some(cnonce()?) } else { None };
+        let mut nc = None;
+        if qop.is_some() {
+            let count = match self.nc.iter().position(|(n, _)| *n == challenge.nonce) {
+                Some(i) => self.nc.remove(i).1,
+                None => 0,
+            }
+            .wrapping_add(1);
+            self.nc.push((challenge.nonce.clone(), count));
+            if self.nc.len() > CLIENT_NONCES {
+                self.nc.remove(0);
+            }
+            nc = Some(format!("{count:08x}"));
+        }
+        let response = compute_response(
+            alg,
+            &ha1,
+            &challenge.nonce,
+            method,
+            uri,
+            qop,
+            nc.as_deref().map(str::as_bytes),
+            cnonce.as_deref(),
+            body,
+        );
+        let user = if challenge.userhash {
+            userhash(&self.username, &challenge.realm, alg).into_bytes()
+        } else {
+            self.username.clone()
+        };
+        let mut value = Vec::with_capacity(256);
+        value.extend_from_slice(b"Digest username=");
+        value.extend(auth_quote(&user)?);
+        value.extend_from_slice(b", realm=");
+        value.extend(auth_quote(&challenge.realm)?);
+        value.extend_from_slice(b", nonce=");
+        value.extend(auth_quote(&challenge.nonce)?);
+        value.extend_from_slice(b", uri=");
+        value.extend(auth_quote(uri)?);
+        value.extend_from_slice(b", response=\"");
+        value.extend_from_slice(response.as_bytes());
+        value.extend_from_slice(b"\", algorithm=");
+        value.extend_from_slice(&challenge.algorithm_name);
+        if let Some(c) = &cnonce {
+            value.extend_from_slice(b", cnonce=");
+            value.extend(auth_quote(c)?);
+        }
+        if let Some(o) = &challenge.opaque {
+            value.extend_from_slice(b", opaque=");
+            value.extend(auth_quote(o)?);
+        }
+        if let (Some(q), Some(n)) = (qop, &nc) {
+            value.extend_from_slice(b", qop=");
+            value.extend_from_slice(q);
+            value.extend_from_slice(b", nc=");
+            value.extend_from_slice(n.as_bytes());
+        }
+        if challenge.userhash {
+            value.extend_from_slice(b", userhash=true");
+        }
+        Ok((if challenge.proxy { "Proxy-Authorization" } else { "Authorization" }, value))
+    }
+
+    /// Choose (client preference, else strongest) and authorize; None if nothing can be answered.
+    pub fn answer(
+        &mut self,
+        challenges: &[Challenge],
+        method: &[u8],
+        uri: &[u8],
+        body: &[u8],
+        cnonce: &mut dyn FnMut() -> std::result::Result<Vec<u8>, AuthError>,
+    ) -> std::result::Result<Option<(&'static str, Vec<u8>)>, AuthError> {
+        let answerable: Vec<&Challenge> = challenges.iter().filter(|c| self.can_answer(c)).collect();
+        let preference = self.preference.clone();
+        match choose_challenge(&answerable, preference.as_deref()) {
+            None => Ok(None),
+            Some(chosen) => {
+                let chosen = chosen.clone();
+                self.authorize(&chosen, method, uri, body, cnonce).map(Some)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc2617_example() {
+        // RFC 2617 §3.5 (Mufasa), qop=auth
+        let ha1 = compute_ha1(b"Mufasa", b"testrealm@host.com", b"Circle Of Life", Algorithm::Md5);
+        let r = compute_response(
+            Algorithm::Md5,
+            ha1.as_bytes(),
+            b"dcd98b7102dd2f0e8b11d0f600bfb0c093",
+            b"GET",
+            b"/dir/index.html",
+            Some(b"auth"),
+            Some(b"00000001"),
+            Some(b"0a4f113b"),
+            b"",
+        );
+        assert_eq!(r, "6629fae49393a05397450978507c4ef1");
+    }
+
+    #[test]
+    fn rfc7616_sha256_example() {
+        let ha1 = compute_ha1(b"Mufasa", b"http-auth@example.org", b"Circle of Life", Algorithm::Sha256);
+        let r = compute_response(
+            Algorithm::Sha256,
+            ha1.as_bytes(),
+            b"7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+            b"GET",
+            b"/dir/index.html",
+            Some(b"auth"),
+            Some(b"00000001"),
+            Some(b"f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ"),
+            b"",
+        );
+        assert_eq!(r, "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1");
+    }
+
+    #[test]
+    fn sha512_256_is_not_truncated_sha512() {
+        assert_eq!(
+            hash_hex(Algorithm::Sha512_256, b"abc"),
+            "53048e2681941ef99b2e29b76b4c7dabe4c2d0c634fc6d46e0e2f13107e7af23"
+        );
+    }
+
+    #[test]
+    fn several_challenges_one_line_and_the_strongest() {
+        let v: &[u8] = b"Digest realm=\"r\", nonce=\"n1\", algorithm=MD5, qop=\"auth\", \
+Digest realm=\"r\", nonce=\"n2\", algorithm=SHA-256, Basic realm=\"x\"";
+        let cs = parse_challenges(&[v], false).unwrap();
+        assert_eq!(cs.len(), 2);
+        let refs: Vec<&Challenge> = cs.iter().collect();
+        assert_eq!(choose_challenge(&refs, None).unwrap().nonce, b"n2");
+        assert_eq!(choose_challenge(&refs, Some(&[Algorithm::Md5])).unwrap().nonce, b"n1");
+        assert!(parse_challenges(&[&b"Digest realm=\"r\""[..]], false).is_err());
+        assert!(parse_auth_list(b"Digest realm=\"r, nonce=x").is_err());
+        assert!(parse_auth_list(b" , ").is_err());
+    }
+
+    #[test]
+    fn nonce_count_rises_per_nonce() {
+        let cs =
+            parse_challenges(&[&b"Digest realm=\"r\", nonce=\"n\", qop=\"auth-int,auth\", opaque=\"o\""[..]], true)
+                .unwrap();
+        let mut client = DigestClient::new(b"u", Some(b"p"), None, None, None, None).unwrap();
+        let mut cn = || Ok(b"c".to_vec());
+        let (name, first) = client.authorize(&cs[0], b"REGISTER", b"sip:h", b"", &mut cn).unwrap();
+        assert_eq!(name, "Proxy-Authorization");
+        assert!(first.ends_with(b"qop=auth, nc=00000001"));
+        let (_, second) = client.authorize(&cs[0], b"REGISTER", b"sip:h", b"", &mut cn).unwrap();
+        assert!(second.ends_with(b"nc=00000002"));
+    }
+}
