@@ -93,7 +93,7 @@ class _DelayType(click.ParamType):  # type: ignore[type-arg]  # generic since cl
 @click.option("--challenge-rate", type=click.FloatRange(min=0.0), default=None,
               help="401 challenges per second per source IP; over it no answer is sent (0: no limit)  "
                    "[default: no limit when every --listen is loopback, else 100].")
-@click.option("--flow-timeout", type=_DurationType(), default="0", show_default=True,
+@click.option("--flow-timeout", type=DURATION, default="0", show_default=True,
               help="Close a TCP/TLS/WS connection silent this long (no request, no keep-alive); its outbound "
                    "flows fail (Audian: device.offline). 0: never.")
 @click.option("--quiet", is_flag=True, help="No per-second line.")
