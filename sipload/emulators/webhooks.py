@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -46,6 +45,7 @@ EVENTS = ("device.registered", "device.unregistered", "device.offline")
 EVENT_OF = {"registered": "device.registered", "unregistered": "device.unregistered", "offline": "device.offline"}
 MAX_SUBSCRIPTIONS = 20          # per account
 _SWEEP = 1.0                    # seconds between purges at the latest
+_SWEEP_FLOOR = 0.001            # and at the soonest (a heap top already due never spins)
 
 Poster = Callable[[str, bytes], Awaitable[int]]   # (url, JSON body) -> HTTP status; raises when nothing came back
 Queued = tuple[str, str, Binding | None, float]    # (kind, user, binding, store time)
@@ -157,8 +157,9 @@ class WebhookHub:
         store = self.view.store
         while True:
             now = self.view.now()
-            due = store.next_expiry()
-            await trio.sleep_until(min(due if due is not None else math.inf, now + _SWEEP))
+            due = store.next_expiry() if self.subscriptions else None
+            wait = _SWEEP if due is None else min(max(due - now, _SWEEP_FLOOR), _SWEEP)
+            await trio.sleep(wait)
             if self.subscriptions:
                 store.purge(self.view.now(), 4096)
 
