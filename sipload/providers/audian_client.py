@@ -12,7 +12,7 @@ which), anything else -> UNKNOWN.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -209,3 +209,68 @@ class AudianClient:
             if isinstance(alerts_raw, list) else []
         return Dashboard(_opt_str(answer, "timestamp"),
                          {str(k): v for k, v in summary.items() if isinstance(v, int)}, by_type, alerts)
+
+    # --- webhooks and troubleshooting (shapes: the emulator's, in Audian's flat camelCase) -----------------
+    def _account_path(self, tail: str) -> str:
+        return f"/accounts/{quote(self.account_id, safe='')}{tail}"
+
+    async def subscribe(self, url: str, events: Sequence[str]) -> Webhook:
+        """POST .../webhooks {url, events} -> the subscription."""
+        path = self._account_path("/webhooks")
+        answer = await self.api.call("POST", path, body={"url": url, "events": list(events)})
+        return parse_webhook(answer, f"Audian POST {path}")
+
+    async def webhooks(self) -> list[Webhook]:
+        path = self._account_path("/webhooks")
+        where = f"Audian GET {path}"
+        data = _object(await self.api.call("GET", path), where).get("data")
+        if not isinstance(data, list):
+            raise ProviderHttpError(f"{where}: malformed answer (needs a 'data' list)", endpoint=where)
+        return [parse_webhook(item, where) for item in data]
+
+    async def unsubscribe(self, webhook_id: str) -> None:
+        path = self._account_path(f"/webhooks/{quote(webhook_id, safe='')}")
+        await self.api.call("DELETE", path)
+
+    async def device_credentials(self, device_id: str) -> dict[str, Any]:
+        path = self._devices_path(f"/{quote(device_id, safe='')}/credentials")
+        return dict(_object(await self.api.call("GET", path), f"Audian GET {path}"))
+
+    async def device_logs(self, device_id: str, lines: int = 50) -> list[DeviceLogLine]:
+        """GET .../devices/{id}/logs?lines=N -> the device's last lines, oldest first."""
+        path = self._devices_path(f"/{quote(device_id, safe='')}/logs")
+        where = f"Audian GET {path}"
+        logs = _object(await self.api.call("GET", path, params={"lines": lines}), where).get("logs")
+        if not isinstance(logs, list):
+            raise ProviderHttpError(f"{where}: malformed answer (needs a 'logs' list)", endpoint=where)
+        return [DeviceLogLine(_opt_str(d, "timestamp") or "", _opt_str(d, "event") or "",
+                              _opt_str(d, "message") or "") for d in (_object(i, where) for i in logs)]
+
+    async def set_registration_expiry(self, device_id: str, seconds: int) -> dict[str, Any]:
+        """PATCH .../devices/{id} {"settings": {"registrationExpiry": N}} -> the device's settings."""
+        path = self._devices_path(f"/{quote(device_id, safe='')}")
+        answer = await self.api.call("PATCH", path, body={"settings": {"registrationExpiry": seconds}})
+        return dict(_object(answer, f"Audian PATCH {path}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    webhook_id: str
+    url: str
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLogLine:
+    timestamp: str
+    event: str
+    message: str
+
+
+def parse_webhook(item: object, where: str) -> Webhook:
+    d = _object(item, where)
+    webhook_id, url, events = d.get("webhookId"), d.get("url"), d.get("events")
+    if not isinstance(webhook_id, str) or not isinstance(url, str) or not isinstance(events, list):
+        raise ProviderHttpError(f"{where}: malformed webhook (needs webhookId, url, events): {snippet(item)}",
+                                endpoint=where)
+    return Webhook(webhook_id, url, tuple(str(e) for e in events))
