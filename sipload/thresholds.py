@@ -41,6 +41,8 @@ class MetricKind(enum.StrEnum):
 
 
 PHASES = ("register", "challenge", "auth", "refresh", "unregister")
+WEBHOOK_EVENTS = ("registered", "unregistered", "offline")
+WEBHOOK_TOTALS = ("missing", "duplicates", "unexpected", "out_of_order", "unknown_device", "received")
 LATENCY_STATS = ("p50", "p90", "p95", "p99", "p99.9", "max", "mean")
 OPERATORS: Mapping[str, Callable[[float, float], bool]] = MappingProxyType(
     {
@@ -82,6 +84,12 @@ def _fixed_metrics() -> dict[str, MetricKind]:
             "crosscheck.disagreements": MetricKind.COUNT,
         }
     )
+    for kind in WEBHOOK_EVENTS:   # only with [crosscheck] events = true
+        for stat in LATENCY_STATS:
+            metrics[f"webhook.{kind}.{stat}"] = MetricKind.LATENCY
+        metrics[f"webhook.{kind}.count"] = MetricKind.COUNT
+    for total in WEBHOOK_TOTALS:
+        metrics[f"webhook.{total}"] = MetricKind.COUNT
     return metrics
 
 
@@ -101,6 +109,8 @@ _EXAMPLES = (
     "rate.achieved",
     "schedule_lag.max",
     "kernel_drops",
+    "webhook.registered.p99",
+    "webhook.missing",
 )
 
 

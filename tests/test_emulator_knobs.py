@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sipload.emulators.knobs import ApiKeys, ApiKnobs, parse_api_address, parse_knobs
+from sipload.emulators.knobs import ApiKeys, ApiKnobs, parse_knobs
+from sipload.hostport import parse_host_port as parse_api_address
 from sipload.registrar.settings import DelayKind
 
 

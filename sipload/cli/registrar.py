@@ -12,8 +12,9 @@ import trio
 
 from sipload.cli.options import DURATION, WHOLE_SECONDS, Duration
 from sipload.emulators.app import serve_api
-from sipload.emulators.knobs import NO_FAULTS, ApiKnobs, parse_api_address, parse_knobs
+from sipload.emulators.knobs import NO_FAULTS, ApiKnobs, parse_knobs
 from sipload.gcpolicy import hold_long_lived
+from sipload.hostport import parse_host_port
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import TLS_TRANSPORTS, Listen
 from sipload.registrar.ratelimit import default_challenge_rate
@@ -148,7 +149,7 @@ def registrar(
     knobs = NO_FAULTS
     try:
         if api is not None:
-            api_address = parse_api_address(api)
+            api_address = parse_host_port(api)
         if api_faults:
             knobs = parse_knobs(api_faults)
     except ValueError as exc:

@@ -16,7 +16,7 @@ Faults (`ApiKnobs`) let tests exercise the clients' handling without waiting on 
   answers stay stale: that is how the cross-check's disagreements are shown.
 * `providers`: which emulators the faults apply to (all by default).
 * `webhook_loss` / `webhook_delay` / `webhook_queue`: Audian's webhook deliveries (`webhooks.py`):
-  that share of events is never sent; a delay before each event's first attempt; the bound of
+  that share of events is never sent; each event sent that long after its change; the bound of
   each subscription's queue (a full queue drops its oldest event).
 """
 
@@ -72,7 +72,7 @@ class ApiKnobs:
     ultravox_sip_host: str | None = None  # where its SIP agent binds (None: routed toward each proxy; port: any)
     ultravox_expires: int = 300        # Expires its REGISTERs ask for
     webhook_loss: float = 0.0          # share of webhook events never sent
-    webhook_delay: DelaySpec = NO_DELAY  # before each webhook event's first attempt
+    webhook_delay: DelaySpec = NO_DELAY  # each webhook event sent this long after its change
     webhook_queue: int = 10_000        # events queued per subscription (the oldest go when full)
 
     def __post_init__(self) -> None:
@@ -142,15 +142,3 @@ def parse_knobs(text: str) -> ApiKnobs:
         except (ValueError, DurationError) as exc:
             raise ValueError(f"{key}: {exc}") from None
     return ApiKnobs(**values)  # type: ignore[arg-type]
-
-
-def parse_api_address(text: str) -> tuple[str, int]:
-    """'127.0.0.1:8089' | '[::1]:8089' | ':8089' (loopback) -> (host, port). ValueError otherwise."""
-    value = text.strip()
-    if value.startswith("["):
-        host, sep, port = value[1:].partition("]:")
-    else:
-        host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{text!r}: expected HOST:PORT such as 127.0.0.1:8089")
-    return host or "127.0.0.1", int(port)

@@ -18,7 +18,8 @@ then counted `failed` and the next event goes. A slow or dead receiver therefore
 own queue, whose memory stays bounded.
 
 Fault knobs (`ApiKnobs`): `webhook_loss` (that share of events is never sent, counted `lost`),
-`webhook_delay` (a delay before each event's first attempt), `webhook_queue` (the queue bound).
+`webhook_delay` (each event's first attempt that long after its change at the earliest),
+`webhook_queue` (the queue bound).
 
 Offline events need expiries found promptly: the hub's sweeper purges the store at its nearest
 expiry (at least once a second), so a binding that expired is announced within milliseconds
@@ -177,8 +178,8 @@ class WebhookHub:
                     sub.lost += 1
                     continue
                 delay = self.knobs.webhook_delay.sample(self._rng)
-                if delay > 0:
-                    await trio.sleep(delay)
+                if delay > 0:   # from the change: a delay of propagation, not of each delivery after another
+                    await trio.sleep(max(0.0, item[3] + delay - self.view.now()))
                 await self._deliver(sub, self.body(item))
 
     async def _deliver(self, sub: Subscription, body: bytes) -> None:

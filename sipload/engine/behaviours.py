@@ -27,6 +27,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 
 from sipload.engine.endpoint import Endpoint
+from sipload.engine.transitions import OFFLINE
 from sipload.scenario.groups import FleetPlan, Role
 from sipload.sip.registration import RegState
 
@@ -128,6 +129,8 @@ class Behaviours:
             if endpoint.reg.state not in (RegState.IDLE, RegState.UNREGISTERED) and not endpoint.away:
                 endpoint.vanished += 1
                 endpoint.away = True
+                if endpoint.trace is not None:
+                    endpoint.trace.down(OFFLINE, now)
                 self._renew(endpoint, True)
                 self.act(now + group.churn.away, Act.RETURN, which)
             else:

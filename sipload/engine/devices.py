@@ -123,7 +123,7 @@ def build_endpoints(
         yield endpoint
 
 
-def record(e: Endpoint, group: str = "default") -> EndpointState:
+def record(e: Endpoint, group: str = "default", unix_offset: float = 0.0) -> EndpointState:
     flow = e if isinstance(e, FlowEndpoint) else None
     ka = flow.ka if flow is not None else None
     return EndpointState(
@@ -147,4 +147,5 @@ def record(e: Endpoint, group: str = "default") -> EndpointState:
         keepalive_unanswered=ka.unanswered if ka is not None else 0,
         outbound_required=flow.outbound_required if flow is not None else 0,
         pub_gruu=flow is not None and flow.pub_gruu,
+        transitions=e.trace.unix(unix_offset) if e.trace is not None else (),
     )

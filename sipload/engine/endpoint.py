@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from sipload.engine.transitions import UNREGISTERED, Transitions
 from sipload.metrics.phases import Phase
 from sipload.metrics.recorder import Recorder
 from sipload.sip.digest import DigestClient
@@ -94,6 +95,7 @@ class Endpoint:
         "route",
         "routes",
         "send",
+        "trace",
         "username",
         "vanished",
     )
@@ -122,6 +124,7 @@ class Endpoint:
         self.returned = 0
         self.flaps = 0
         self.avalanches = 0
+        self.trace: Transitions | None = None   # only when the run watches provider events
 
     def sent_by_for(self, k: int) -> str:
         return self.routes[k].sent_by
@@ -172,6 +175,8 @@ class Endpoint:
                 recorder.record(Phase.AUTH, auth_us, auth_us)
                 recorder.success(phase)
                 self.failure = None
+                if self.trace is not None:
+                    self.trace.registered(now)
                 if op is Op.REGISTER:
                     self.registrations += 1
                     tally.in_flight -= 1
@@ -189,6 +194,8 @@ class Endpoint:
                     Phase.UNREGISTER, _us(event.now - self.op_intended), _us(event.now - event.started_at)
                 )
                 recorder.success(Phase.UNREGISTER)
+                if self.trace is not None:
+                    self.trace.down(UNREGISTERED, event.now)
             elif isinstance(event, Failed):
                 if event.status is not None:
                     self.last_status = event.status

@@ -82,6 +82,8 @@ def scenario_refusal(scenario: Scenario, destination: Address | Destinations) ->
         return "the target resolves to several UDP servers (failover is done by the Python engine)"
     if scenario.target.outbound_proxy is not None:
         return "an outbound proxy is set"
+    if scenario.crosscheck is not None and scenario.crosscheck.config.events:
+        return "crosscheck.events needs each endpoint's 200 OK times, which the native engine does not report"
     return None
 
 

@@ -28,6 +28,10 @@ def why_no_value(metric: str, scenario: Scenario, agg: Aggregate, ran_s: float) 
     head = metric.split(".", 1)[0]
     if head == "crosscheck" and scenario.crosscheck is None:
         return "no cross-check ran ([crosscheck] is not set)"
+    if head == "webhook":
+        if scenario.crosscheck is None or not scenario.crosscheck.config.events:
+            return "no webhooks were watched ([crosscheck] events = true is not set)"
+        return "no event of that type matched a transition (see summary.json's events)"
     phase = _PHASES.get(head)
     if phase is None:
         return ""

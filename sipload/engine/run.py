@@ -12,10 +12,11 @@ import enum
 import shutil
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -38,6 +39,10 @@ from sipload.scenario import Scenario, SipUri, Transport
 from sipload.thresholds import evaluate
 from sipload.transport.addresses import AddressError
 from sipload.transport.udp import Address
+
+if TYPE_CHECKING:  # the provider clients load httpx: imported when a run watches events
+    from sipload.providers.event_watch import EventWatch
+    from sipload.providers.events import EventsResult
 
 
 class ExitCode(enum.IntEnum):
@@ -179,6 +184,8 @@ class _RunState:
         self.live: LiveOutputs | None = None
         self.crosscheck: dict[str, Any] | None = None
         self.crosscheck_error: str | None = None
+        self.events: EventsResult | None = None
+        self.events_error: str | None = None
         self.engines: dict[str, str] = {}
         self.engine_note: str | None = None
         self.engine_requested = scenario.load.engine
@@ -244,12 +251,49 @@ class _RunState:
         if stop is not None:
             nursery.start_soon(self._watch_stop, stop)
         nursery.start_soon(self._show_progress)
-        self.worker_started = True
-        outcome = await self.pool.run()
-        self.report = outcome.report
-        self.lost = outcome.lost
-        if scenario.crosscheck is not None and not holding and self.interrupted_by is None:
-            await self._crosscheck(self.report.endpoints)
+        async with self._watching_events() as watch:
+            self.worker_started = True
+            outcome = await self.pool.run()
+            self.report = outcome.report
+            self.lost = outcome.lost
+            if scenario.crosscheck is not None and not holding and self.interrupted_by is None:
+                await self._crosscheck(self.report.endpoints)
+            if watch is not None:
+                await self._finish_events(watch)
+
+    @asynccontextmanager
+    async def _watching_events(self) -> AsyncIterator[EventWatch | None]:
+        """The provider's webhooks watched for the run ([crosscheck] events = true), else None.
+
+        A subscription that fails is a note (the run goes on without events), as a cross-check's is."""
+        cc = self.scenario.crosscheck
+        if cc is None or not cc.config.events:
+            yield None
+            return
+        from sipload.providers.event_watch import watch_events
+        from sipload.providers.status import ProviderError
+
+        try:
+            async with watch_events(cc.config) as watch:
+                self.progress(f"sipload: watching {cc.config.provider} webhooks at {watch.url} "
+                              f"(subscription {watch.webhook_id})")
+                yield watch
+            if watch.unsubscribe_error is not None:
+                self.events_error = f"the webhook subscription was not deleted: {watch.unsubscribe_error}"
+        except ProviderError as exc:
+            if self.worker_started:
+                raise
+            self.events_error = f"webhooks of {cc.config.provider} not watched: {exc}"
+            self.progress(f"sipload: {self.events_error}")
+            yield None
+
+    async def _finish_events(self, watch: EventWatch) -> None:
+        from sipload.providers.events import events_line
+
+        assert self.scenario.crosscheck is not None
+        wait = 0.0 if self.interrupted_by is not None else self.scenario.crosscheck.config.events_wait
+        self.events = await watch.finish(self.report.endpoints, wait)
+        self.progress(f"sipload: webhooks: {events_line(self.events)}")
 
     async def _probe(self, destination: Address) -> None:
         """Stop at once when nothing answers at the target; warn when only a REGISTER was answered."""
@@ -358,9 +402,10 @@ class _RunState:
         partial = self.pool.partial_report() if self.pool is not None else None
         report = partial if partial is not None else self.report  # also when the run was cancelled
         notes = [*self.lost, *([self.crosscheck_error] if self.crosscheck_error else []),
+                 *([self.events_error] if self.events_error else []),
                  *([self.engine_note] if self.engine_note else [])]
         result = _result(self.scenario, self.agg, report, self.target_text,
-                         ended - self.agg.started_at_unix, self.interrupted_by, notes, self.crosscheck)
+                         ended - self.agg.started_at_unix, self.interrupted_by, notes, self.crosscheck, self.events)
         result.engines = self.engines
         if isinstance(self.pool, ClusterPool):  # the shards placed, else those asked for
             self.run_workers = len(self.pool.assignments) or self.pool.workers
@@ -407,6 +452,7 @@ def _result(
     interrupted_by: str | None,
     lost: list[str],
     crosscheck: dict[str, Any] | None = None,
+    events: EventsResult | None = None,
 ) -> RunResult:
     load = scenario.load
     count = scenario.endpoints.count
@@ -417,6 +463,8 @@ def _result(
     if crosscheck is not None:
         values["crosscheck.agreement"] = float(crosscheck["agreement_pct"])
         values["crosscheck.disagreements"] = float(crosscheck["disagreements_total"])
+    if events is not None:
+        values.update(events.metric_values())
     thresholds = [t if t.value is not None else replace(t, why=why_no_value(th.metric, scenario, agg, duration_s))
                   for th, t in zip(scenario.thresholds, evaluate(scenario.thresholds, values), strict=True)]
     notes: list[str] = list(lost)
@@ -457,4 +505,5 @@ def _result(
         stream_keepalive_total=report.stream_keepalive_total,
     )
     result.crosscheck = crosscheck
+    result.events = events.to_dict() if events is not None else None
     return result

@@ -37,6 +37,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from sipload.engine.flows import FlowEndpoint, Keepalives
 from sipload.engine.limits import check_resources
 from sipload.engine.network import Network
 from sipload.engine.routes import Channel, Destinations, Routes, WorkerError
+from sipload.engine.transitions import Transitions
 from sipload.gcpolicy import hold_long_lived
 from sipload.metrics.phases import Phase
 from sipload.metrics.recorder import IntervalSnapshot, Recorder
@@ -196,6 +198,9 @@ class Worker:
         # called once at the end of the hold, before unregistering; the schedule keeps running meanwhile
         self.hold_hook: Callable[[list[EndpointState]], Awaitable[None]] | None = None
         self._hook_done = False
+        # provider events watched ([crosscheck] events): each endpoint keeps its transitions, in Unix time
+        self._traced = scenario.crosscheck is not None and scenario.crosscheck.config.events
+        self._unix_offset = 0.0
 
     # --- set-up --------------------------------------------------------------------------------
     def destinations_for(self, transport: str) -> tuple[Address, ...]:
@@ -229,6 +234,8 @@ class Worker:
         for endpoint in build_endpoints(self.scenario, self.plan, indices, slots, self.ids, after_flush):
             if isinstance(endpoint, FlowEndpoint):
                 self.keepalives.add(endpoint)
+            if self._traced:
+                endpoint.trace = Transitions()
             self.endpoints.append(endpoint)
             self._by_index[endpoint.index] = endpoint
             self._by_call_id[endpoint.reg.call_id] = endpoint
@@ -316,6 +323,7 @@ class Worker:
                 problem = check_resources(self.scenario, self.shard.workers)
                 if problem is not None:
                     raise WorkerError(problem)
+            self._unix_offset = time.time() - trio.current_time()
             self._create_endpoints(await self._open_all(self.shard.mine(self.plan, self.scenario.endpoints.count)))
             # the endpoints just built live for the whole run: out of the collector's passes, a full
             # collection no longer walks them (max pause 84 -> 30 ms at 24,000 endpoints, one worker)
@@ -351,7 +359,8 @@ class Worker:
             self.report.left_bound = sum(1 for e in self.endpoints if e.bound(now))
             if self.report.first_arrival is not None and self.report.last_arrival is not None:
                 self.report.arrival_period = self.report.last_arrival - self.report.first_arrival
-            self.report.endpoints = [record(e, self.plan.groups[e.group].name) for e in self.endpoints]
+            offset = self._unix_offset
+            self.report.endpoints = [record(e, self.plan.groups[e.group].name, offset) for e in self.endpoints]
         return self.report
 
     def _arrivals(self, start: float) -> Iterator[tuple[float, Endpoint]]:
@@ -369,7 +378,7 @@ class Worker:
         """Run the hold hook (e.g. a cross-check while every endpoint is still registered)."""
         assert self.hold_hook is not None
         try:
-            await self.hold_hook([record(e, self.plan.groups[e.group].name) for e in self.endpoints])
+            await self.hold_hook([record(e, self.plan.groups[e.group].name, self._unix_offset) for e in self.endpoints])
         finally:
             self._hook_done = True
             self._wake_at(-math.inf)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sipload.durations import DurationError, parse_duration
+from sipload.hostport import parse_host_port
 from sipload.providers.status import ProviderError
 
 PROVIDERS = ("telnyx", "audian", "ultravox", "kamailio")
@@ -22,10 +23,12 @@ DEFAULT_URLS = {
     "kamailio": "http://127.0.0.1:5071/RPC",
 }
 KEY_ENVS = {"telnyx": "TELNYX_API_KEY", "audian": "AUDIAN_AUTH_TOKEN", "ultravox": "ULTRAVOX_API_KEY"}
-_TEXT_KEYS = ("provider", "base_url", "account_id", "api_key_env", "api_key")
-_DURATION_KEYS = ("timeout", "poll_interval", "poll_limit")
+_TEXT_KEYS = ("provider", "base_url", "account_id", "api_key_env", "api_key", "events_listen", "events_url")
+_DURATION_KEYS = ("timeout", "poll_interval", "poll_limit", "events_wait")
 _INT_KEYS = ("concurrency", "max_retries", "max_listed")
-SECTION_KEYS = (*_TEXT_KEYS, *_DURATION_KEYS, *_INT_KEYS, "min_agreement")
+_BOOL_KEYS = ("events",)
+SECTION_KEYS = (*_TEXT_KEYS, *_DURATION_KEYS, *_INT_KEYS, *_BOOL_KEYS, "min_agreement")
+EVENT_PROVIDERS = ("audian",)           # the providers whose webhooks sipload can watch
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class CrossCheckConfig:
     max_retries: int = 3                 # retries after a 429
     max_listed: int = 1000               # disagreements / errors listed in full (all are counted)
     min_agreement: float | None = None   # gate: agreement rate in % that must be reached
+    events: bool = False                 # watch the provider's webhooks (Audian): event latency, missing, ...
+    events_listen: str = "127.0.0.1:0"   # where sipload's webhook receiver listens (port 0: any)
+    events_url: str | None = None        # the URL the provider is given (None: http://<events_listen>/...)
+    events_wait: float = 5.0             # after the run, wait this long at most for the last events
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -60,6 +67,17 @@ class CrossCheckConfig:
             raise ValueError(f"poll_limit: must be >= 0 seconds, got {self.poll_limit}")
         if self.max_retries < 0 or self.max_listed < 0:
             raise ValueError("max_retries and max_listed: must be >= 0")
+        if self.events and self.provider not in EVENT_PROVIDERS:
+            raise ValueError(f"events: webhooks are watched for {', '.join(EVENT_PROVIDERS)} only, "
+                             f"not {self.provider}")
+        try:
+            parse_host_port(self.events_listen)
+        except ValueError as exc:
+            raise ValueError(f"events_listen: {exc}") from None
+        if self.events_url is not None and not self.events_url.startswith(("http://", "https://")):
+            raise ValueError(f"events_url: must be an http:// or https:// URL, got {self.events_url!r}")
+        if not (math.isfinite(self.events_wait) and self.events_wait >= 0):
+            raise ValueError(f"events_wait: must be >= 0 seconds, got {self.events_wait}")
         if self.min_agreement is not None and not 0 <= self.min_agreement <= 100:
             raise ValueError(f"min_agreement: must be a percentage 0-100, got {self.min_agreement}")
 
@@ -100,6 +118,10 @@ def config_from_mapping(data: Mapping[str, object], where: str = "crosscheck") -
                 kwargs[key] = parse_duration(value)
             except DurationError as exc:
                 raise ValueError(f"{where}.{key}: {exc}") from None
+        elif key in _BOOL_KEYS:
+            if not isinstance(value, bool):
+                raise ValueError(f"{where}.{key}: must be true or false, got {value!r}")
+            kwargs[key] = value
         elif key in _INT_KEYS:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{where}.{key}: must be an integer, got {value!r}")

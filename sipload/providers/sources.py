@@ -187,9 +187,15 @@ def open_source(config: CrossCheckConfig, *, env: Mapping[str, str] | None = Non
         return TelnyxSource(TelnyxClient(key, config.url(), timeout=config.timeout, concurrency=config.concurrency,
                                          retry=retry, sleep=sleep, clock=clock), config.concurrency)
     if config.provider == "audian":
-        assert config.account_id is not None  # checked by CrossCheckConfig
-        return AudianSource(AudianClient(key, config.account_id, config.url(), timeout=config.timeout,
-                                         concurrency=config.concurrency, retry=retry, sleep=sleep, clock=clock),
-                            config.concurrency)
+        return AudianSource(open_audian(config, environ, sleep=sleep, clock=clock), config.concurrency)
     return UltravoxSource(UltravoxClient(key, config.url(), timeout=config.timeout, concurrency=config.concurrency,
                                          retry=retry, sleep=sleep, clock=clock))
+
+
+def open_audian(config: CrossCheckConfig, env: Mapping[str, str] | None = None, *, sleep: Sleep | None = None,
+                clock: Callable[[], float] = time.time) -> AudianClient:
+    """The Audian client `config` names (ProviderError naming the variable when its key is missing)."""
+    assert config.account_id is not None  # checked by CrossCheckConfig
+    return AudianClient(config.key(os.environ if env is None else env), config.account_id, config.url(),
+                        timeout=config.timeout, concurrency=config.concurrency,
+                        retry=RetryPolicy(max_retries=config.max_retries), sleep=sleep, clock=clock)

@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-`WebhookReceiver.serve(host, port)` is started with `nursery.start()` and returns the bound port.
+`WebhookReceiver.serve(host, port)` is started with `nursery.start()` and returns the bound port
+(or `bind(host, port)` first, to know the port before serving).
 Each connection is read with h11; every POST whose body is a JSON object with a string `event` is
 one `Received` (the Unix time it arrived, the event name, `data.deviceId` and `data.status`) and is
 answered 200 `{"status": "received"}`; a body that is not such an object is answered 400 and
@@ -49,15 +50,28 @@ class WebhookReceiver:
         self._clock = clock
         self._answer = answer
         self._idle = idle
+        self._listeners: list[trio.SocketListener] | None = None
+        self.port = 0
 
     async def serve(self, host: str = "127.0.0.1", port: int = 0,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled. OSError when the address cannot be bound."""
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        bound = int(listeners[0].socket.getsockname()[1])
+        """Serve until cancelled (`bind` first, or here). OSError when the address cannot be bound."""
+        bound = await self.bind(host, port) if self._listeners is None else self.port
+        assert self._listeners is not None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.serve_listeners, self._connection, listeners)
+            nursery.start_soon(trio.serve_listeners, self._connection, self._listeners)
             task_status.started(bound)
+
+    async def bind(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen on HOST:PORT (port 0: any) -> the bound port; `serve` then answers there."""
+        self._listeners = await trio.open_tcp_listeners(port, host=host)
+        self.port = int(self._listeners[0].socket.getsockname()[1])
+        return self.port
+
+    async def aclose(self) -> None:
+        """Close the listening sockets (`serve`, when it ran, closed them already)."""
+        for listener in self._listeners or ():
+            await listener.aclose()
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_BODY)

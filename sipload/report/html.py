@@ -397,6 +397,25 @@ def _crosscheck_section(cc: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _events_section(ev: dict[str, Any]) -> str:
+    """Expected against received events per type, with their latency from the endpoint's transition."""
+    rows = []
+    for kind, t in (ev.get("events") or {}).items():
+        lat = t.get("latency_ms") or {}
+        rows.append([f"device.{kind}", t.get("expected", 0), t.get("received", 0), t.get("matched", 0),
+                     t.get("missing", 0), t.get("duplicates", 0), t.get("unexpected", 0),
+                     _fmt(lat.get("p50")), _fmt(lat.get("p99")), _fmt(lat.get("max"))])
+    headers = ["event", "expected", "received", "matched", "missing", "duplicates", "unexpected",
+               "p50 ms", "p99 ms", "max ms"]
+    return ('<section id="events"><h2>Provider events</h2>'
+            f'<p>{_e(ev.get("provider", "provider"))} webhooks: {_e(ev.get("received", 0))} received, '
+            f'{_e(ev.get("missing", 0))} missing, {_e(ev.get("out_of_order", 0))} out of order, '
+            f'{_e(ev.get("unknown_device", 0))} of unknown devices</p>'
+            + _table(headers, rows, text_cols=(0,))
+            + '<p class="note">Latency: from the endpoint\'s 200 OK (its unregistration\'s 200, or the moment it went '
+              "away) to the event's arrival at sipload's receiver.</p></section>")
+
+
 def _groups_section(groups: dict[str, Any]) -> str:
     """One row per device group: size, final states, and every behaviour / keep-alive count that is
     not zero in some group (the counters come from summary.json as they are)."""
@@ -433,6 +452,8 @@ def render(run: SavedRun) -> str:
         sections.append(_capacity_section(cap))
     if run.crosscheck is not None:
         sections.append(_crosscheck_section(run.crosscheck))
+    if isinstance(s.get("events"), dict):
+        sections.append(_events_section(s["events"]))
     groups = s.get("groups")
     if isinstance(groups, dict) and (len(groups) > 1 or any(
             v for g in groups.values() for k, v in g.items() if k not in ("endpoints", "states"))):

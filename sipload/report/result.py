@@ -45,6 +45,7 @@ class EndpointState:
     keepalive_unanswered: int = 0
     outbound_required: int = 0        # initial registrations whose 200 had Require: outbound (RFC 5626)
     pub_gruu: bool = False            # a 200 gave the binding a pub-gruu (RFC 5627)
+    transitions: tuple[tuple[str, float], ...] = ()  # (registered|unregistered|offline, Unix time): events=true
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class RunResult:
     endpoint_states: list[EndpointState] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     crosscheck: dict[str, Any] | None = None  # the provider cross-check (CrossCheckResult.to_dict()), if any
+    events: dict[str, Any] | None = None  # the provider's webhooks against the transitions (EventsResult.to_dict())
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # per device group
     keepalive: dict[str, int] = field(default_factory=dict)  # keep-alive/outbound/GRUU totals of the run
     engines: dict[str, str] = field(default_factory=dict)  # device group -> "native" or "python"
