@@ -7,8 +7,9 @@ unregistered, offline, each with its Unix time), and the events the webhook rece
 arrival time, event name, deviceId), with `user_of(deviceId)` naming the run's user of a device.
 
 `match_events` takes the received events in arrival order. An event of a device no user of the run has
-is `unknown_device`. Otherwise it is matched to the earliest not yet matched transition of its kind for
-that user that happened before it arrived (`SLACK` seconds of clock skew allowed); its latency is the
+is `unknown_device`. Otherwise it is matched to the latest not yet matched transition of its kind for
+that user that happened before it arrived (`SLACK` seconds of clock skew allowed: the provider may send
+it before sipload has read the 200 OK), so that one lost event does not shift the later ones; its latency is the
 arrival time less the transition's time (0 when it came first). An event with no such transition is a
 `duplicate` when a transition of its kind was matched already, else `unexpected` (e.g. an offline the
 endpoint never caused). A match for a transition earlier than one matched before for the same user is
@@ -122,8 +123,8 @@ def match_events(transitions: Mapping[str, Sequence[tuple[str, float]]], receive
             continue
         timeline = transitions[user]
         used = taken.setdefault(user, set())
-        index = next((i for i, (k, at) in enumerate(timeline)
-                      if k == kind and i not in used and at <= event.at + SLACK), None)
+        index = next((i for i in range(len(timeline) - 1, -1, -1)
+                      if timeline[i][0] == kind and i not in used and timeline[i][1] <= event.at + SLACK), None)
         if index is None:
             if any(timeline[i][0] == kind for i in used):
                 tally.duplicates += 1
