@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import click
@@ -20,19 +21,45 @@ import trio
 from sipload.cli.options import DURATION, POSITIVE_DURATION
 from sipload.providers.crosscheck import CrossCheckResult, OurEndpoint, run_crosscheck
 from sipload.providers.crosscheck_text import result_lines
+from sipload.providers.event_watch import watch_events
+from sipload.providers.events import EventsResult
 from sipload.providers.run_endpoints import EndpointsError, load_endpoints, template_endpoints
 from sipload.providers.settings import PROVIDERS, CrossCheckConfig
-from sipload.providers.sources import UltravoxSource, open_source
+from sipload.providers.sources import AudianSource, UltravoxSource, open_source
 from sipload.providers.status import ProviderError
 from sipload.providers.ultravox_setup import create_registrations, delete_registrations
+from sipload.report.result import EndpointState
 
 EXIT_OK = 0
 EXIT_DISAGREE = 1
 EXIT_USAGE = 2
+LOGGED_DEVICES = 3
+
+
+@dataclass
+class CheckOutcome:
+    result: CrossCheckResult
+    logs: dict[str, list[str]] = field(default_factory=dict)   # user -> its last device log lines (Audian)
+    events: EventsResult | None = None
 
 
 async def check_endpoints(endpoints: list[OurEndpoint], config: CrossCheckConfig,
-                          ultravox: UltravoxSetup | None = None) -> CrossCheckResult:
+                          ultravox: UltravoxSetup | None = None, *, log_lines: int = 0,
+                          events_for: float = 0.0) -> CheckOutcome:
+    if events_for > 0:
+        async with watch_events(config) as watch:
+            click.echo(f"sipload check: watching {config.provider} webhooks at {watch.url} for {events_for:g} s")
+            await trio.sleep(events_for)
+            states = [EndpointState(0, e.username, e.state, None, "", 0, 0, "", "") for e in endpoints]
+            events = await watch.finish(states, 0.0)
+        outcome = await _check(endpoints, config, ultravox, log_lines)
+        outcome.events = events
+        return outcome
+    return await _check(endpoints, config, ultravox, log_lines)
+
+
+async def _check(endpoints: list[OurEndpoint], config: CrossCheckConfig, ultravox: UltravoxSetup | None,
+                 log_lines: int) -> CheckOutcome:
     source = open_source(config)
     created: dict[str, str] = {}
     try:
@@ -42,11 +69,30 @@ async def check_endpoints(endpoints: list[OurEndpoint], config: CrossCheckConfig
                                                          ultravox.proxy, config.concurrency)
             for user, exc in sorted(failed.items())[:5]:
                 click.echo(f"sipload check: {user}: {exc}", err=True)
-        return await run_crosscheck(endpoints, source, config)
+        outcome = CheckOutcome(await run_crosscheck(endpoints, source, config))
+        if log_lines and isinstance(source, AudianSource):
+            for d in outcome.result.disagreements[:LOGGED_DEVICES]:
+                try:
+                    outcome.logs[d.username] = await source.device_logs(d.username, log_lines)
+                except ProviderError as exc:
+                    outcome.logs[d.username] = [f"(no logs: {exc})"]
+        return outcome
     finally:
         if created and ultravox is not None and not ultravox.keep and isinstance(source, UltravoxSource):
             await delete_registrations(source.client, list(created.values()), config.concurrency)
         await source.aclose()
+
+
+def outcome_lines(outcome: CheckOutcome, show: int) -> list[str]:
+    lines = result_lines(outcome.result, show)
+    for user, logs in outcome.logs.items():
+        lines.append(f"device log of {user} (last {len(logs)} lines):")
+        lines += [f"  {line}" for line in logs] or ["  (empty)"]
+    if outcome.events is not None:
+        lines.append(f"webhooks: {outcome.events.total('received')} events received: "
+                     + ", ".join(f"{kind} {t.received}" for kind, t in outcome.events.kinds.items())
+                     + f"; of unknown devices {outcome.events.unknown_device}")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -88,10 +134,21 @@ class UltravoxSetup:
 @click.option("--password", "password_template", default="pw-{user}", show_default=True,
               help="Ultravox --create-registrations: password template with {user}.")
 @click.option("--keep", is_flag=True, help="Ultravox --create-registrations: keep the registrations.")
+@click.option("--logs", "log_lines", type=click.IntRange(0, 1000), default=5, show_default=True,
+              help=f"Audian: print the last N device log lines of the first {LOGGED_DEVICES} devices that disagree "
+                   "(0: none).")
+@click.option("--events-for", type=DURATION, default="0", show_default=True,
+              help="Audian: first watch its webhooks this long (sipload's receiver, subscribed, then deleted) "
+                   "and count the events that came, per type and of devices not checked.")
+@click.option("--events-listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
+              help="Where the webhook receiver of --events-for listens.")
+@click.option("--events-url", default=None, metavar="URL",
+              help="The URL given to the provider for --events-for (default: http://<--events-listen>/...).")
 def check(provider: str, base_url: str | None, account_id: str | None, api_key_env: str | None, template: str,
           count: int | None, first: int, expect: str, results: Path | None, min_agreement: float,
           concurrency: int, timeout: float, poll_interval: float, poll_limit: float, json_out: Path | None,
-          show: int, proxy: str | None, password_template: str, keep: bool) -> None:
+          show: int, proxy: str | None, password_template: str, keep: bool, log_lines: int, events_for: float,
+          events_listen: str, events_url: str | None) -> None:
     """Cross-check a provider's registration status with sipload's endpoints.
 
     Ultravox is a SIP client: with --create-registrations it REGISTERs each user to PROXY first; give
@@ -100,6 +157,7 @@ def check(provider: str, base_url: str | None, account_id: str | None, api_key_e
         config = CrossCheckConfig(
             provider, base_url, account_id, api_key_env, concurrency=concurrency,
             timeout=timeout, poll_interval=poll_interval, poll_limit=poll_limit, min_agreement=min_agreement,
+            events=events_for > 0, events_listen=events_listen, events_url=events_url,
         )
         if results is not None:
             endpoints = load_endpoints(results)
@@ -118,13 +176,18 @@ def check(provider: str, base_url: str | None, account_id: str | None, api_key_e
             raise click.UsageError("--password: the template must contain {user}")
         ultravox = UltravoxSetup(proxy, password_template, keep)
     try:
-        result = trio.run(check_endpoints, endpoints, config, ultravox)
-    except ProviderError as exc:
+        outcome = trio.run(partial(check_endpoints, endpoints, config, ultravox, log_lines=log_lines,
+                                   events_for=events_for))
+    except (ProviderError, OSError) as exc:
         click.echo(f"sipload check: {exc}", err=True)
         sys.exit(EXIT_USAGE)
-    click.echo("\n".join(result_lines(result, show)))
+    result = outcome.result
+    click.echo("\n".join(outcome_lines(outcome, show)))
     if json_out is not None:
-        json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        saved = result.to_dict()
+        if outcome.events is not None:
+            saved["events"] = outcome.events.to_dict()
+        json_out.write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
     passed = result.passed()
     click.echo(f"{'PASS' if passed else 'FAIL'}: agreement {result.agreement_pct:.1f} % "
                f"(wanted >= {min_agreement:g} %)")

@@ -21,9 +21,9 @@ Fault knobs (`ApiKnobs`): `webhook_loss` (that share of events is never sent, co
 `webhook_delay` (each event's first attempt that long after its change at the earliest),
 `webhook_queue` (the queue bound).
 
-Offline events need expiries found promptly: the hub's sweeper purges the store at its nearest
-expiry (at least once a second), so a binding that expired is announced within milliseconds
-rather than at the registrar's next one-second tick.
+Offline events need expiries found promptly: while anyone subscribes, the hub's sweeper purges the
+store at its nearest expiry (at least once a second), so a binding that expired is announced within
+milliseconds rather than at the registrar's next one-second tick. With no subscription no timer runs.
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ class WebhookHub:
         self._rng = random.Random(knobs.seed)
         self._nursery: trio.Nursery | None = None
         self._client: httpx.AsyncClient | None = None
+        self._sweeping = False
 
     # --- the SIP path: enqueue only --------------------------------------------------------------
     def on_change(self, kind: str, user: str, binding: Binding | None, now: float) -> None:
@@ -126,6 +127,9 @@ class WebhookHub:
         for event in events:
             self._wanted[event].append(sub)
         self._nursery.start_soon(self._deliver_all, sub)
+        if not self._sweeping:
+            self._sweeping = True
+            self._nursery.start_soon(self._sweep)
         return sub
 
     def unsubscribe(self, webhook_id: str) -> bool:
@@ -148,21 +152,22 @@ class WebhookHub:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    nursery.start_soon(self._sweep)
                     task_status.started()
+                    await trio.sleep_forever()
             finally:
                 self._nursery = None
                 self._client = None
 
     async def _sweep(self) -> None:
+        """Purge expired bindings at the store's nearest expiry while anyone subscribes (then it ends:
+        no timer runs for an emulator nobody watches)."""
         store = self.view.store
-        while True:
+        while self.subscriptions:
             now = self.view.now()
-            due = store.next_expiry() if self.subscriptions else None
-            wait = _SWEEP if due is None else min(max(due - now, _SWEEP_FLOOR), _SWEEP)
-            await trio.sleep(wait)
-            if self.subscriptions:
-                store.purge(self.view.now(), 4096)
+            due = store.next_expiry()
+            await trio.sleep(_SWEEP if due is None else min(max(due - now, _SWEEP_FLOOR), _SWEEP))
+            store.purge(self.view.now(), 4096)
+        self._sweeping = False
 
     async def _deliver_all(self, sub: Subscription) -> None:
         with sub.scope:

@@ -126,6 +126,13 @@ class AudianSource:
             out[user] = device.to_status(user)
         return out
 
+    async def device_logs(self, user: str, lines: int) -> list[str]:
+        """The device's last log lines as text ('<timestamp> <message>'); [] for a device not seen."""
+        device_id = self._device_ids.get(user)
+        if device_id is None:
+            return []
+        return [f"{line.timestamp} {line.message}" for line in await self.client.device_logs(device_id, lines)]
+
     async def aclose(self) -> None:
         await self.client.close()
 
