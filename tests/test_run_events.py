@@ -174,3 +174,24 @@ def test_events_keys_are_checked_naming_the_field(tmp_path: Path) -> None:
         parse_scenario(text + 'events_listen = "here"\n', tmp_path / "events.toml")
     with pytest.raises(ScenarioError, match=r"crosscheck\.events: webhooks are watched for audian only"):
         parse_scenario(text.replace('provider = "audian"', 'provider = "telnyx"'), tmp_path / "events.toml")
+
+
+async def test_a_device_that_goes_away_is_announced_offline_when_its_binding_expires(tmp_path: Path) -> None:
+    churn = """
+[[groups]]
+name = "mobiles"
+share = 1.0
+expires = 2
+churn = { share = 1.0, every = "1s", away = "30s" }
+"""
+    async with rig() as r:
+        text = r.scenario(tmp_path, wait="4s", extra=churn).replace('duration = "1s"', 'duration = "2s"')
+        outcome = await run(text, tmp_path)
+    events = outcome.result.events
+    assert events is not None, outcome.result.notes
+    offline = events["events"]["offline"]
+    vanished = sum(s.vanished for s in outcome.result.endpoint_states)
+    assert vanished > 0 and offline["expected"] == vanished
+    assert offline["matched"] == vanished and offline["missing"] == 0
+    assert 0 < offline["latency_ms"]["p50"] <= 2100           # the rest of its expiry, 2 s at most
+    assert events["events"]["registered"]["matched"] == 20 and events["unexpected"] == 0
