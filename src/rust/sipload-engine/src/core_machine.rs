@@ -70,6 +70,10 @@ impl<I: Ids> Machine for CoreMachine<I> {
         self.inner.contact()
     }
 
+    fn user(&self) -> &[u8] {
+        self.inner.user()
+    }
+
     fn state(&self) -> State {
         self.inner.state
     }

@@ -61,7 +61,7 @@ pub struct EndpointReport {
 
 /// Every endpoint's report as columns (the end of a run: a million [`EndpointReport`]s would each
 /// own three allocations). Row `i` is endpoint `index[i]`; texts are `names[code]`; `last_status` 0:
-/// none; `call_ids` / `contacts`: one buffer each, row `i` ending at `..._ends[i]`.
+/// none; `users` / `call_ids` / `contacts`: one buffer each, row `i` ending at `..._ends[i]`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ReportTable {
     pub index: Vec<u64>,
@@ -72,6 +72,8 @@ pub struct ReportTable {
     pub reason_names: Vec<&'static str>,
     pub registrations: Vec<u32>,
     pub refreshes: Vec<u32>,
+    pub users: Vec<u8>,
+    pub user_ends: Vec<u32>,
     pub call_ids: Vec<u8>,
     pub call_id_ends: Vec<u32>,
     pub contacts: Vec<u8>,
@@ -462,6 +464,7 @@ impl<M: Machine> Fleet<M> {
             reason: Vec::with_capacity(n),
             registrations: Vec::with_capacity(n),
             refreshes: Vec::with_capacity(n),
+            user_ends: Vec::with_capacity(n),
             call_id_ends: Vec::with_capacity(n),
             contact_ends: Vec::with_capacity(n),
             ..ReportTable::default()
@@ -475,6 +478,8 @@ impl<M: Machine> Fleet<M> {
             t.reason.push(reason);
             t.registrations.push(s.registrations);
             t.refreshes.push(s.refreshes);
+            t.users.extend_from_slice(s.machine.user());
+            t.user_ends.push(t.users.len() as u32);
             t.call_ids.extend_from_slice(s.machine.call_id());
             t.call_id_ends.push(t.call_ids.len() as u32);
             t.contacts.extend_from_slice(s.machine.contact());
@@ -700,6 +705,7 @@ mod tests {
         assert!(states.iter().collect::<std::collections::HashSet<_>>().len() > 1, "a mix of states: {states:?}");
         let table = f.report_table();
         assert_eq!(rows(&table), reports);
+        assert_eq!(table.user_ends.len(), 5); // the scripted machine has no user
         assert_eq!(table.index, vec![3, 5, 7, 9, 11]);
         assert!(table.state_names.len() < table.index.len()); // each text once
         assert_eq!(rows(&Fleet::<Scripted>::new(f.config.clone(), vec![]).report_table()), vec![]);

@@ -347,7 +347,7 @@ impl NativeWorker {
     /// Every endpoint's line as columns, then the machines are released (the end of a run: the
     /// lines of a million endpoints are made without the machines still held). Native-endian
     /// buffers: index (u64), state code (u8; `state_names[code]`), last status (u16; 0: none), reason
-    /// code (u8; `reason_names[code]`), registrations and refreshes (u32), Call-IDs and contacts (one
+    /// code (u8; `reason_names[code]`), registrations and refreshes (u32), users, Call-IDs and contacts (one
     /// buffer each, row i ending at `ends[i]`, u32). The worker answers nothing after it.
     #[allow(clippy::type_complexity)]
     fn take_reports<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -364,11 +364,13 @@ impl NativeWorker {
         for (key, column) in [
             ("registrations", &table.registrations),
             ("refreshes", &table.refreshes),
+            ("user_ends", &table.user_ends),
             ("call_id_ends", &table.call_id_ends),
             ("contact_ends", &table.contact_ends),
         ] {
             d.set_item(key, bytes(&column.iter().flat_map(|v| v.to_ne_bytes()).collect::<Vec<u8>>()))?;
         }
+        d.set_item("users", bytes(&table.users))?;
         d.set_item("call_ids", bytes(&table.call_ids))?;
         d.set_item("contacts", bytes(&table.contacts))?;
         Ok(d)
