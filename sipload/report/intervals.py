@@ -164,6 +164,7 @@ class IntervalDelta:
     responses: dict[str, int]
     retransmissions: int
     kernel_drops: int
+    in_flight_before: int  # the line before's in_flight gauge (0 for the first line)
 
 
 def _diff(new: Mapping[str, int], old: Mapping[str, int]) -> dict[str, int]:
@@ -179,11 +180,11 @@ def delta(record: IntervalRecord, before: IntervalRecord | None) -> IntervalDelt
         counts[p] = (c[0] - o[0], c[1] - o[1], c[2] - o[2])
     if before is None:
         return IntervalDelta(record, counts, _diff(record.failures, {}), _diff(record.responses, {}),
-                             record.retransmissions, max(0, record.kernel_drops))
+                             record.retransmissions, max(0, record.kernel_drops), 0)
     return IntervalDelta(record, counts, _diff(record.failures, before.failures),
                          _diff(record.responses, before.responses),
                          record.retransmissions - before.retransmissions,
-                         max(0, record.kernel_drops - before.kernel_drops))
+                         max(0, record.kernel_drops - before.kernel_drops), before.in_flight)
 
 
 @dataclass(frozen=True, slots=True)
