@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sipload.report.result import RunResult
-from sipload.thresholds import MetricKind, ThresholdResult, metric_kind
+from sipload.thresholds import MetricKind, ThresholdError, ThresholdResult, metric_kind, parse_threshold
 
 SUMMARY = "summary.json"
 JUNIT = "junit.xml"
@@ -97,8 +97,10 @@ def threshold_value(t: ThresholdResult) -> str:
     """A threshold's value as shown, with its unit: "3.09 ms", "100 %", "0"; "n/a" without one."""
     if t.value is None:
         return "n/a"
-    m = _EXPR.match(t.expr)
-    unit = metric_unit(m.group(1)) if m else ""
+    try:
+        unit = metric_unit(parse_threshold(t.expr).metric)
+    except ThresholdError:
+        unit = ""
     return f"{format_value(t.value)}{' ' + unit if unit else ''}"
 
 
