@@ -312,6 +312,7 @@ class RegistrarCore:
             changes: list[ContactChange] = []
             too_brief = False
             granted = self.expiry_overrides.get(user) if self.expiry_overrides else None
+            briefest = 0
             for contact in contacts:
                 parse_uri(contact.uri)  # ParseError -> 400
                 raw = contact.params.get("expires")
@@ -327,7 +328,9 @@ class RegistrarCore:
                 if granted is not None and expires > 0:
                     expires = granted  # the provider's setting for this device (never too brief)
                 else:
-                    too_brief = too_brief or 0 < expires < self.settings.min_expires
+                    if 0 < expires < self.settings.min_expires:
+                        briefest = expires if not too_brief else min(briefest, expires)
+                        too_brief = True
                     expires = min(expires, self.settings.max_expires)
                 instance = contact.params.get("+sip.instance")
                 if instance is not None and instance.startswith('"'):
@@ -335,6 +338,9 @@ class RegistrarCore:
                 changes.append(ContactChange(contact.uri, expires, instance, contact.params.get("reg-id")))
             if too_brief:
                 self._note(user, now, "rejected", f"423 expiry below the minimum {self.settings.min_expires} s")
+                self.counters.too_brief += 1
+                before = self.counters.briefest_asked
+                self.counters.briefest_asked = min(before, briefest) if before else briefest
                 response = self._reply(request, 423, None, source)
                 response.headers.add("Min-Expires", str(self.settings.min_expires))
                 return response
