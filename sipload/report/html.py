@@ -356,14 +356,14 @@ def _events_section(ev: dict[str, Any]) -> str:
         lat = t.get("latency_ms") or {}
         rows.append([f"device.{kind}", t.get("expected", 0), t.get("received", 0), t.get("matched", 0),
                      t.get("missing", 0), t.get("duplicates", 0), t.get("unexpected", 0),
-                     _fmt(lat.get("p50")), _fmt(lat.get("p99")), _fmt(lat.get("max"))])
+                     fmt(lat.get("p50")), fmt(lat.get("p99")), fmt(lat.get("max"))])
     headers = ["event", "expected", "received", "matched", "missing", "duplicates", "unexpected",
                "p50 ms", "p99 ms", "max ms"]
     return ('<section id="events"><h2>Provider events</h2>'
-            f'<p>{_e(ev.get("provider", "provider"))} webhooks: {_e(ev.get("received", 0))} received, '
-            f'{_e(ev.get("missing", 0))} missing, {_e(ev.get("out_of_order", 0))} out of order, '
-            f'{_e(ev.get("unknown_device", 0))} of unknown devices</p>'
-            + _table(headers, rows, text_cols=(0,))
+            f'<p>{e(ev.get("provider", "provider"))} webhooks: {e(ev.get("received", 0))} received, '
+            f'{e(ev.get("missing", 0))} missing, {e(ev.get("out_of_order", 0))} out of order, '
+            f'{e(ev.get("unknown_device", 0))} of unknown devices</p>'
+            + table(headers, rows, text_cols=(0,))
             + '<p class="note">Latency: from the endpoint\'s 200 OK (its unregistration\'s 200, or the moment it went '
               "away) to the event's arrival at sipload's receiver.</p></section>")
 
