@@ -63,7 +63,7 @@ def refresh_lags(out: Path) -> tuple[int, int, float, float]:
     for line in (out / "intervals.jsonl").read_text().splitlines():
         rec = json.loads(line)
         if rec.get("kind") == "interval":
-            cumulative = int(rec.get("counts", {}).get("register", [0])[0])
+            cumulative = int(rec["cumulative"]["phases"].get("register", {}).get("attempted", 0))
             arrivals.append((float(rec["t"]), cumulative - started))
             started = cumulative
     total = HdrHistogram(1, 3_600_000_000, 3)

@@ -229,6 +229,11 @@ class NativeWorker:
         """registered, in_flight, retries, kernel_drops, stray, send_errors."""
     def counters(self) -> dict[str, Any]:
         """The worker report's counts (arrivals, stray, unparseable, foreign, errors)."""
+    def take_reports(self) -> dict[str, Any]:
+        """Every endpoint's line as columns, then the machines are released; the worker answers nothing
+        after it. Native-endian buffers: "index" (u64), "state" (u8 codes into "state_names"), "last_status"
+        (u16, 0: none), "reason" (u8 codes into "reason_names"), "registrations", "refreshes" (u32),
+        "call_ids" and "contacts" (one buffer each, row i ending at "call_id_ends"[i] / "contact_ends"[i], u32)."""
     def reports(self, start: int = 0,
                 count: int | None = None) -> list[tuple[int, str, int | None, str, int, int, str, str]]:
         """Endpoints start..start + count (every one by default; past the end: fewer): (index, state, last

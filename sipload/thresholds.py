@@ -1,6 +1,7 @@
 """Threshold expressions (k6-like): parse them from a scenario, evaluate them on a run's metric values.
 
-An expression is ``<metric> <op> <value>[unit]``, e.g. ``register.p99 < 200ms``. Each metric has a kind
+An expression is ``<metric> <op> <value>[unit]``, e.g. ``register.p99 < 200ms`` (k6's ``p(99) < 200ms``,
+``avg`` and ``med`` are read too: `k6_metric`). Each metric has a kind
 that fixes its base unit: latency in milliseconds (``200ms``, ``1s`` -> 1000, ``500us`` -> 0.5, a bare
 number is ms), percentages (``99.9%`` -> 99.9, the ``%`` is required), counts (plain numbers) and rates per
 second (plain numbers or ``/s``). A unit that does not fit the metric's kind is an error, as is an unknown
@@ -158,9 +159,30 @@ class Threshold:
         return OPERATORS[self.op](actual, self.value)
 
 
+_K6_PERCENTILE = re.compile(r"p\(\s*([0-9]+(?:\.[0-9]+)?)\s*\)", re.ASCII)
+_K6_STATS = {"avg": "mean", "med": "p50"}
+
+
+def k6_metric(metric: str) -> str:
+    """A metric as k6 users write it, in sipload's spelling: ``p(99)`` -> ``register.p99``,
+    ``refresh.p(95)`` -> ``refresh.p95``, ``avg`` -> ``register.mean``, ``med`` -> ``register.p50``
+    (no phase: register's). A name that is none of these is returned as it is."""
+    m = _K6_PERCENTILE.sub(lambda x: f"p{x.group(1)}", metric)
+    head, dot, last = m.rpartition(".")
+    if last in _K6_STATS:
+        m = f"{head}{dot}{_K6_STATS[last]}"
+    for candidate in (m, f"register.{m}"):
+        if metric_kind(candidate) is not None:
+            return candidate
+    return metric
+
+
 def _unknown_metric(expr: str, metric: str) -> ThresholdError:
     close = difflib.get_close_matches(metric, list(METRICS), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
+    if _K6_PERCENTILE.search(metric) or re.search(r"(^|\.)p[0-9]", metric):
+        known = ", ".join(s for s in LATENCY_STATS if s.startswith("p"))
+        hint += f" (the percentiles are {known}; k6's p(99) is read as p99)"
     return ThresholdError(f"{expr!r}: unknown metric {metric!r}{hint} (known metrics include {', '.join(_EXAMPLES)})")
 
 
@@ -175,7 +197,7 @@ def parse_threshold(expr: str) -> Threshold:
             f"{expr!r}: expected '<metric> <op> <value>', e.g. 'register.p99 < 200ms', "
             f"with op one of {', '.join(OPERATORS)}{hint}"
         )
-    metric, op, unit = match.group("metric"), match.group("op"), match.group("unit")
+    metric, op, unit = k6_metric(match.group("metric")), match.group("op"), match.group("unit")
     kind = metric_kind(metric)
     if kind is None:
         raise _unknown_metric(expr, metric)

@@ -46,8 +46,13 @@ SMOKES: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "cluster.py": (("kamailio",), [r"## Dask layer", rf"\| sipload \| {NUMBER} \| {NUMBER} \| {NUMBER} \|",
                                    rf"\|\s+100 \| --workers 2\s+\|\s+{NUMBER} \|\s+0 \|",
                                    rf"\|\s+100 \| --cluster local:2 \|\s+{NUMBER} \|\s+0 \|"]),
+    "wire_truth.py": (("kamailio", "tcpdump"), [r"## Measurement truth: sipload's service time vs tcpdump",
+                                                rf"\|\s+200 \| 1 \| {NUMBER} \| {NUMBER} \| [+-]{NUMBER} \| "
+                                                rf"{NUMBER} \| (yes|NO) \| {NUMBER} \| 200 / 200 \|",
+                                                r"200/s: median difference [+-]\d+ µs"]),
 }
-HOW_TO_INSTALL = {"kamailio": HOW_TO_INSTALL_KAMAILIO, "sipp": HOW_TO_INSTALL_SIPP}
+HOW_TO_INSTALL = {"kamailio": HOW_TO_INSTALL_KAMAILIO, "sipp": HOW_TO_INSTALL_SIPP,
+                  "tcpdump": "peers/install (Debian package tcpdump)"}
 
 
 def test_every_maintained_script_has_a_smoke_test() -> None:

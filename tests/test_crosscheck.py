@@ -267,6 +267,18 @@ def test_check_command_exit_codes(api: ApiThread, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "missing column(s) state, username" in result.output
 
 
+@pytest.mark.parametrize(("provider", "extra"), [("telnyx", []), ("audian", ["--account-id", "acc_1"]),
+                                               ("ultravox", ["--create-registrations", "127.0.0.1:9"])])
+def test_a_base_url_answering_404_is_one_line_and_exit_2(api: ApiThread, provider: str, extra: list[str]) -> None:
+    wrong = f"http://127.0.0.1:{api.port}/nothing-here"
+    env = {"TELNYX_API_KEY": KEY, "AUDIAN_AUTH_TOKEN": KEY, "ULTRAVOX_API_KEY": KEY}
+    out = CliRunner().invoke(check, ["--provider", provider, "--base-url", wrong, "--count", "40", *extra], env=env)
+    assert out.exit_code == 2, out.output
+    (line,) = out.output.splitlines()
+    assert line.startswith(f"sipload check: {provider}: GET /") and f"at {wrong} answered 404 Not Found" in line
+    assert "check the base URL (expected " in line and KEY not in line
+
+
 def test_check_command_shows_stale_disagreements(tmp_path: Path) -> None:
     users = [f"user{n}" for n in range(1, 21)]
     stale = {u for u in users if share_of(u) < 0.5}

@@ -156,6 +156,18 @@ async def test_real_loopback_run_against_the_embedded_registrar(tmp_path: Path) 
     assert "pw-" not in (tmp_path / "out" / "endpoints.csv").read_text()
 
 
+async def test_the_embedded_registrar_says_when_it_answered_423_to_a_too_short_expiry(tmp_path: Path) -> None:
+    sc = scenario(small(name="brief", count=10, duration="1s", registrar={"min_expires": 3}), name="brief")
+    outcome = await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False, workers=1)
+    r = outcome.result
+    assert r.registrations.succeeded == 10 and r.responses.get("423") == 10, r.responses
+    (note,) = [n for n in r.notes if "423" in n]
+    assert note.startswith("the embedded registrar answered 423 Interval Too Brief to 10 REGISTERs: expires down "
+                           "to 2 s asked, below its min-expires of 3 s"), note
+    assert "[registrar] min_expires" in note
+    assert note in json.loads((tmp_path / "out" / "summary.json").read_text())["notes"]
+
+
 async def test_stop_mid_run_leaves_zero_bindings_and_partial_results(tmp_path: Path) -> None:
     core = RegistrarCore(RegistrarSettings(realm="sipload.test", min_expires=1), now=trio.current_time())
     async with trio.open_nursery() as nursery:

@@ -214,7 +214,8 @@ async def test_kamailio_restarted_mid_run_endpoints_register_again(tmp_path: Pat
     assert r.failures_by_phase.get("refresh", {}).get("timeout", 0) >= count       # the gap, counted
     assert r.refreshes.succeeded >= count                                           # the recovery
     assert r.unregistrations.succeeded == count
-    held = [json.loads(line)["registered"] for line in (outcome.out_dir / INTERVALS).read_text().splitlines()[1:]]
+    lines = (outcome.out_dir / INTERVALS).read_text().splitlines()[1:]
+    held = [json.loads(line)["at_end"]["registered"] for line in lines]
     top = held.index(count)
     gap = next(i for i in range(top, len(held)) if held[i] == 0)
     assert count in held[gap:], held                                                # down to none, then back

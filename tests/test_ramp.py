@@ -242,10 +242,16 @@ async def test_ramp_finds_the_knee_against_the_embedded_registrar(tmp_path: Path
     assert cap.knee.latency_ms["p90"] < 250 < cap.breaking.latency_ms["p90"]
     assert cap.knee.achieved == pytest.approx(60, rel=0.25)
     assert all(s.failed == 0 for s in cap.steps)
+    for s in cap.steps:  # every registration a step counts is accounted for, the ones in flight included
+        assert s.in_flight_start + s.attempted == s.succeeded + s.failed + s.in_flight_end, s
+    assert any(s.in_flight_end for s in cap.steps)  # the cap of 3 is reached: some are always in flight
     # the whole run misses its p99 (the last step broke it), so the run fails
     assert not outcome.result.passed()
     page = (tmp_path / "out" / "report.html").read_text()
     assert 'id="capacity-verdict"' in page and "knee at 60/s offered" in page and 'data-plot="capacity"' in page
+    # the verdict comes first, before the details; the step table says what adds up
+    assert page.index('id="capacity-verdict"') < page.index('id="summary"') < page.index('id="capacity"')
+    assert "in flight before + started = succeeded + failed + in flight after" in page
     result = CliRunner().invoke(report, [str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "capacity: knee at 60/s offered" in result.output and "breaking point at 400/s" in result.output

@@ -19,6 +19,7 @@ from sipload.registrar.bindings import (
 from sipload.registrar.core import Outcome, RegistrarCore
 from sipload.registrar.listen import Listen
 from sipload.registrar.settings import DelayKind, DelaySpec, RegistrarSettings, load_users, parse_delay
+from sipload.registrar.stats import too_brief_text
 from sipload.sip.digest import Algorithm, DigestClient, compute_ha1, compute_response, parse_challenges
 from sipload.sip.errors import ParseError
 from sipload.sip.message import Request, Response
@@ -283,7 +284,13 @@ def test_too_brief_gets_423_with_min_expires() -> None:
     response = register(core, phone, expires=30)
     assert response.status == 423
     assert response.headers.get("min-expires") == "60"
+    assert register(core, phone, expires=45).status == 423
     assert register(core, phone, expires=60).status == 200
+    assert (core.counters.too_brief, core.counters.briefest_asked) == (2, 30)
+    assert too_brief_text(core.counters, 60) == (
+        "answered 423 Interval Too Brief to 2 REGISTERs: expires down to 30 s asked, below its min-expires of 60 s "
+        "(the endpoints then register again with the Min-Expires it sent)")
+    assert too_brief_text(make_core().counters, 60) is None
 
 
 def test_contact_expires_param_wins_over_header_and_is_clamped() -> None:

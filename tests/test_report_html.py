@@ -27,13 +27,14 @@ from peers import require_peer
 from sipload.engine.run import run_scenario
 from sipload.report.html import REPORT, write_report
 from sipload.report.intervals import INTERVALS
+from sipload.report.writers import format_value
 from sipload.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HOW_TO_INSTALL_CHROMIUM = "run peers/install (installs the Debian package chromium)"
 EXPECTED_PLOTS = {"latency-percentiles", "rate-over-time", "bindings-over-time", "failures-over-time",
-                  "latency-over-time", "schedule-lag-over-time", "response-codes"}
+                  "latency-over-time", "refresh-latency-over-time", "schedule-lag-over-time", "response-codes"}
 
 
 # ------------------------------------------------------------------------------ a short smoke run
@@ -65,6 +66,50 @@ def test_a_run_writes_report_html_from_its_files(smoke_dir: Path) -> None:
     before = page
     write_report(smoke_dir)
     assert (smoke_dir / REPORT).read_text(encoding="utf-8") == before
+
+
+def _section(page: str, name: str) -> str:
+    part = page[page.index(f'<section id="{name}">'):]
+    return part[:part.index("</section>")]
+
+
+def test_report_says_what_ran_with_units(smoke_dir: Path) -> None:
+    """What a planner hands on: the scenario's parameters, workers, engine, host, version and target;
+    threshold values with their units."""
+    page = (smoke_dir / REPORT).read_text(encoding="utf-8")
+    summary = json.loads((smoke_dir / "summary.json").read_text())
+    ran = _section(page, "run")
+    host = summary["run"]["host"]
+    for label, value in (("endpoints", "40"), ("expiry", "10 s, refreshed at 50 %"), ("offered load", "constant 40/s"),
+                         ("max in flight", f"{summary['run']['parameters']['max_in_flight']:,} registrations"),
+                         ("workers", "1 (in-process)"), ("engine", f"{summary['run']['engine']} (asked: auto)"),
+                         ("host", f"{host['name']}: {host['cores']} cores"),
+                         ("sipload", summary["run"]["sipload_version"]),
+                         ("target", "embedded registrar")):
+        assert re.search(rf'<th class="text">{label}</th><td class="text">[^<]*{re.escape(value)}', ran), (label, ran)
+    assert page.index('id="run"') < page.index('id="summary"')
+    thresholds = _section(page, "summary")
+    p99 = next(t["value"] for t in summary["thresholds"] if t["expr"].startswith("register.p99"))
+    assert f"<td>{format_value(p99)} ms</td>" in thresholds
+    assert "<td>100 %</td>" in thresholds and "<td>0</td>" in thresholds  # a success rate, a count
+
+
+def test_a_clean_run_has_integer_failure_axes_and_a_refresh_latency_plot(smoke_dir: Path) -> None:
+    page = (smoke_dir / REPORT).read_text(encoding="utf-8")
+    svg = page[page.index('data-plot="failures-over-time"'):]
+    svg = svg[:svg.index("</svg>")]
+    ticks = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    numbers = [t for t in ticks if re.fullmatch(r"[0-9.]+", t.strip())]
+    assert numbers and not [t for t in numbers if "." in t], numbers  # no 0.01 ... 0.05 for no failures
+    assert "none in any interval" in page
+    assert "refresh latency per interval" in page
+
+
+def test_report_lists_its_files_and_says_the_links_are_relative(smoke_dir: Path) -> None:
+    files = _section((smoke_dir / REPORT).read_text(encoding="utf-8"), "files")
+    assert "opened from its run directory" in files
+    assert '<a href="summary.json">summary.json</a>' in files and "the final state of every endpoint" in files
+    assert "register latency from the intended start" in files
 
 
 def test_report_is_self_contained(smoke_dir: Path) -> None:
@@ -220,6 +265,16 @@ _PLOTS_JS = """JSON.stringify({
             visible: getComputedStyle(s).visibility === 'visible' && getComputedStyle(s).display !== 'none'};
   }),
   sections: Array.from(document.querySelectorAll('section')).map(s => s.id),
+  legends: Array.from(document.querySelectorAll('figure.plot svg')).flatMap(s => {
+    const areas = Array.from(s.querySelectorAll('g[id*="-axes_"]'))
+      .map(a => a.querySelector(':scope > g[id*="-patch_"]')).filter(Boolean).map(p => p.getBoundingClientRect());
+    return Array.from(s.querySelectorAll('g[id*="-legend_"]')).map(l => {
+      const r = l.getBoundingClientRect();
+      return {plot: s.dataset.plot, w: r.width, over: areas.filter(b => r.left < b.right - 1 && r.right > b.left + 1
+                                                             && r.top < b.bottom - 1 && r.bottom > b.top + 1).length};
+    });
+  }),
+  links: Array.from(document.querySelectorAll('#files a')).map(a => a.href),
 })"""
 
 
@@ -268,6 +323,13 @@ def test_chromium_loads_the_report_without_errors_and_shows_every_plot(smoke_dir
         assert p["visible"] and p["w"] > 200 and p["h"] > 100, (name, p)
         assert p["paths"] >= 5 and p["texts"] >= 3, (name, p)  # axes, ticks, labels and data drawn
     assert info["width"] <= 1400  # nothing overflows a normal window sideways
+    # every plot's legend lies outside its axes: it covers no data
+    assert {lg["plot"] for lg in info["legends"]} == EXPECTED_PLOTS - {"response-codes"}
+    assert all(lg["w"] > 50 and lg["over"] == 0 for lg in info["legends"]), info["legends"]
+    # the file links, as the browser resolves them, are the files beside the report
+    assert len(info["links"]) >= 10
+    for link in info["links"]:
+        assert link.startswith(smoke_dir.as_uri() + "/") and (smoke_dir / link.rsplit("/", 1)[1]).is_file(), link
 
 
 def test_chromium_reports_a_broken_page(tmp_path: Path, devtools: DevTools) -> None:

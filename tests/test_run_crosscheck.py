@@ -11,7 +11,7 @@ import trio
 
 from sipload.emulators.app import serve_api
 from sipload.emulators.knobs import NO_FAULTS, ApiKeys, ApiKnobs
-from sipload.engine.run import ExitCode, RunOutcome, run_scenario
+from sipload.engine.run import ExitCode, RunError, RunOutcome, run_scenario
 from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
 from sipload.registrar.server import serve_registrar
@@ -40,19 +40,29 @@ when = "{when}"
 """
 
 
-async def run_with_emulators(tmp_path: Path, when: str, knobs: ApiKnobs = NO_FAULTS) -> RunOutcome:
+async def run_with_emulators(tmp_path: Path, when: str, knobs: ApiKnobs = NO_FAULTS, base: str = "/v2") -> RunOutcome:
     settings = RegistrarSettings(realm="sipload.test", min_expires=1)
     core = RegistrarCore(settings, now=trio.current_time())
     async with trio.open_nursery() as nursery:
         listens = await nursery.start(partial(serve_registrar, settings, [Listen("udp", "127.0.0.1", 0)], core=core))
         api_port = await nursery.start(partial(serve_api, core.store, "127.0.0.1", 0, knobs=knobs,
                                                keys=ApiKeys(telnyx="key-123")))
-        text = SCENARIO.format(sip_port=listens[0].port, api_port=api_port, when=when)
+        text = SCENARIO.format(sip_port=listens[0].port, api_port=api_port, when=when).replace("/v2", base)
         sc = parse_scenario(text, tmp_path / "xc.toml")
         with trio.fail_after(60):
             outcome = await run_scenario(sc, tmp_path / "out", progress=lambda _: None, handle_signals=False)
         nursery.cancel_scope.cancel()
     return outcome
+
+
+async def test_a_wrong_base_url_stops_the_run_before_its_load(tmp_path: Path) -> None:
+    with pytest.raises(ExceptionGroup) as raised:  # through the emulators' nursery
+        await run_with_emulators(tmp_path, "after", base="/v3")
+    assert raised.group_contains(RunError)
+    message = str(raised.value.exceptions[0])
+    assert message.startswith("crosscheck: telnyx: GET /credential_connections at http://127.0.0.1:")
+    assert "/v3 answered 404 Not Found: that is not Telnyx's API; check the base URL" in message
+    assert "\n" not in message and not (tmp_path / "out").exists()  # no load ran, no results left
 
 
 @pytest.fixture(autouse=True)

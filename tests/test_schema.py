@@ -39,8 +39,9 @@ from sipload.metrics import HIGHEST_US, Aggregate, Phase, Recorder
 from sipload.metrics.phases import Kind
 from sipload.providers.crosscheck import CrossCheckResult
 from sipload.report import RunResult, build_result, write_partial
+from sipload.report.intervals import read_intervals
 from sipload.report.prometheus import CONTENT_TYPE, MetricsExporter, exposition, parse_listen
-from sipload.report.schema import summary_schema
+from sipload.report.schema import intervals_schema, summary_schema
 from sipload.report.writers import summary_json
 from sipload.scenario import parse_scenario
 from sipload.sip.failures import FailureReason
@@ -180,6 +181,47 @@ def test_summaries_validate(run_dir: Path) -> None:
     empty = build_result(Aggregate(T0), scenario="e", target="t", duration_s=0.0, complete=False, endpoints=0,
                          offered_rate=0.0, arrival_period_s=0.0)
     assert list(v.iter_errors(json.loads(summary_json(empty)))) == []
+
+
+def test_intervals_lines_validate_name_their_fields_and_add_up(run_dir: Path) -> None:
+    schema = intervals_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    v = jsonschema.Draft202012Validator(schema)
+    lines = [json.loads(line) for line in (run_dir / "intervals.jsonl").read_text().splitlines()]
+    for line in lines:
+        assert list(v.iter_errors(line)) == [], line
+    header, rows = lines[0], lines[1:]
+    assert header["version"] == 2 and set(header["sections"]) == {"at_end", "cumulative", "in_interval"}
+    assert len(rows) >= 5
+    # every per-interval figure is the difference of two cumulative lines; the last cumulative line
+    # holds the whole run, as summary.json counts it
+    before: dict[str, Any] = {"phases": {}, "retransmissions": 0}
+    for row in rows:
+        for phase, c in row["cumulative"]["phases"].items():
+            old = before["phases"].get(phase, {"attempted": 0, "succeeded": 0, "failed": 0})
+            assert row["in_interval"]["phases"][phase] == {k: c[k] - old[k] for k in c}
+        assert row["in_interval"]["retransmissions"] == row["cumulative"]["retransmissions"] - before["retransmissions"]
+        before = row["cumulative"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert rows[-1]["cumulative"]["phases"]["register"]["succeeded"] == summary["registrations"]["succeeded"] == 30
+    assert sum(r["in_interval"]["phases"].get("register", {}).get("succeeded", 0) for r in rows) == 30
+    assert rows[-1]["at_end"]["registered"] == 0  # all unregistered at the end
+    ivs = read_intervals(run_dir)
+    assert ivs is not None and ivs.records[-1].counts["register"][1] == 30
+
+
+def test_intervals_written_by_version_1_are_still_read(tmp_path: Path) -> None:
+    (tmp_path / "intervals.jsonl").write_text(
+        '{"kind": "header", "format": "sipload-intervals", "version": 1, "started_at_unix": 5.0, '
+        '"interval_s": 1.0, "steps": []}\n'
+        '{"kind":"interval","t":1.0,"length_s":1.0,"offered_per_s":10,"step":null,"registered":9,'
+        '"in_flight":1,"kernel_drops":0,"counts":{"register":[10,9,0]},"failures":{},"responses":{"200":9},'
+        '"retransmissions":2}\n')
+    ivs = read_intervals(tmp_path)
+    assert ivs is not None
+    (rec,) = ivs.records
+    assert (rec.registered, rec.in_flight, rec.counts, rec.responses, rec.retransmissions) == (
+        9, 1, {"register": (10, 9, 0)}, {"200": 9}, 2)
 
 
 def test_schema_names_every_field_and_enum_of_the_model() -> None:
@@ -445,7 +487,7 @@ async def test_metrics_endpoint_serves_the_latest_interval(tmp_path: Path) -> No
         assert fams["sipload_registered"].samples[0].value == 1
         assert int(headers["Content-Length"]) == len(body)
         record = json.loads((tmp_path / "intervals.jsonl").read_text().splitlines()[1])
-        assert record["registered"] == 1 and record["offered_per_s"] == 30.0
+        assert record["at_end"]["registered"] == 1 and record["offered_per_s"] == 30.0
         status, headers, body = await http(port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
         assert status.endswith("200 OK") and body == b"" and int(headers["Content-Length"]) > 0
         status, _, _ = await http(port, b"GET / HTTP/1.1\r\n\r\n")

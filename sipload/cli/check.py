@@ -22,7 +22,7 @@ from sipload.providers.crosscheck import CrossCheckResult, OurEndpoint, run_cros
 from sipload.providers.crosscheck_text import result_lines
 from sipload.providers.run_endpoints import EndpointsError, load_endpoints, template_endpoints
 from sipload.providers.settings import PROVIDERS, CrossCheckConfig
-from sipload.providers.sources import UltravoxSource, open_source
+from sipload.providers.sources import UltravoxSource, open_source, refuse_wrong_base_url
 from sipload.providers.status import ProviderError
 from sipload.providers.ultravox_setup import create_registrations, delete_registrations
 
@@ -36,6 +36,7 @@ async def check_endpoints(endpoints: list[OurEndpoint], config: CrossCheckConfig
     source = open_source(config)
     created: dict[str, str] = {}
     try:
+        await refuse_wrong_base_url(source)  # one line and exit 2, not a 404 per user
         if ultravox is not None and isinstance(source, UltravoxSource):
             users = [e.username for e in endpoints]
             created, failed = await create_registrations(source.client, users, ultravox.password_template,

@@ -16,6 +16,7 @@ from sipload.registrar.core import RegistrarCore
 from sipload.registrar.listen import Listen
 from sipload.registrar.server import serve_registrar
 from sipload.registrar.settings import RegistrarSettings
+from sipload.registrar.stats import too_brief_text
 from sipload.scenario import RegistrarConfig, Scenario
 from sipload.transport.udp import Address
 
@@ -34,12 +35,29 @@ def scenario_transports(scenario: Scenario) -> list[str]:
     return found or [scenario.target.transport.value]
 
 
+def _config(scenario: Scenario) -> RegistrarConfig:
+    return scenario.registrar or RegistrarConfig(realm=scenario.target.domain, seed=scenario.seed)
+
+
+def embedded_core(scenario: Scenario) -> RegistrarCore:
+    """The registrar a scenario's `[registrar]` describes (its binding store and counters), to start with
+    `start_embedded` and read afterwards."""
+    return RegistrarCore(_config(scenario), now=trio.current_time())
+
+
+def too_brief_note(core: RegistrarCore) -> str | None:
+    """A note for the results when the registrar answered 423 because endpoints asked too short an expiry."""
+    text = too_brief_text(core.counters, core.settings.min_expires)
+    return None if text is None else (f"the embedded registrar {text}; [registrar] min_expires sets the limit, "
+                                      "endpoints.expires what the endpoints ask")
+
+
 async def start_embedded(nursery: trio.Nursery, scenario: Scenario,
                          core: RegistrarCore | None = None) -> dict[str, Address]:
     """Start the in-process registrar on every transport the groups use; the bound address of each
     (upper-case transport -> address). The port of `[registrar] listen` is used for every transport
     (0: a free port each)."""
-    config = scenario.registrar or RegistrarConfig(realm=scenario.target.domain, seed=scenario.seed)
+    config = _config(scenario)
     listens = [Listen(t, config.listen_host, config.listen_port) for t in scenario_transports(scenario)]
     bound: list[Listen] = await nursery.start(partial(serve_registrar, config, listens, core=core))
     return {b.transport.upper(): (b.host, b.port) for b in bound}

@@ -27,7 +27,7 @@ scenario (the notes and summary.json say which engine ran and why).
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 
@@ -116,6 +116,14 @@ def _schedule(scenario: Scenario) -> tuple[object, ...]:
 _PHASES = {p.value: p for p in Phase}
 _KINDS = {k.value: k for k in Kind}
 _REASONS = {r.value: r for r in FailureReason}
+
+
+def _texts(buffer: bytes, ends: bytes) -> Iterator[str]:
+    """The strings of a packed column (row i ends at ends[i], native u32), as the Python engine has them."""
+    start = 0
+    for end in memoryview(ends).cast("I"):
+        yield buffer[start:end].decode("utf-8", "surrogateescape")
+        start = end
 
 
 def snapshot(counts: dict[str, object], start: float, end: float, gauges: dict[str, int]) -> IntervalSnapshot:
@@ -295,6 +303,22 @@ class NativeWorker:
                                          call_id=call_id, group=group.name))
         return out
 
+    def _final_states(self, native: _native.NativeWorker) -> list[EndpointState]:
+        """Every endpoint's line at the end, its machine released first: the lines of a million endpoints
+        are made while only their columns are held, not the machines too."""
+        t = native.take_reports()
+        plan = self.plan
+        names = [g.name for g in plan.groups]
+        state_names, reason_names = t["state_names"], t["reason_names"]
+        columns = zip(memoryview(t["index"]).cast("Q"), t["state"], memoryview(t["last_status"]).cast("H"),
+                      t["reason"], memoryview(t["registrations"]).cast("I"), memoryview(t["refreshes"]).cast("I"),
+                      _texts(t["users"], t["user_ends"]), _texts(t["call_ids"], t["call_id_ends"]),
+                      _texts(t["contacts"], t["contact_ends"]), strict=True)
+        return [EndpointState(index=i, username=user, state=state_names[state], last_status=status or None,
+                              failure_reason=reason_names[reason], registrations=regs, refreshes=refs,
+                              contact=contact, call_id=call_id, group=names[plan.group[i]])
+                for i, state, status, reason, regs, refs, user, call_id, contact in columns]
+
     def _finish(self, native: _native.NativeWorker) -> None:
         now = native.now()
         self._emit(native, now, now)
@@ -311,4 +335,4 @@ class NativeWorker:
         r.last_internal_error = c["last_internal_error"]
         r.last_transport_error = c["last_error"]
         r.left_bound = native.gauges(now)["registered"]
-        r.endpoints = self._states(native)
+        r.endpoints = self._final_states(native)

@@ -20,7 +20,7 @@ from typing import Any
 import trio
 
 from sipload.engine.cluster import ClusterPool
-from sipload.engine.embedded import scenario_transports, start_embedded
+from sipload.engine.embedded import embedded_core, scenario_transports, start_embedded, too_brief_note
 from sipload.engine.engines import choose_engine, engines_of
 from sipload.engine.limits import check_resources
 from sipload.engine.live import LiveOutputs, open_live_outputs
@@ -30,6 +30,7 @@ from sipload.engine.probe import probe_udp
 from sipload.engine.resolve import ResolveError, resolve_target
 from sipload.engine.worker import Destinations, WorkerError, WorkerReport
 from sipload.metrics.aggregate import Aggregate
+from sipload.registrar.core import RegistrarCore
 from sipload.report.prometheus import MetricsExporter
 from sipload.report.result import EndpointState, RunResult, build_result
 from sipload.report.runinfo import run_info
@@ -183,6 +184,7 @@ class _RunState:
         self.engine_note: str | None = None
         self.engine_requested = scenario.load.engine
         self.run_workers = 1  # worker processes (or cluster shards) that ran
+        self.embedded: RegistrarCore | None = None  # the embedded registrar, when the target is embedded
 
     async def run(self, nursery: trio.Nursery, *, handle_signals: bool, stop: trio.Event | None,
                   probe: bool) -> None:
@@ -196,7 +198,8 @@ class _RunState:
             self.progress(f"sipload: metrics on http://{self.metrics[0]}:{port}/metrics")
         destinations: Destinations
         if scenario.target.embedded:
-            bound = await start_embedded(nursery, scenario)
+            self.embedded = embedded_core(scenario)
+            bound = await start_embedded(nursery, scenario, self.embedded)
             destinations = {t: (a,) for t, a in bound.items()}
             listening = ", ".join(f"{t.lower()} {a[0]}:{a[1]}" for t, a in bound.items())
             self.target_text = f"embedded registrar ({listening})"
@@ -205,6 +208,8 @@ class _RunState:
             udp = destinations.get("UDP", ())
             if probe and scenario.target.probe and len(udp) == 1:  # with several, the failover is the point
                 await self._probe(udp[0])
+        if scenario.crosscheck is not None:
+            await self._crosscheck_preflight()
         if self.interrupted_by is not None:
             raise RunInterrupted(f"interrupted by {self.interrupted_by} before the run started")
         try:
@@ -262,6 +267,25 @@ class _RunState:
         if warning is not None:
             self.progress(f"sipload: warning: target {target.registrar}: {warning} "
                           f"(--no-probe or target.probe = false skips it)")
+
+    async def _crosscheck_preflight(self) -> None:
+        """Refuse the run before its load when the cross-check's base URL is not the provider's API;
+        anything else (a key missing, a provider not answering) is left to the cross-check, as before."""
+        from sipload.providers.errors import ProviderConfigError
+        from sipload.providers.sources import open_source, refuse_wrong_base_url
+        from sipload.providers.status import ProviderError
+
+        assert self.scenario.crosscheck is not None
+        try:
+            source = open_source(self.scenario.crosscheck.config)
+        except ProviderError:
+            return  # a missing key: said by the cross-check at the end, as before
+        try:
+            await refuse_wrong_base_url(source)
+        except ProviderConfigError as exc:
+            raise RunError(f"crosscheck: {exc}") from None
+        finally:
+            await source.aclose()
 
     async def _crosscheck(self, states: list[EndpointState]) -> None:
         """Ask the provider about every endpoint; the outcome goes into the results, never fails the run."""
@@ -359,6 +383,9 @@ class _RunState:
         report = partial if partial is not None else self.report  # also when the run was cancelled
         notes = [*self.lost, *([self.crosscheck_error] if self.crosscheck_error else []),
                  *([self.engine_note] if self.engine_note else [])]
+        too_brief = too_brief_note(self.embedded) if self.embedded is not None else None
+        if too_brief is not None:
+            notes.append(too_brief)
         result = _result(self.scenario, self.agg, report, self.target_text,
                          ended - self.agg.started_at_unix, self.interrupted_by, notes, self.crosscheck)
         result.engines = self.engines

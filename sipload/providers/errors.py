@@ -35,6 +35,17 @@ class ProviderRateLimited(ProviderHttpError):
     """429, still after the retries allowed."""
 
 
+class ProviderConfigError(ProviderError):
+    """The provider's API is not where the configuration points (a base URL answering 404 to a collection
+    every account has): no user's answer can mean anything, so the check stops with one line."""
+
+
+def wrong_base_url(provider: str, base_url: str, exc: ProviderNotFound, expected: str) -> ProviderConfigError:
+    return ProviderConfigError(
+        f"{provider}: {exc.endpoint.split(' ', 1)[1]} at {base_url} answered 404 Not Found: that is not "
+        f"{provider.capitalize()}'s API; check the base URL (expected {expected})")
+
+
 class NotProvisioned(ProviderError):
     """The provider has nothing for this user (no credential connection, device or registration)."""
 

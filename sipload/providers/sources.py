@@ -12,7 +12,10 @@ has nothing for the user (no Telnyx connection, Audian device or Ultravox regist
   `username` (the successful one, else the newest).
 * Kamailio: `ul.lookup` per user.
 
-Per-user calls run on `concurrency` workers; the clients bound their own concurrency too.
+Per-user calls run on `concurrency` workers; the clients bound their own concurrency too. A listing
+answered 404 (the base URL is not the provider's API, or the Audian account does not exist) is a
+`ProviderConfigError` raised for the whole check, never a 404 per user; `probe()` asks the same with
+one small page, for a run to refuse a wrong base URL before its load.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from sipload.providers.audian_client import AudianClient, DeviceRegistration
-from sipload.providers.errors import NotProvisioned
+from sipload.providers.errors import NotProvisioned, ProviderConfigError, ProviderNotFound, wrong_base_url
 from sipload.providers.http_api import Sleep
 from sipload.providers.kamailio import KamailioRpc
 from sipload.providers.ratelimit import RetryPolicy
@@ -37,6 +40,16 @@ if TYPE_CHECKING:  # the Telnyx SDK takes ~1.5 s to import: only when a Telnyx c
 from sipload.providers.ultravox_client import SipRegistration, UltravoxClient
 
 Answer = RegistrationStatus | ProviderError
+_EXPECTED = {
+    "telnyx": "https://api.telnyx.com/v2, or http://HOST:PORT/v2 for `sipload registrar --api`",
+    "audian": "https://api.audian.com:8443/v2 or .../v1, or http://HOST:PORT/v2 or /v1 for `sipload registrar "
+              "--api`, with the account id",
+    "ultravox": "https://api.ultravox.ai, or http://HOST:PORT for `sipload registrar --api`",
+}
+
+
+def _not_found(provider: str, base_url: str, exc: ProviderNotFound) -> ProviderError:
+    return wrong_base_url(provider, base_url, exc, _EXPECTED[provider])
 SINGLE_CALLS_UP_TO = 20
 
 
@@ -44,6 +57,9 @@ class StatusSource(Protocol):
     name: str
 
     async def statuses(self, users: Sequence[str]) -> dict[str, Answer]: ...
+
+    async def probe(self) -> None:
+        """One cheap request: ProviderConfigError when the base URL is not the provider's API."""
 
     async def aclose(self) -> None: ...
 
@@ -80,6 +96,8 @@ class TelnyxSource:
             if self._ids is None or any(u not in self._ids for u in users):
                 conns = await self.client.list_connections()
                 self._ids = {c.user_name: c.id for c in conns if c.user_name}
+        except ProviderNotFound as exc:
+            raise _not_found(self.name, self.client.url, exc) from None
         except ProviderError as exc:
             return dict.fromkeys(users, exc)
         ids = self._ids
@@ -91,6 +109,12 @@ class TelnyxSource:
             return (await self.client.check_registration_status(conn_id)).to_status(user)
 
         return await gather_bounded(users, ask, self._concurrency)
+
+    async def probe(self) -> None:
+        try:
+            await self.client.first_connections()
+        except ProviderNotFound as exc:
+            raise _not_found(self.name, self.client.url, exc) from None
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -112,6 +136,8 @@ class AudianSource:
             return await gather_bounded(users, ask, self._concurrency)
         try:
             devices = await self.client.all_devices()
+        except ProviderNotFound as exc:
+            raise _not_found(self.name, self.client.api.url, exc) from None
         except ProviderError as exc:
             return dict.fromkeys(users, exc)
         found: dict[str, DeviceRegistration] = {d.device_id: d for d in devices}
@@ -126,6 +152,12 @@ class AudianSource:
             out[user] = device.to_status(user)
         return out
 
+    async def probe(self) -> None:
+        try:
+            await self.client.bulk_status(limit=1)
+        except ProviderNotFound as exc:
+            raise _not_found(self.name, self.client.api.url, exc) from None
+
     async def aclose(self) -> None:
         await self.client.close()
 
@@ -139,6 +171,8 @@ class UltravoxSource:
     async def statuses(self, users: Sequence[str]) -> dict[str, Answer]:
         try:
             registrations = await self.client.list_registrations()
+        except ProviderNotFound as exc:
+            raise _not_found(self.name, self.client.api.url, exc) from None
         except ProviderError as exc:
             return dict.fromkeys(users, exc)
         best: dict[str, SipRegistration] = {}
@@ -152,6 +186,12 @@ class UltravoxSource:
             out[user] = chosen.to_status() if chosen is not None else NotProvisioned(
                 f"Ultravox: no SIP registration with username {user!r}")
         return out
+
+    async def probe(self) -> None:
+        try:
+            await self.client.list_page(page_size=1)
+        except ProviderNotFound as exc:
+            raise _not_found(self.name, self.client.api.url, exc) from None
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -167,8 +207,22 @@ class KamailioSource:
     async def statuses(self, users: Sequence[str]) -> dict[str, Answer]:
         return await gather_bounded(users, self.rpc.lookup, self._concurrency)
 
+    async def probe(self) -> None:
+        """Nothing to ask: a JSON-RPC endpoint has no collection to list."""
+
     async def aclose(self) -> None:
         await self.rpc.close()
+
+
+async def refuse_wrong_base_url(source: StatusSource) -> None:
+    """ProviderConfigError when the source's base URL is not its provider's API; any other trouble (a
+    wrong key, no answer) is left to the cross-check, which reports it per user."""
+    try:
+        await source.probe()
+    except ProviderConfigError:
+        raise
+    except ProviderError:
+        return
 
 
 def open_source(config: CrossCheckConfig, *, env: Mapping[str, str] | None = None, sleep: Sleep | None = None,

@@ -164,6 +164,10 @@ class TelnyxClient:
                 return out
             number += 1
 
+    async def first_connections(self) -> None:
+        """One connection's page: raises what listing them would (ProviderNotFound at a wrong base URL)."""
+        await self._call("Telnyx GET /credential_connections", partial(self._page, 1, 1))
+
     async def _page(self, number: int, size: int) -> AsyncDefaultFlatPagination[CredentialConnection]:
         return await self._sdk.credential_connections.list(page_number=number, page_size=size)
 

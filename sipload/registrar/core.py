@@ -252,6 +252,7 @@ class RegistrarCore:
         else:
             changes: list[ContactChange] = []
             too_brief = False
+            briefest = 0
             for contact in contacts:
                 parse_uri(contact.uri)  # ParseError -> 400
                 raw = contact.params.get("expires")
@@ -263,13 +264,18 @@ class RegistrarCore:
                     expires = header_expires
                 else:
                     expires = self.settings.default_expires
-                too_brief = too_brief or 0 < expires < self.settings.min_expires
+                if 0 < expires < self.settings.min_expires:
+                    briefest = expires if not too_brief else min(briefest, expires)
+                    too_brief = True
                 instance = contact.params.get("+sip.instance")
                 if instance is not None and instance.startswith('"'):
                     instance = unquote(instance)
                 changes.append(ContactChange(contact.uri, min(expires, self.settings.max_expires),
                                              instance, contact.params.get("reg-id")))
             if too_brief:
+                self.counters.too_brief += 1
+                before = self.counters.briefest_asked
+                self.counters.briefest_asked = min(before, briefest) if before else briefest
                 response = self._reply(request, 423, None, source)
                 response.headers.add("Min-Expires", str(self.settings.min_expires))
                 return response

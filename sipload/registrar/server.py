@@ -39,7 +39,7 @@ from trio_websocket import ConnectionClosed, WebSocketRequest, wrap_server_strea
 from sipload.registrar.core import Outcome, RegistrarCore
 from sipload.registrar.listen import TLS_TRANSPORTS, Listen
 from sipload.registrar.settings import RegistrarSettings
-from sipload.registrar.stats import interval_line
+from sipload.registrar.stats import interval_line, too_brief_text
 from sipload.sip.errors import ParseError
 from sipload.sip.message import Request
 from sipload.sip.parser import StreamFramer
@@ -256,6 +256,9 @@ class _Registrar:
             if stats_interval and now >= next_stats:
                 current = core.counters.copy()
                 self.out(interval_line(now - start, stats_interval, current, before, core.store.count(now)))
+                if current.too_brief and not before.too_brief:  # said once; the 423= count goes on
+                    self.out(f"[{now - start:8.1f}s] {too_brief_text(current, core.settings.min_expires)}; "
+                             "--min-expires sets the limit")
                 before = current
                 next_stats += stats_interval * max(1, math.ceil((now - next_stats) / stats_interval))
 

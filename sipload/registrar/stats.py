@@ -33,6 +33,8 @@ class RegistrarCounters:
     gruu_registers: int = 0          # REGISTERs answered 200 with pub-gruu / temp-gruu (RFC 5627)
     options_answered: int = 0        # OPTIONS answered (keep-alive pings on UDP)
     crlf_pings: int = 0              # CRLFCRLF pings answered with a CRLF pong (TCP/TLS, RFC 5626 §4.4.1)
+    too_brief: int = 0               # REGISTERs answered 423 Interval Too Brief (expires below min-expires)
+    briefest_asked: int = 0          # the shortest expires (s) one of them asked
 
     @property
     def total_received(self) -> int:
@@ -44,7 +46,7 @@ class RegistrarCounters:
             self.auth_ok, Counter(self.auth_failures), self.drops, self.injected_503,
             self.retransmissions, self.parse_errors, self.stray_responses, self.internal_errors,
             self.send_failures, self.challenges_limited, self.outbound_registers, self.gruu_registers,
-            self.options_answered, self.crlf_pings,
+            self.options_answered, self.crlf_pings, self.too_brief, self.briefest_asked,
         )
 
 
@@ -68,6 +70,15 @@ def interval_line(elapsed: float, interval: float, now: RegistrarCounters, befor
         f"[{elapsed:8.1f}s] rx/s={rate:.0f} {_codes(now.responses, before.responses)}"
         f" drops={now.drops - before.drops} live={live.bindings} aors={live.aors}"
     )
+
+
+def too_brief_text(counters: RegistrarCounters, min_expires: int) -> str | None:
+    """What the 423s were about, None when there was none."""
+    if not counters.too_brief:
+        return None
+    return (f"answered 423 Interval Too Brief to {counters.too_brief} REGISTER"
+            f"{'s' if counters.too_brief > 1 else ''}: expires down to {counters.briefest_asked} s asked, below "
+            f"its min-expires of {min_expires} s (the endpoints then register again with the Min-Expires it sent)")
 
 
 def totals_line(elapsed: float, counters: RegistrarCounters, live: StoreCount) -> str:

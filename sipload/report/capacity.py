@@ -24,6 +24,7 @@ from sipload.metrics.aggregate import summarize
 from sipload.metrics.phases import Histogram, Kind, Phase
 from sipload.report.intervals import IntervalDelta, StepWindow
 from sipload.report.saved import LAG_LOG, LogInterval, SavedRun, log_name
+from sipload.report.writers import threshold_value
 from sipload.sip.failures import FailureReason
 from sipload.thresholds import ThresholdError, ThresholdResult, evaluate, parse_threshold
 
@@ -38,14 +39,16 @@ class StepStats:
     index: int  # the step's index in the scenario's load.steps
     offered: float  # per second, as the schedule asked
     seconds: float  # the length of the intervals counted for this step
-    attempted: int  # initial registrations
-    succeeded: int
-    failed: int
+    attempted: int  # initial registrations started in the step's counted intervals
+    succeeded: int  # ... and finished in them (some started before): in_flight_start + attempted
+    failed: int  #     = succeeded + failed + in_flight_end
     achieved: float  # successful initial registrations per second
     latency_ms: dict[str, float]  # register, from the intended start: p50 ... max, mean, count
     service_ms: dict[str, float]  # register, from the actual send
     values: dict[str, float]  # every metric a threshold can name, for this step
     thresholds: list[ThresholdResult] = field(default_factory=list)
+    in_flight_start: int = 0  # initial registrations in flight when the counted intervals began
+    in_flight_end: int = 0  # ... and when they ended
 
     @property
     def passed(self) -> bool:
@@ -64,6 +67,8 @@ class StepStats:
             "attempted": self.attempted,
             "succeeded": self.succeeded,
             "failed": self.failed,
+            "in_flight_start": self.in_flight_start,
+            "in_flight_end": self.in_flight_end,
             "achieved": round(self.achieved, 3),
             "success_pct": None if self.success_pct is None else round(self.success_pct, 3),
             "latency_ms": self.latency_ms,
@@ -113,7 +118,7 @@ def _p99(s: StepStats) -> str:
 
 def _missed(s: StepStats) -> str:
     missed = [t for t in s.thresholds if not t.passed]
-    parts = [f"{t.expr} (value {'n/a' if t.value is None else f'{t.value:g}'})" for t in missed]
+    parts = [f"{t.expr} (value {threshold_value(t)})" for t in missed]
     return "missed " + ", ".join(parts) if parts else "missed a threshold"
 
 
@@ -250,6 +255,8 @@ def analyze(run: SavedRun) -> Capacity | None:
             service_ms=summarize(svc) if svc is not None else {},
             values=values,
             thresholds=evaluate(parsed, values),
+            in_flight_start=deltas[0].in_flight_before,
+            in_flight_end=deltas[-1].record.in_flight,
         ))
     knee: StepStats | None = None
     breaking: StepStats | None = None

@@ -9,19 +9,17 @@ failures and retransmissions over time, and the capacity analysis of a stepped l
 
 from __future__ import annotations
 
-import html
-import math
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sipload import __version__
 from sipload.metrics.phases import Histogram, Kind
 from sipload.report import plots
 from sipload.report.capacity import Capacity, analyze
+from sipload.report.html_run import files_section, run_section
+from sipload.report.htmlkit import e, figure, fmt, table, verdict_cell
 from sipload.report.intervals import INTERVALS
 from sipload.report.saved import LAG_LOG, LogInterval, SavedRun, load_run, log_name
-from sipload.report.writers import _atomic, threshold_message
+from sipload.report.writers import _atomic, threshold_message, threshold_value
 from sipload.thresholds import ThresholdResult
 
 REPORT = "report.html"
@@ -53,6 +51,8 @@ tr.fail td { background: #fdecea; } tr.knee td { background: #e6f4ea; }
 figure.plot { margin: 8px 0 16px; } figure.plot svg { max-width: 100%; height: auto; display: block; }
 figcaption { color: var(--muted); font-size: 12px; }
 .note { color: var(--muted); font-size: 13px; }
+p.capacity { margin: 0; padding: 10px 24px; background: #e8f0fe; border-bottom: 1px solid var(--line); }
+table.kv th { background: #f1f3f4; text-align: left; font-weight: 600; white-space: nowrap; }
 ul.notes li { margin: 2px 0; }
 code { background: #f1f3f4; padding: 0 3px; border-radius: 3px; }
 """
@@ -69,65 +69,6 @@ def write_report(out_dir: Path) -> Path:
     return path
 
 
-# ------------------------------------------------------------------------------------------ helpers
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _fmt(value: object, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if value == int(value) and abs(value) < 1e12:
-            return str(int(value))
-        return f"{value:.{digits}f}".rstrip("0").rstrip(".")
-    return str(value)
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, row_classes: Sequence[str] = (),
-           text_cols: Iterable[int] = (0,)) -> str:
-    text = set(text_cols)
-    head = "".join(f'<th class="text">{_e(h)}</th>' if i in text else f"<th>{_e(h)}</th>"
-                   for i, h in enumerate(headers))
-    body = []
-    for n, row in enumerate(rows):
-        cls = row_classes[n] if n < len(row_classes) else ""
-        cells = []
-        for i, cell in enumerate(row):
-            if isinstance(cell, _Raw):
-                cells.append(cell.html)
-            elif i in text:
-                cells.append(f'<td class="text">{_e(_fmt(cell))}</td>')
-            else:
-                cells.append(f"<td>{_e(_fmt(cell))}</td>")
-        body.append(f'<tr class="{cls}">' + "".join(cells) + "</tr>" if cls else "<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-class _Raw:
-    __slots__ = ("html",)
-
-    def __init__(self, markup: str) -> None:
-        self.html = markup
-
-
-def _verdict_cell(passed: bool) -> _Raw:
-    return _Raw(f'<td class="{"pass" if passed else "fail"}">{"PASS" if passed else "FAIL"}</td>')
-
-
-def _figure(svg: str | None, caption: str, *, missing: str = "") -> str:
-    if svg is None:
-        return f'<p class="note">{_e(missing)}</p>' if missing else ""
-    return f'<figure class="plot">{svg}<figcaption>{_e(caption)}</figcaption></figure>'
-
-
 def _thresholds(summary: dict[str, Any]) -> list[ThresholdResult]:
     out = []
     for t in summary.get("thresholds", []):
@@ -140,7 +81,7 @@ def _thresholds(summary: dict[str, Any]) -> list[ThresholdResult]:
 
 # ------------------------------------------------------------------------------------------ sections
 
-def _header(run: SavedRun) -> str:
+def _header(run: SavedRun, cap: Capacity | None) -> str:
     s = run.summary
     passed = bool(s.get("passed"))
     complete = bool(s.get("complete", True))
@@ -149,12 +90,14 @@ def _header(run: SavedRun) -> str:
     n_all = len(s.get("thresholds", []))
     rate = s.get("rate", {}) if isinstance(s.get("rate"), dict) else {}
     return (
-        f'<header><h1>sipload: {_e(s.get("scenario", "?"))}</h1>'
+        f'<header><h1>sipload: {e(s.get("scenario", "?"))}</h1>'
         f'<span class="verdict {"pass" if passed else "fail"}" id="verdict">{label}</span>'
-        f'<span class="meta">{n_all - n_fail}/{n_all} thresholds met · target {_e(s.get("target", "?"))} · '
-        f'started {_e(s.get("started_at", "?"))} · {_fmt(float(s.get("duration_s", 0.0)), 1)} s · '
-        f'{_e(s.get("endpoints", "?"))} endpoints · offered {_fmt(rate.get("offered"), 1)}/s, '
-        f'achieved {_fmt(rate.get("achieved"), 1)}/s</span></header>'
+        f'<span class="meta">{n_all - n_fail}/{n_all} thresholds met · target {e(s.get("target", "?"))} · '
+        f'started {e(s.get("started_at", "?"))} · {fmt(float(s.get("duration_s", 0.0)), 1)} s · '
+        f'{e(s.get("endpoints", "?"))} endpoints · offered {fmt(rate.get("offered"), 1)}/s, '
+        f'achieved {fmt(rate.get("achieved"), 1)}/s</span></header>'
+        + ("" if cap is None else f'<p id="capacity-verdict" class="capacity"><strong>Capacity:</strong> '
+                                  f'{e(cap.verdict())} (<a href="#capacity">per step</a>)</p>')
     )
 
 
@@ -163,20 +106,21 @@ def _summary_section(run: SavedRun) -> str:
     parts = ['<section id="summary"><h2>Thresholds</h2>']
     ts = _thresholds(s)
     if ts:
-        parts.append(_table(
+        parts.append(table(
             ["threshold", "value", "result", "detail"],
-            [[t.expr, t.value, _verdict_cell(t.passed), "" if t.passed else threshold_message(t)] for t in ts],
+            [[t.expr, threshold_value(t), verdict_cell(t.passed), "" if t.passed else threshold_message(t)]
+             for t in ts],
             row_classes=["" if t.passed else "fail" for t in ts], text_cols=(0, 3),
         ))
     else:
         parts.append('<p class="note">The scenario has no thresholds.</p>')
     if not s.get("complete", True):
         by = s.get("interrupted_by")
-        parts.append(f'<p class="fail">The run did not complete{" (interrupted by " + _e(by) + ")" if by else ""}: '
+        parts.append(f'<p class="fail">The run did not complete{" (interrupted by " + e(by) + ")" if by else ""}: '
                      "it cannot pass.</p>")
     notes = s.get("notes") or []
     if notes:
-        parts.append('<h3>Notes</h3><ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+        parts.append('<h3>Notes</h3><ul class="notes">' + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     rows = []
     for phase, key in _COUNTED:
         c = s.get(key, {})
@@ -187,18 +131,18 @@ def _summary_section(run: SavedRun) -> str:
         rows.append([phase, c.get("attempted", 0), c.get("succeeded", 0), c.get("failed", 0),
                      None if pct is None else round(pct, 3)])
     parts.append("<h3>Operations</h3>")
-    parts.append(_table(["phase", "attempted", "succeeded", "failed", "success %"], rows))
+    parts.append(table(["phase", "attempted", "succeeded", "failed", "success %"], rows))
     lag = s.get("schedule_lag_ms") or {}
     parts.append(
-        f'<p class="meta">retransmissions {_e(s.get("retransmissions", 0))} · kernel drops '
-        f'{_e(s.get("kernel_drops", 0))} · schedule lag p50 {_fmt(lag.get("p50"))} ms, '
-        f'p99 {_fmt(lag.get("p99"))} ms, max {_fmt(lag.get("max"))} ms</p>'
+        f'<p class="meta">retransmissions {e(s.get("retransmissions", 0))} · kernel drops '
+        f'{e(s.get("kernel_drops", 0))} · schedule lag p50 {fmt(lag.get("p50"))} ms, '
+        f'p99 {fmt(lag.get("p99"))} ms, max {fmt(lag.get("max"))} ms</p>'
     )
     fbp = s.get("failures_by_phase") or {}
     if fbp:
         reasons = sorted({r for by in fbp.values() for r in by})
         parts.append("<h3>Failures by phase and reason</h3>")
-        parts.append(_table(["phase", *reasons, "total"],
+        parts.append(table(["phase", *reasons, "total"],
                             [[p, *[by.get(r, 0) for r in reasons], sum(by.values())] for p, by in sorted(fbp.items())]))
     else:
         parts.append('<p class="meta">No failures.</p>')
@@ -217,9 +161,9 @@ def _latency_section(run: SavedRun) -> str:
             if isinstance(st, dict):
                 rows.append([phase, kind_label, int(st.get("count", 0)), *[st.get(k) for k in _STATS]])
     if rows:
-        parts.append(_table(["phase", "measured", "count", *[f"{k} (ms)" for k in _STATS]], rows, text_cols=(0, 1)))
+        parts.append(table(["phase", "measured", "count", *[f"{k} (ms)" for k in _STATS]], rows, text_cols=(0, 1)))
     panels = [(p, run.total(log_name(p, Kind.INTENDED)), run.total(log_name(p, Kind.SERVICE))) for p in run.phases()]
-    parts.append(_figure(
+    parts.append(figure(
         plots.latency_percentiles(panels),
         "Latency distribution per phase, HdrHistogram style (x: percentile on a log scale). Solid: from the "
         "intended start on the open-loop schedule (free of coordinated omission); dashed: from the actual send.",
@@ -264,8 +208,8 @@ def _time_section(run: SavedRun) -> str:
         rate_series.append(plots.Series(
             "offered registrations/s", [r.start for r in ivs.records],
             [r.offered_per_s or 0.0 for r in ivs.records], "--", "#7f7f7f", step=True))
-    parts.append(_figure(
-        plots.time_series("rate-over-time", "completed operations per second", "per second", rate_series,
+    parts.append(figure(
+        plots.time_series("rate-over-time", "completed operations per second", "operations/s", rate_series,
                           xmax=end),
         "Successful operations per interval (from the .hlog interval counts); dashed: the rate the schedule offered.",
         missing="No interval data in the .hlog files.",
@@ -273,7 +217,7 @@ def _time_section(run: SavedRun) -> str:
     if ivs is not None and ivs.records:
         recs = ivs.records
         xs = [r.t for r in recs]
-        parts.append(_figure(
+        parts.append(figure(
             plots.time_series("bindings-over-time", "bindings held and registrations in flight", "endpoints",
                               [plots.Series("bindings held", xs, [float(r.registered) for r in recs]),
                                plots.Series("in flight", xs, [float(r.in_flight) for r in recs], "--")],
@@ -287,30 +231,34 @@ def _time_section(run: SavedRun) -> str:
                        for r in reasons]
         if not fail_series:
             fail_series = [plots.Series("failures", xs, [0.0 for _ in deltas])]
-        parts.append(_figure(
+        parts.append(figure(
             plots.time_series("failures-over-time", "failures and retransmissions per interval", "failures",
                               fail_series,
                               right=[plots.Series("retransmissions", xs, [float(d.retransmissions) for d in deltas],
                                                   ":", "#9467bd")],
-                              right_label="retransmissions", xmax=end),
-            "Failures per interval by reason (left axis) and retransmitted requests per interval (right axis).",
+                              right_label="retransmissions", xmax=end, counts=True),
+            "Failures per interval by reason (left axis) and retransmitted requests per interval (right axis)"
+        + ("." if any(d.failures or d.retransmissions for d in deltas) else ": none in any interval."),
         ))
     else:
         parts.append(f'<p class="note">No {INTERVALS} in this directory: bindings held, failures and '
                      "retransmissions over time are not available.</p>")
-    reg, svc = run.log("register"), run.log("register.service")
-    parts.append(_figure(
-        plots.time_series("latency-over-time", "register latency per interval", "ms", [
-            _pct_series(reg, 50.0, "p50 from intended start", "-", plots.INTENDED_COLOR),
-            _pct_series(reg, 99.0, "p99 from intended start", "-", "#17becf"),
-            _pct_series(reg, None, "max from intended start", ":", "#7f7f7f"),
-            _pct_series(svc, 99.0, "p99 service time", "--", plots.SERVICE_COLOR),
-        ], xmax=end),
-        "Register latency percentiles of the registrations that finished in each interval.",
-    ))
+    for phase, name, what in (("register", "latency-over-time", "registrations"),
+                              ("refresh", "refresh-latency-over-time", "refreshes")):
+        intended, svc = run.log(phase), run.log(log_name(phase, Kind.SERVICE))
+        parts.append(figure(
+            plots.time_series(name, f"{phase} latency per interval", "latency (ms)", [
+                _pct_series(intended, 50.0, "p50 from intended start", "-", plots.INTENDED_COLOR),
+                _pct_series(intended, 99.0, "p99 from intended start", "-", "#17becf"),
+                _pct_series(intended, None, "max from intended start", ":", "#7f7f7f"),
+                _pct_series(svc, 99.0, "p99 service time", "--", plots.SERVICE_COLOR),
+            ], xmax=end),
+            f"{phase.capitalize()} latency percentiles of the {what} that finished in each interval.",
+            missing=f"No {what} finished during the run: no {phase} latency over time.",
+        ))
     lag = run.log(LAG_LOG)
-    parts.append(_figure(
-        plots.time_series("schedule-lag-over-time", "schedule lag per interval", "ms", [
+    parts.append(figure(
+        plots.time_series("schedule-lag-over-time", "schedule lag per interval", "lag (ms)", [
             _pct_series(lag, 50.0, "p50", "-", None),
             _pct_series(lag, 99.0, "p99", "-", None),
             _pct_series(lag, None, "max", ":", None),
@@ -326,45 +274,49 @@ def _time_section(run: SavedRun) -> str:
 def _responses_section(run: SavedRun) -> str:
     responses = {str(k): int(v) for k, v in (run.summary.get("responses") or {}).items()}
     parts = ['<section id="responses"><h2>Responses</h2>']
-    parts.append(_figure(plots.response_codes(responses), "Final and provisional responses received, by code.",
+    parts.append(figure(plots.response_codes(responses), "Final and provisional responses received, by code.",
                          missing="No responses were received."))
     if responses:
         codes = sorted(responses, key=lambda c: int(c) if c.isdigit() else 0)
-        parts.append(_table(["status code", "responses"], [[c, responses[c]] for c in codes]))
-    parts.append(f'<p class="meta">retransmissions: {_e(run.summary.get("retransmissions", 0))}</p></section>')
+        parts.append(table(["status code", "responses"], [[c, responses[c]] for c in codes]))
+    parts.append(f'<p class="meta">retransmissions: {e(run.summary.get("retransmissions", 0))}</p></section>')
     return "".join(parts)
 
 
 def _capacity_section(cap: Capacity) -> str:
     parts = ['<section id="capacity"><h2>Capacity (stepped load)</h2>',
-             f'<p id="capacity-verdict"><strong>{_e(cap.verdict())}</strong></p>']
+             f'<p><strong>{e(cap.verdict())}</strong></p>']
     rows, classes = [], []
     for st in cap.steps:
-        missed = "; ".join(f"{t.expr} ({_fmt(t.value)})" for t in st.thresholds if not t.passed)
-        rows.append([st.index + 1, st.offered, round(st.achieved, 2), st.attempted, st.succeeded, st.failed,
+        missed = "; ".join(f"{t.expr} ({fmt(t.value)})" for t in st.thresholds if not t.passed)
+        rows.append([st.index + 1, st.offered, round(st.achieved, 2), st.in_flight_start, st.attempted,
+                     st.succeeded, st.failed, st.in_flight_end,
                      None if st.success_pct is None else round(st.success_pct, 3),
                      st.latency_ms.get("p50"), st.latency_ms.get("p99"), st.service_ms.get("p99"),
-                     st.values.get("schedule_lag.max"), _verdict_cell(st.passed), missed])
+                     st.values.get("schedule_lag.max"), verdict_cell(st.passed), missed])
         if cap.knee is not None and st.index == cap.knee.index:
             classes.append("knee")
         elif not st.passed:
             classes.append("fail")
         else:
             classes.append("")
-    parts.append(_table(
-        ["step", "offered/s", "achieved/s", "attempted", "succeeded", "failed", "success %", "p50 (ms)",
-         "p99 (ms)", "service p99 (ms)", "lag max (ms)", "thresholds", "missed"],
-        rows, row_classes=classes, text_cols=(12,),
+    parts.append(table(
+        ["step", "offered/s", "achieved/s", "in flight before", "started", "succeeded", "failed", "in flight after",
+         "success %", "p50 (ms)", "p99 (ms)", "service p99 (ms)", "lag max (ms)", "thresholds", "missed"],
+        rows, row_classes=classes, text_cols=(14,),
     ))
+    parts.append('<p class="note">Initial registrations in the intervals counted for each step (its first interval '
+                 "is left out when it has three or more): in flight before + started = succeeded + failed + in "
+                 "flight after. Latency is counted when a registration finishes.</p>")
     points = [plots.CapacityPoint(st.offered, st.achieved, st.success_pct, st.latency_ms.get("p50"),
                                   st.latency_ms.get("p99"), st.passed) for st in cap.steps]
-    parts.append(_figure(
+    parts.append(figure(
         plots.capacity(points, cap.knee.offered if cap.knee else None,
                        cap.breaking.offered if cap.breaking else None),
         "Per step: register latency from the intended start (log scale), success rate and achieved rate against "
         "the offered rate. The knee is the highest step that, like every step before it, met every threshold.",
     ))
-    parts.append(f'<p class="note">Thresholds checked on every step: {_e(", ".join(cap.thresholds) or "none")}.</p>'
+    parts.append(f'<p class="note">Thresholds checked on every step: {e(", ".join(cap.thresholds) or "none")}.</p>'
                  "</section>")
     return "".join(parts)
 
@@ -376,23 +328,23 @@ def _crosscheck_section(cc: dict[str, Any]) -> str:
         columns = sorted({c for row in matrix.values() for c in row})
     passed = cc.get("passed", True)
     parts = ['<section id="crosscheck"><h2>Cross-check with the provider</h2>',
-             f'<p>{_e(cc.get("provider", "provider"))}: {_e(cc.get("agreed", 0))}/{_e(cc.get("checked", 0))} agree '
-             f'({_fmt(cc.get("agreement_pct"), 1)} %) <span class="{"pass" if passed else "fail"}">'
+             f'<p>{e(cc.get("provider", "provider"))}: {e(cc.get("agreed", 0))}/{e(cc.get("checked", 0))} agree '
+             f'({fmt(cc.get("agreement_pct"), 1)} %) <span class="{"pass" if passed else "fail"}">'
              f'{"PASS" if passed else "FAIL"}</span></p>']
-    parts.append(_table(["sipload \\ provider", *columns],
+    parts.append(table(["sipload \\ provider", *columns],
                         [[ours, *[row.get(c, 0) for c in columns]] for ours, row in sorted(matrix.items())]))
     total = int(cc.get("disagreements_total", 0) or 0)
     if total:
         listed = cc.get("disagreements") or []
         parts.append(f"<h3>Disagreements ({total})</h3>")
-        parts.append(_table(["user", "sipload", "provider", "detail"],
+        parts.append(table(["user", "sipload", "provider", "detail"],
                             [[d.get("username"), d.get("ours"), d.get("theirs"), d.get("detail")] for d in listed[:50]],
                             text_cols=(0, 1, 2, 3)))
     prop = cc.get("propagation_ms") or {}
     if prop.get("count"):
-        parts.append(f'<p class="meta">propagation delay (200 OK to shown registered): n={_e(prop["count"])}, '
-                     f'p50 {_fmt(prop.get("p50"))} ms, p99 {_fmt(prop.get("p99"))} ms, '
-                     f'max {_fmt(prop.get("max"))} ms</p>')
+        parts.append(f'<p class="meta">propagation delay (200 OK to shown registered): n={e(prop["count"])}, '
+                     f'p50 {fmt(prop.get("p50"))} ms, p99 {fmt(prop.get("p99"))} ms, '
+                     f'max {fmt(prop.get("max"))} ms</p>')
     parts.append("</section>")
     return "".join(parts)
 
@@ -408,36 +360,27 @@ def _groups_section(groups: dict[str, Any]) -> str:
         text = ", ".join(f"{state} {n}" for state, n in sorted(states.items(), key=lambda kv: (-kv[1], kv[0])))
         rows.append([name, g.get("endpoints", 0), text, *(g.get(k, 0) for k in counters)])
     headers = ["group", "endpoints", "final states", *(k.replace("_", " ") for k in counters)]
-    return ('<section id="groups"><h2>Device groups</h2>' + _table(headers, rows, text_cols=(0, 2))
+    return ('<section id="groups"><h2>Device groups</h2>' + table(headers, rows, text_cols=(0, 2))
             + '<p class="note">Final states as each endpoint knew them at the end; behaviour counts are actions '
               "taken (vanished / returned: churn, flaps, avalanche re-registrations, failovers to the next "
               "registrar).</p></section>")
 
 
-def _files_section(run: SavedRun) -> str:
-    names = sorted(p.name for p in run.out_dir.iterdir() if p.is_file() and not p.name.startswith(".")
-                   and p.name != REPORT)
-    items = "".join(f'<li><a href="{_e(n)}">{_e(n)}</a></li>' for n in names)
-    return (f'<section id="files"><h2>Files</h2><ul>{items}</ul><p class="note">Rendered by sipload {__version__} '
-            "from these files; <code>sipload report DIR</code> renders it again, <code>sipload compare BASE NEW"
-            "</code> compares two runs.</p></section>")
-
-
 def render(run: SavedRun) -> str:
     """The whole page."""
     s = run.summary
-    sections = [_header(run), "<main>", _summary_section(run), _latency_section(run), _time_section(run),
-                _responses_section(run)]
     cap = analyze(run)
+    sections = [_header(run, cap), "<main>", run_section(s), _summary_section(run)]
     if cap is not None:
-        sections.append(_capacity_section(cap))
+        sections.append(_capacity_section(cap))  # what a stepped run is for: before the details
+    sections += [_latency_section(run), _time_section(run), _responses_section(run)]
     if run.crosscheck is not None:
         sections.append(_crosscheck_section(run.crosscheck))
     groups = s.get("groups")
     if isinstance(groups, dict) and (len(groups) > 1 or any(
             v for g in groups.values() for k, v in g.items() if k not in ("endpoints", "states"))):
         sections.append(_groups_section(groups))  # a plain one-group run without behaviours needs none
-    sections.append(_files_section(run))
+    sections.append(files_section(run.out_dir, REPORT))
     sections.append("</main>")
     title = f"sipload: {s.get('scenario', '?')} ({'PASS' if s.get('passed') else 'FAIL'})"
     return (
@@ -445,7 +388,7 @@ def render(run: SavedRun) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
         "img-src data:\">"
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{e(title)}</title><style>{_CSS}</style></head><body>"
         + "".join(sections)
         + "</body></html>\n"
     )

@@ -18,7 +18,7 @@ from typing import Any
 import matplotlib as mpl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from sipload.metrics.phases import Histogram
 
@@ -115,7 +115,8 @@ def latency_percentiles(phases: Sequence[tuple[str, Histogram, Histogram]]) -> s
         return None
     cols = min(3, len(phases))
     rows = math.ceil(len(phases) / cols)
-    fig = _figure(4.0 * cols, 3.0 * rows)
+    fig = _figure(4.0 * cols, 3.0 * rows + 0.3)
+    handles: list[Any] = []
     for i, (phase, intended, service) in enumerate(phases):
         ax = _axes(fig, rows, cols, i + 1)
         top = 10.0
@@ -128,7 +129,8 @@ def latency_percentiles(phases: Sequence[tuple[str, Histogram, Histogram]]) -> s
         _percentile_axis(ax, top)
         ax.set_title(f"{phase} (n={max(intended.count, service.count)})")
         if i == 0:
-            ax.legend(loc="upper left", fontsize=8)
+            handles = ax.get_lines()
+    _legend_below(fig, handles)
     return to_svg(fig, "latency-percentiles")
 
 
@@ -146,11 +148,12 @@ class Series:
 
 def time_series(name: str, title: str, ylabel: str, series: Sequence[Series], *,
                 right: Sequence[Series] = (), right_label: str = "", bars: bool = False,
-                xmax: float | None = None) -> str | None:
-    """Lines (or bars) over the run's time; `right` goes on a second y axis."""
+                xmax: float | None = None, counts: bool = False) -> str | None:
+    """Lines (or bars) over the run's time; `right` goes on a second y axis. The legend goes below the
+    axes, never over the data. `counts`: the y axes count things (integer ticks, 0 to 1 at least)."""
     if not any(s.xs for s in series) and not any(s.xs for s in right):
         return None
-    fig = _figure(9.0, 2.8)
+    fig = _figure(9.0, 3.2)
     ax = _axes(fig)
     handles: list[Any] = []
     for s in series:
@@ -171,7 +174,7 @@ def time_series(name: str, title: str, ylabel: str, series: Sequence[Series], *,
         ax.set_xlim(0, xmax)
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(bottom=0)
+    _y_from_zero(ax, [y for s in series for y in s.ys], counts)
     if right and any(s.xs for s in right):
         ax2 = ax.twinx()
         ax2.grid(False)
@@ -181,10 +184,24 @@ def time_series(name: str, title: str, ylabel: str, series: Sequence[Series], *,
                                    marker="." if len(s.xs) <= 40 else None)
                 handles.append(line)
         ax2.set_ylabel(right_label)
-        ax2.set_ylim(bottom=0)
-    if handles:
-        ax.legend(handles=handles, labels=[str(h.get_label()) for h in handles], loc="upper left", fontsize=8)
+        _y_from_zero(ax2, [y for s in right for y in s.ys], counts)
+    _legend_below(fig, handles)
     return to_svg(fig, name)
+
+
+def _y_from_zero(ax: Axes, ys: Sequence[float], counts: bool) -> None:
+    if counts:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(0, max(1.0, max(ys, default=0.0) * 1.05))
+    else:
+        ax.set_ylim(bottom=0)
+
+
+def _legend_below(fig: Figure, handles: Sequence[Any]) -> None:
+    """The figure's legend under its axes (constrained layout makes room): it covers no data."""
+    if handles:
+        fig.legend(handles=list(handles), labels=[str(h.get_label()) for h in handles], loc="outside lower center",
+                   ncol=min(len(handles), 4), fontsize=8, frameon=False)
 
 
 # ----------------------------------------------------------------------------- response codes

@@ -121,6 +121,16 @@ def missing(base: object, new: object) -> str | None:
             f"workers, host or load parameters differ")
 
 
+def describe_load(parameters: object) -> str:
+    """The offered load of a run's ``parameters`` in words: "100/s", "steps: 50/s for 5 s, ...", "ramp: ..."."""
+    p = _dict(parameters)
+    if p.get("steps"):
+        return "steps: " + _show(p["steps"])
+    if p.get("ramp"):
+        return "ramp: " + _show(p["ramp"])
+    return "–" if p.get("rate") is None else f"constant {_show(p['rate'])}/s"
+
+
 def _dict(x: object) -> dict[str, Any]:
     return x if isinstance(x, dict) else {}
 

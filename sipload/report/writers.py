@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sipload.report.result import RunResult
-from sipload.thresholds import ThresholdResult
+from sipload.thresholds import MetricKind, ThresholdError, ThresholdResult, metric_kind, parse_threshold
 
 SUMMARY = "summary.json"
 JUNIT = "junit.xml"
@@ -38,7 +38,7 @@ ENDPOINT_COLUMNS = (
 )
 
 _EXPR = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*((?:<=|>=|==|!=|<|>).*?)\s*$")
-_LATENCY_STAT = re.compile(r"\.(p\d+(\.\d+)?|max|mean|min)$")
+_UNIT_OF_KIND = {MetricKind.LATENCY: "ms", MetricKind.PERCENT: "%", MetricKind.RATE: "/s"}
 # Characters XML 1.0 cannot carry at all.
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -71,14 +71,9 @@ def summary_json(result: RunResult) -> str:
 
 
 def metric_unit(metric: str) -> str:
-    """The unit a metric's value is shown in: "ms", "%", "/s" or "" (a count)."""
-    if metric.endswith(".success_rate"):
-        return "%"
-    if metric.startswith("rate."):
-        return "/s"
-    if _LATENCY_STAT.search(metric):
-        return "ms"
-    return ""
+    """The unit a metric's value is shown in: "ms", "%", "/s" or "" (a count or an unknown metric)."""
+    kind = metric_kind(metric)
+    return "" if kind is None else _UNIT_OF_KIND.get(kind, "")
 
 
 def format_value(value: float) -> str:
@@ -94,9 +89,19 @@ def threshold_message(t: ThresholdResult) -> str:
     if t.value is None:
         shown = f"{metric} has no value" + (f" ({t.why})" if t.why else "")
     else:
-        unit = metric_unit(metric)
-        shown = f"{metric} = {format_value(t.value)}{' ' + unit if unit else ''}"
+        shown = f"{metric} = {threshold_value(t)}"
     return f"{shown}, wanted {wanted}" if wanted else shown
+
+
+def threshold_value(t: ThresholdResult) -> str:
+    """A threshold's value as shown, with its unit: "3.09 ms", "100 %", "0"; "n/a" without one."""
+    if t.value is None:
+        return "n/a"
+    try:
+        unit = metric_unit(parse_threshold(t.expr).metric)
+    except ThresholdError:
+        unit = ""
+    return f"{format_value(t.value)}{' ' + unit if unit else ''}"
 
 
 def junit_xml(result: RunResult) -> str:

@@ -5,10 +5,13 @@
 //! HA1 = H(user:realm:password) (-sess: H(HA1:nonce:cnonce)); HA2 = H(method:uri) (auth-int:
 //! H(method:uri:H(body))); response = H(HA1:nonce:nc:cnonce:qop:HA2) (no qop: H(HA1:nonce:HA2)).
 
+use std::sync::Arc;
+
 use md5::Md5;
 use sha2::{Digest, Sha256, Sha512_256};
 
 use crate::error::{shown, ParseError, Result};
+use crate::packed::Packed;
 use crate::text::{py_lower, py_strip, surrogatepass};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -297,24 +300,77 @@ pub fn parse_auth_list(value: &[u8]) -> Result<Vec<(Vec<u8>, AuthParams)>> {
     Ok(out)
 }
 
-/// One Digest challenge from WWW-Authenticate (401) or Proxy-Authenticate (407, `proxy`).
+/// One Digest challenge from WWW-Authenticate (401) or Proxy-Authenticate (407, `proxy`). Its texts
+/// are packed in one allocation: a machine keeps its last challenge (to refresh with nc+1) for as long
+/// as the endpoint lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Challenge {
-    pub realm: Vec<u8>,
-    pub nonce: Vec<u8>,
+    /// realm, nonce, algorithm (as written), the qop tokens joined by ',', opaque, domain.
+    texts: Packed<6>,
     pub algorithm: Option<Algorithm>,
-    pub algorithm_name: Vec<u8>,
-    pub qop: Vec<Vec<u8>>,
-    pub opaque: Option<Vec<u8>>,
     pub stale: bool,
-    pub domain: Option<Vec<u8>>,
     pub userhash: bool,
     pub proxy: bool,
+    has_opaque: bool,
+    has_domain: bool,
 }
 
 impl Challenge {
+    /// `qop`: the tokens, lower-case, none empty or holding a ','.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        realm: &[u8],
+        nonce: &[u8],
+        algorithm_name: &[u8],
+        qop: &[&[u8]],
+        opaque: Option<&[u8]>,
+        stale: bool,
+        domain: Option<&[u8]>,
+        userhash: bool,
+        proxy: bool,
+    ) -> Self {
+        let qop = qop.join(&b',');
+        Challenge {
+            texts: Packed::new([realm, nonce, algorithm_name, &qop, opaque.unwrap_or(b""), domain.unwrap_or(b"")]),
+            algorithm: Algorithm::parse(algorithm_name),
+            stale,
+            userhash,
+            proxy,
+            has_opaque: opaque.is_some(),
+            has_domain: domain.is_some(),
+        }
+    }
+
+    pub fn realm(&self) -> &[u8] {
+        self.texts.get(0)
+    }
+
+    pub fn nonce(&self) -> &[u8] {
+        self.texts.get(1)
+    }
+
+    /// The algorithm as the challenge wrote it ("MD5" when it named none).
+    pub fn algorithm_name(&self) -> &[u8] {
+        self.texts.get(2)
+    }
+
+    /// The qop tokens, in order (none: RFC 2069).
+    pub fn qop(&self) -> impl Iterator<Item = &[u8]> {
+        let joined = self.texts.get(3);
+        joined.split(|&b| b == b',').filter(move |_| !joined.is_empty())
+    }
+
+    pub fn opaque(&self) -> Option<&[u8]> {
+        self.has_opaque.then(|| self.texts.get(4))
+    }
+
+    pub fn domain(&self) -> Option<&[u8]> {
+        self.has_domain.then(|| self.texts.get(5))
+    }
+
     pub fn supported(&self) -> bool {
-        self.algorithm.is_some() && (self.qop.is_empty() || self.qop.iter().any(|q| q == b"auth" || q == b"auth-int"))
+        let mut qop = self.qop().peekable();
+        self.algorithm.is_some() && (qop.peek().is_none() || qop.any(|q| q == b"auth" || q == b"auth-int"))
     }
 }
 
@@ -331,25 +387,25 @@ pub fn parse_challenges(values: &[&[u8]], proxy: bool) -> Result<Vec<Challenge>>
                 return Err(ParseError::new(format!("Digest challenge without {missing}: {}", shown(value, 80))));
             };
             let name = get(&p, b"algorithm").unwrap_or(b"MD5");
-            let qop = match get(&p, b"qop") {
+            let qop: Vec<Vec<u8>> = match get(&p, b"qop") {
                 None => vec![],
                 Some(b"auth") => vec![b"auth".to_vec()],
                 Some(text) => {
                     text.split(|&b| b == b',').map(|x| py_lower(py_strip(x))).filter(|q| !q.is_empty()).collect()
                 }
             };
-            out.push(Challenge {
-                realm: realm.to_vec(),
-                nonce: nonce.to_vec(),
-                algorithm: Algorithm::parse(name),
-                algorithm_name: name.to_vec(),
-                qop,
-                opaque: get(&p, b"opaque").map(<[u8]>::to_vec),
-                stale: get(&p, b"stale").is_some_and(|s| s.eq_ignore_ascii_case(b"true")),
-                domain: get(&p, b"domain").map(<[u8]>::to_vec),
-                userhash: get(&p, b"userhash").is_some_and(|s| s.eq_ignore_ascii_case(b"true")),
+            let qop: Vec<&[u8]> = qop.iter().map(Vec::as_slice).collect();
+            out.push(Challenge::new(
+                realm,
+                nonce,
+                name,
+                &qop,
+                get(&p, b"opaque"),
+                get(&p, b"stale").is_some_and(|s| s.eq_ignore_ascii_case(b"true")),
+                get(&p, b"domain"),
+                get(&p, b"userhash").is_some_and(|s| s.eq_ignore_ascii_case(b"true")),
                 proxy,
-            });
+            ));
         }
     }
     Ok(out)
@@ -395,17 +451,35 @@ pub fn auth_quote(s: &[u8]) -> std::result::Result<Vec<u8>, AuthError> {
 
 const CLIENT_NONCES: usize = 8;
 
+/// A precomputed HA1 given instead of a password.
+#[derive(Debug, Clone)]
+struct GivenHa1 {
+    ha1: Vec<u8>,
+    realm: Option<Vec<u8>>,
+    algorithm: Option<Algorithm>,
+}
+
+/// A nonce as the nonce-count list keys it: 64 bits of SipHash (fixed keys), so that a million
+/// clients do not each keep a copy of their last nonce besides the challenge that holds it. Two of an
+/// endpoint's last 8 nonces hashing alike (odds ~2^-61) would continue one count instead of starting one.
+fn nonce_key(nonce: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(nonce);
+    h.finish()
+}
+
 /// Answers challenges for one endpoint, keeping a nonce count per nonce (the last 8 nonces).
 #[derive(Debug, Clone)]
 pub struct DigestClient {
-    pub username: Vec<u8>,
-    password: Option<Vec<u8>>,
-    ha1: Option<Vec<u8>>,
-    ha1_realm: Option<Vec<u8>>,
-    ha1_algorithm: Option<Algorithm>,
-    pub preference: Option<Vec<Algorithm>>,
-    nc: Vec<(Vec<u8>, u32)>, // oldest first
-    last_ha1: Option<(Vec<u8>, Algorithm, String)>,
+    /// username, password ("" without one).
+    creds: Packed<2>,
+    has_password: bool,
+    given: Option<Box<GivenHa1>>,
+    pub preference: Option<Arc<[Algorithm]>>,
+    nc: Vec<(u64, u32)>, // (nonce_key, count), oldest first
+    /// (realm, HA1) of the last HA1 computed from the password, and its algorithm.
+    last_ha1: Option<(Packed<2>, Algorithm)>,
 }
 
 impl DigestClient {
@@ -415,7 +489,7 @@ impl DigestClient {
         password: Option<&[u8]>,
         ha1: Option<&[u8]>,
         realm_for_ha1: Option<&[u8]>,
-        preference: Option<Vec<Algorithm>>,
+        preference: Option<Arc<[Algorithm]>>,
         ha1_algorithm: Option<Algorithm>,
     ) -> std::result::Result<Self, AuthError> {
         if password.is_none() && ha1.is_none() {
@@ -432,38 +506,49 @@ impl DigestClient {
                 }
             };
         }
+        let given = ha1.map(|h| {
+            Box::new(GivenHa1 {
+                ha1: py_lower(h),
+                realm: realm_for_ha1.map(<[u8]>::to_vec),
+                algorithm: ha1_algorithm.map(Algorithm::base),
+            })
+        });
         Ok(DigestClient {
-            username: username.to_vec(),
-            password: password.map(<[u8]>::to_vec),
-            ha1: ha1.map(py_lower),
-            ha1_realm: realm_for_ha1.map(<[u8]>::to_vec),
-            ha1_algorithm: ha1_algorithm.map(Algorithm::base),
+            creds: Packed::new([username, password.unwrap_or(b"")]),
+            has_password: password.is_some(),
+            given,
             preference,
             nc: Vec::new(),
             last_ha1: None,
         })
     }
 
+    pub fn username(&self) -> &[u8] {
+        self.creds.get(0)
+    }
+
     fn ha1_for(&mut self, challenge: &Challenge) -> Option<Vec<u8>> {
         let alg = challenge.algorithm?;
-        if let Some(ha1) = &self.ha1 {
-            if Some(alg.base()) == self.ha1_algorithm && self.ha1_realm.as_ref().is_none_or(|r| *r == challenge.realm) {
-                return Some(ha1.clone());
+        if let Some(g) = &self.given {
+            if Some(alg.base()) == g.algorithm && g.realm.as_deref().is_none_or(|r| r == challenge.realm()) {
+                return Some(g.ha1.clone());
             }
         }
-        let password = self.password.as_ref()?;
-        if let Some((realm, a, ha1)) = &self.last_ha1 {
-            if *a == alg && *realm == challenge.realm {
-                return Some(ha1.as_bytes().to_vec());
+        if !self.has_password {
+            return None;
+        }
+        if let Some((cached, a)) = &self.last_ha1 {
+            if *a == alg && cached.get(0) == challenge.realm() {
+                return Some(cached.get(1).to_vec());
             }
         }
-        let ha1 = compute_ha1(&self.username, &challenge.realm, password, alg);
-        self.last_ha1 = Some((challenge.realm.clone(), alg, ha1.clone()));
+        let ha1 = compute_ha1(self.creds.get(0), challenge.realm(), self.creds.get(1), alg);
+        self.last_ha1 = Some((Packed::new([challenge.realm(), ha1.as_bytes()]), alg));
         Some(ha1.into_bytes())
     }
 
     pub fn can_answer(&mut self, challenge: &Challenge) -> bool {
-        challenge.supported() && (self.password.is_some() || self.ha1_for(challenge).is_some())
+        challenge.supported() && (self.has_password || self.ha1_for(challenge).is_some())
     }
 
     /// `(header name, header value)` answering `challenge`; `cnonce` is asked only when needed.
@@ -479,14 +564,14 @@ impl DigestClient {
         let (Some(alg), Some(ha1), true) = (challenge.algorithm, ha1, challenge.supported()) else {
             return Err(AuthError(format!(
                 "cannot answer Digest challenge algorithm={} qop={} realm={}",
-                String::from_utf8_lossy(&challenge.algorithm_name),
-                String::from_utf8_lossy(&challenge.qop.join(&b',')),
-                shown(&challenge.realm, 200)
+                String::from_utf8_lossy(challenge.algorithm_name()),
+                String::from_utf8_lossy(&challenge.qop().collect::<Vec<_>>().join(&b',')),
+                shown(challenge.realm(), 200)
             )));
         };
-        let qop: Option<&[u8]> = if challenge.qop.is_empty() {
+        let qop: Option<&[u8]> = if challenge.qop().next().is_none() {
             None
-        } else if challenge.qop.iter().any(|q| q == b"auth") {
+        } else if challenge.qop().any(|q| q == b"auth") {
             Some(b"auth")
         } else {
             Some(b"auth-int")
@@ -494,12 +579,13 @@ impl DigestClient {
         let cnonce = if qop.is_some() || alg.sess() { Some(cnonce()?) } else { None };
         let mut nc = None;
         if qop.is_some() {
-            let count = match self.nc.iter().position(|(n, _)| *n == challenge.nonce) {
+            let key = nonce_key(challenge.nonce());
+            let count = match self.nc.iter().position(|&(n, _)| n == key) {
                 Some(i) => self.nc.remove(i).1,
                 None => 0,
             }
             .wrapping_add(1);
-            self.nc.push((challenge.nonce.clone(), count));
+            self.nc.push((key, count));
             if self.nc.len() > CLIENT_NONCES {
                 self.nc.remove(0);
             }
@@ -508,7 +594,7 @@ impl DigestClient {
         let response = compute_response(
             alg,
             &ha1,
-            &challenge.nonce,
+            challenge.nonce(),
             method,
             uri,
             qop,
@@ -517,28 +603,28 @@ impl DigestClient {
             body,
         );
         let user = if challenge.userhash {
-            userhash(&self.username, &challenge.realm, alg).into_bytes()
+            userhash(self.username(), challenge.realm(), alg).into_bytes()
         } else {
-            self.username.clone()
+            self.username().to_vec()
         };
         let mut value = Vec::with_capacity(256);
         value.extend_from_slice(b"Digest username=");
         value.extend(auth_quote(&user)?);
         value.extend_from_slice(b", realm=");
-        value.extend(auth_quote(&challenge.realm)?);
+        value.extend(auth_quote(challenge.realm())?);
         value.extend_from_slice(b", nonce=");
-        value.extend(auth_quote(&challenge.nonce)?);
+        value.extend(auth_quote(challenge.nonce())?);
         value.extend_from_slice(b", uri=");
         value.extend(auth_quote(uri)?);
         value.extend_from_slice(b", response=\"");
         value.extend_from_slice(response.as_bytes());
         value.extend_from_slice(b"\", algorithm=");
-        value.extend_from_slice(&challenge.algorithm_name);
+        value.extend_from_slice(challenge.algorithm_name());
         if let Some(c) = &cnonce {
             value.extend_from_slice(b", cnonce=");
             value.extend(auth_quote(c)?);
         }
-        if let Some(o) = &challenge.opaque {
+        if let Some(o) = challenge.opaque() {
             value.extend_from_slice(b", opaque=");
             value.extend(auth_quote(o)?);
         }
@@ -629,8 +715,8 @@ Digest realm=\"r\", nonce=\"n2\", algorithm=SHA-256, Basic realm=\"x\"";
         let cs = parse_challenges(&[v], false).unwrap();
         assert_eq!(cs.len(), 2);
         let refs: Vec<&Challenge> = cs.iter().collect();
-        assert_eq!(choose_challenge(&refs, None).unwrap().nonce, b"n2");
-        assert_eq!(choose_challenge(&refs, Some(&[Algorithm::Md5])).unwrap().nonce, b"n1");
+        assert_eq!(choose_challenge(&refs, None).unwrap().nonce(), b"n2");
+        assert_eq!(choose_challenge(&refs, Some(&[Algorithm::Md5])).unwrap().nonce(), b"n1");
         assert!(parse_challenges(&[&b"Digest realm=\"r\""[..]], false).is_err());
         assert!(parse_auth_list(b"Digest realm=\"r, nonce=x").is_err());
         assert!(parse_auth_list(b" , ").is_err());

@@ -14,6 +14,7 @@ pub mod granted;
 pub mod headers;
 pub mod ids;
 pub mod message;
+pub mod packed;
 mod printable;
 pub mod register;
 pub mod registration;

@@ -33,6 +33,7 @@ use crate::granted::{granted_expiry, read_flow, Flow};
 use crate::headers::parse_delta;
 use crate::ids::Ids;
 use crate::message::{Message, StartLine};
+use crate::packed::Packed;
 use crate::register::{build_register, RegisterFields};
 use crate::transaction::{py_max, py_min, NonInviteClientTransaction, Timers, TxAction, TxState};
 
@@ -475,21 +476,15 @@ pub fn instance_urn(ids: &mut impl Ids) -> Vec<u8> {
 #[derive(Debug, Clone)]
 pub struct Registration<I: Ids> {
     pub profile: Arc<Profile>,
-    pub user: Vec<u8>,
-    pub aor: Vec<u8>,
-    /// URI, e.g. "sip:user1@127.0.0.1:5080;transport=udp".
-    pub contact: Vec<u8>,
-    /// Via sent-by, e.g. "127.0.0.1:5080".
-    pub sent_by: Vec<u8>,
-    pub call_id: Vec<u8>,
-    pub from_tag: Vec<u8>,
+    /// user, Contact URI, Via sent-by, Call-ID, From tag, in one allocation (see the accessors).
+    texts: Packed<5>,
     pub state: RegState,
     pub granted_expires: Option<u64>,
     /// Until when the registrar may hold our binding.
     pub bound_until: Option<f64>,
-    pub service_route: Vec<Vec<u8>>,
-    pub path: Vec<Vec<u8>>,
-    auth: Option<Box<DigestClient>>,
+    /// Service-Route and Path of the last 200, when it had any (rare: kept out of line).
+    routes: Option<Box<[Vec<Vec<u8>>; 2]>>,
+    auth: Option<DigestClient>,
     ids: I,
     flow: Option<Box<Flow>>,
     cseq: u32,
@@ -503,7 +498,7 @@ pub struct Registration<I: Ids> {
     /// The send time of a request whose transaction had no input yet.
     tx_at: Option<f64>,
     pending_request: Vec<u8>,
-    challenge: Option<Box<Challenge>>,
+    challenge: Option<Challenge>,
     challenged_this_op: bool,
     sent_credentials: bool,
     used_cached_nonce: bool,
@@ -515,8 +510,15 @@ pub struct Registration<I: Ids> {
     refresh_due: Option<f64>,
     backoff_until: Option<f64>,
     stop_requested: bool,
-    outgoing: Vec<Vec<u8>>,
-    events: Vec<RegEvent>,
+    /// Datagrams and events not taken yet, in the order they came.
+    output: Vec<Output>,
+}
+
+/// A datagram to send or an event, as the machine produced them.
+#[derive(Debug, Clone)]
+enum Output {
+    Datagram(Vec<u8>),
+    Event(RegEvent),
 }
 
 impl<I: Ids> Registration<I> {
@@ -533,7 +535,6 @@ impl<I: Ids> Registration<I> {
         instance: Option<&[u8]>,
         reg_id: i64,
     ) -> Result<Self, String> {
-        let aor = joined(&[b"sip:", user, b"@", &profile.domain]);
         let call_id = ids.call_id().into_bytes();
         let from_tag = ids.tag().into_bytes();
         let mut flow = None;
@@ -547,18 +548,12 @@ impl<I: Ids> Registration<I> {
         let expires_requested = profile.expires;
         Ok(Registration {
             profile,
-            user: user.to_vec(),
-            aor,
-            contact: contact.to_vec(),
-            sent_by: sent_by.to_vec(),
-            call_id,
-            from_tag,
+            texts: Packed::new([user, contact, sent_by, &call_id, &from_tag]),
             state: RegState::Idle,
             granted_expires: None,
             bound_until: None,
-            service_route: Vec::new(),
-            path: Vec::new(),
-            auth: auth.map(Box::new),
+            routes: None,
+            auth,
             ids,
             flow,
             cseq: 0,
@@ -581,9 +576,45 @@ impl<I: Ids> Registration<I> {
             refresh_due: None,
             backoff_until: None,
             stop_requested: false,
-            outgoing: Vec::new(),
-            events: Vec::new(),
+            output: Vec::new(),
         })
+    }
+
+    pub fn user(&self) -> &[u8] {
+        self.texts.get(0)
+    }
+
+    /// "sip:user@domain" (made when asked: a million endpoints need not keep it).
+    pub fn aor(&self) -> Vec<u8> {
+        joined(&[b"sip:", self.user(), b"@", &self.profile.domain])
+    }
+
+    /// URI, e.g. "sip:user1@127.0.0.1:5080;transport=udp".
+    pub fn contact(&self) -> &[u8] {
+        self.texts.get(1)
+    }
+
+    /// Via sent-by, e.g. "127.0.0.1:5080".
+    pub fn sent_by(&self) -> &[u8] {
+        self.texts.get(2)
+    }
+
+    pub fn call_id(&self) -> &[u8] {
+        self.texts.get(3)
+    }
+
+    pub fn from_tag(&self) -> &[u8] {
+        self.texts.get(4)
+    }
+
+    /// The Service-Route of the last 200 (RFC 3608).
+    pub fn service_route(&self) -> &[Vec<u8>] {
+        self.routes.as_deref().map_or(&[], |r| &r[0])
+    }
+
+    /// The Path of the last 200 (RFC 3327).
+    pub fn path(&self) -> &[Vec<u8>] {
+        self.routes.as_deref().map_or(&[], |r| &r[1])
     }
 
     // --- RFC 5626 / 5627 -------------------------------------------------------------------
@@ -655,6 +686,7 @@ impl<I: Ids> Registration<I> {
             self.tx = None;
             self.tx_at = None;
             self.pending_request = Vec::new(); // answered: never retransmitted
+            self.branch = String::new(); // nor matched again (the next request draws its own)
             self.dispatch(classify(status), Some(response), now)?;
         }
         Ok(true)
@@ -698,8 +730,8 @@ impl<I: Ids> Registration<I> {
                 for action in actions {
                     match action {
                         TxAction::Retransmit => {
-                            self.outgoing.push(self.pending_request.clone());
-                            self.events.push(RegEvent::Retransmitted { op: self.op });
+                            self.output.push(Output::Datagram(self.pending_request.clone()));
+                            self.output.push(Output::Event(RegEvent::Retransmitted { op: self.op }));
                         }
                         TxAction::Timeout => {
                             timed_out = true; // the transaction is forgotten before the machine hears of it
@@ -752,11 +784,29 @@ impl<I: Ids> Registration<I> {
     }
 
     pub fn take_outgoing(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.outgoing)
+        let mut datagrams = Vec::new();
+        let mut rest = Vec::new(); // a new Vec: a machine at rest keeps no buffer
+        for o in std::mem::take(&mut self.output) {
+            match o {
+                Output::Datagram(d) => datagrams.push(d),
+                event => rest.push(event),
+            }
+        }
+        self.output = rest;
+        datagrams
     }
 
     pub fn take_events(&mut self) -> Vec<RegEvent> {
-        std::mem::take(&mut self.events)
+        let mut events = Vec::new();
+        let mut rest = Vec::new();
+        for o in std::mem::take(&mut self.output) {
+            match o {
+                Output::Event(e) => events.push(e),
+                datagram => rest.push(datagram),
+            }
+        }
+        self.output = rest;
+        events
     }
 
     pub fn refresh_due(&self) -> Option<f64> {
@@ -780,7 +830,7 @@ impl<I: Ids> Registration<I> {
 
     // --- the table --------------------------------------------------------------------------
     fn protocol_error(&self, text: &str) -> MachineError {
-        MachineError::Protocol(joined(&[b"registration of ", &self.user, b": ", text.as_bytes()]))
+        MachineError::Protocol(joined(&[b"registration of ", self.user(), b": ", text.as_bytes()]))
     }
 
     fn dispatch(&mut self, input: RegInput, response: Option<&Message>, now: f64) -> MachineResult<()> {
@@ -873,19 +923,19 @@ impl<I: Ids> Registration<I> {
             flow.pub_gruu = None;
             flow.temp_gruu = None;
         }
-        self.events.push(RegEvent::Unregistered {
+        self.output.push(Output::Event(RegEvent::Unregistered {
             started_at: self.op_started,
             last_sent_at: self.attempt_sent_at,
             now: self.answered_at,
-        });
+        }));
         RegState::Unregistered
     }
 
     fn on_registered(&mut self, response: &Message, now: f64) -> MachineResult<RegState> {
         let requested = self.expires_requested;
         let granted = match self.flow.as_deref_mut() {
-            None => granted_expiry(response, &self.contact, requested),
-            Some(flow) => read_flow(flow, response, &self.contact, requested)?,
+            None => granted_expiry(response, self.contact(), requested),
+            Some(flow) => read_flow(flow, response, self.texts.get(1), requested)?,
         };
         let status = response.status();
         if granted == 0 {
@@ -898,15 +948,15 @@ impl<I: Ids> Registration<I> {
         }
         self.granted_expires = Some(granted);
         self.bound_until = Some(now + granted as f64);
-        self.service_route = owned(response.get_list("service-route")?);
-        self.path = owned(response.get_list("path")?);
-        self.events.push(RegEvent::Registered {
+        let routes = [owned(response.get_list("service-route")?), owned(response.get_list("path")?)];
+        self.routes = (!routes[0].is_empty() || !routes[1].is_empty()).then(|| Box::new(routes));
+        self.output.push(Output::Event(RegEvent::Registered {
             op: self.op,
             expires: granted,
             started_at: self.op_started,
             last_sent_at: self.attempt_sent_at,
             now: self.answered_at,
-        });
+        }));
         if self.stop_requested {
             self.stop_requested = false;
             return self.begin_unregister(now);
@@ -930,11 +980,11 @@ impl<I: Ids> Registration<I> {
             );
         }
         if !self.sent_credentials && !self.challenged_this_op {
-            self.events.push(RegEvent::Challenged {
+            self.output.push(Output::Event(RegEvent::Challenged {
                 op: self.op,
                 sent_at: self.attempt_sent_at,
                 now: self.answered_at,
-            });
+            }));
         }
         if self.sent_credentials {
             // Credentials we sent were challenged again: normal when they came from a cached nonce or
@@ -947,7 +997,7 @@ impl<I: Ids> Registration<I> {
             }
         }
         let chosen = {
-            let Some(auth) = self.auth.as_deref_mut() else {
+            let Some(auth) = self.auth.as_mut() else {
                 return Ok(self.state);
             };
             let mut answerable = Vec::with_capacity(challenges.len());
@@ -959,13 +1009,13 @@ impl<I: Ids> Registration<I> {
             choose_challenge(&answerable, auth.preference.as_deref()).cloned()
         };
         let Some(chosen) = chosen else {
-            let names: Vec<&[u8]> = challenges.iter().map(|c| c.algorithm_name.as_slice()).collect();
+            let names: Vec<&[u8]> = challenges.iter().map(|c| c.algorithm_name()).collect();
             let names = if names.is_empty() { b"none".to_vec() } else { names.join(&b", "[..]) };
             let detail = joined(&[b"no digest challenge we can answer (offered: ", &names, b")"]);
             return self.give_up(FailureReason::UnsupportedAuth, Some(status), now, detail);
         };
         self.challenged_this_op = true;
-        self.challenge = Some(Box::new(chosen));
+        self.challenge = Some(chosen);
         let credentials = self.authorize_cached()?;
         self.send(now, credentials);
         Ok(self.state)
@@ -1002,7 +1052,7 @@ impl<I: Ids> Registration<I> {
     // --- helpers ----------------------------------------------------------------------------
     /// The first request of operation `op`; returns the operation's state (a request in flight).
     fn begin_op(&mut self, op: Op, now: f64, scheduled: Option<f64>) -> MachineResult<RegState> {
-        self.events.push(RegEvent::OpStarted { op, scheduled: scheduled.unwrap_or(now), now });
+        self.output.push(Output::Event(RegEvent::OpStarted { op, scheduled: scheduled.unwrap_or(now), now }));
         self.op = op;
         self.op_started = now;
         self.retries = 0;
@@ -1020,7 +1070,7 @@ impl<I: Ids> Registration<I> {
     /// `auth.authorize(challenge, "REGISTER", registrar_uri)` of the cached challenge, the cnonce
     /// drawn from our ids.
     fn authorize_cached(&mut self) -> MachineResult<Option<(&'static str, Vec<u8>)>> {
-        let (Some(auth), Some(challenge)) = (self.auth.as_deref_mut(), self.challenge.as_deref()) else {
+        let (Some(auth), Some(challenge)) = (self.auth.as_mut(), self.challenge.as_ref()) else {
             return Ok(None);
         };
         let ids = &mut self.ids;
@@ -1045,7 +1095,7 @@ impl<I: Ids> Registration<I> {
         self.attempt_sent_at = now;
         self.tx = None;
         self.tx_at = Some(now); // the transaction is built only if it gets another input than its final response
-        self.outgoing.push(request);
+        self.output.push(Output::Datagram(request));
     }
 
     fn build(&mut self, authorization: Option<(&[u8], &[u8])>) -> Vec<u8> {
@@ -1056,18 +1106,19 @@ impl<I: Ids> Registration<I> {
             b"*".to_vec()
         } else {
             let params = flow.map_or(&b""[..], |f| f.contact_params.as_slice());
-            joined(&[b"<", &self.contact, b">", params])
+            joined(&[b"<", self.contact(), b">", params])
         };
         self.branch = self.ids.branch();
+        let aor = self.aor();
         build_register(&RegisterFields {
             registrar_uri: &p.registrar_uri,
             transport: &p.transport,
-            sent_by: &self.sent_by,
+            sent_by: self.sent_by(),
             branch: self.branch.as_bytes(),
             route: p.route.as_deref(),
-            aor: &self.aor,
-            from_tag: &self.from_tag,
-            call_id: &self.call_id,
+            aor: &aor,
+            from_tag: self.from_tag(),
+            call_id: self.call_id(),
             cseq: self.cseq,
             contact: &contact,
             supported: flow.map(|f| f.supported.as_slice()),
@@ -1117,11 +1168,19 @@ impl<I: Ids> Registration<I> {
             let doubling = 2f64.powi(i32::try_from(self.retries - 1).unwrap_or(i32::MAX));
             let backoff = py_min(p.retry_backoff * doubling, p.retry_backoff_max);
             let delay = retry_after.unwrap_or(backoff);
-            self.events.push(RegEvent::Failed { op, reason, status, started_at, now, final_: false, detail });
+            self.output.push(Output::Event(RegEvent::Failed {
+                op,
+                reason,
+                status,
+                started_at,
+                now,
+                final_: false,
+                detail,
+            }));
             self.backoff_until = Some(now + delay);
             return Ok(RegState::Backoff);
         }
-        self.events.push(RegEvent::Failed { op, reason, status, started_at, now, final_: true, detail });
+        self.output.push(Output::Event(RegEvent::Failed { op, reason, status, started_at, now, final_: true, detail }));
         if op == Op::Unregister {
             return Ok(RegState::Failed); // we tried; the registrar expires the binding on its own
         }
@@ -1140,7 +1199,7 @@ impl<I: Ids> Registration<I> {
     /// still hold us, else stay FAILED or end UNREGISTERED.
     fn stop_without_request(&mut self, state: RegState, now: f64) -> MachineResult<RegState> {
         if state == RegState::Backoff && self.op != Op::Unregister {
-            self.events.push(RegEvent::Failed {
+            self.output.push(Output::Event(RegEvent::Failed {
                 op: self.op,
                 reason: FailureReason::Interrupted,
                 status: None,
@@ -1148,7 +1207,7 @@ impl<I: Ids> Registration<I> {
                 now,
                 final_: true,
                 detail: b"stopped while waiting to retry".to_vec(),
-            });
+            }));
         }
         self.backoff_until = None;
         self.refresh_due = None;

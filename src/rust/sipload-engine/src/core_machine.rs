@@ -13,8 +13,8 @@ use crate::machine::{Event, Machine, State};
 #[derive(Debug, Clone)]
 pub struct CoreMachine<I: Ids> {
     pub inner: Registration<I>,
-    pub errors: u64,
-    pub last_error: Option<MachineError>,
+    pub errors: u32,
+    pub last_error: Option<Box<MachineError>>,
     /// The last error, not yet taken by the fleet ([`Machine::take_error`]).
     unreported: bool,
 }
@@ -27,7 +27,7 @@ impl<I: Ids> CoreMachine<I> {
     fn note<T: Default>(&mut self, result: Result<T, MachineError>) -> T {
         result.unwrap_or_else(|e| {
             self.errors += 1;
-            self.last_error = Some(e);
+            self.last_error = Some(Box::new(e));
             self.unreported = true;
             T::default()
         })
@@ -63,11 +63,15 @@ pub fn event(e: RegEvent) -> Event {
 
 impl<I: Ids> Machine for CoreMachine<I> {
     fn call_id(&self) -> &[u8] {
-        &self.inner.call_id
+        self.inner.call_id()
     }
 
     fn contact(&self) -> &[u8] {
-        &self.inner.contact
+        self.inner.contact()
+    }
+
+    fn user(&self) -> &[u8] {
+        self.inner.user()
     }
 
     fn state(&self) -> State {
@@ -124,7 +128,7 @@ impl<I: Ids> Machine for CoreMachine<I> {
         if !std::mem::take(&mut self.unreported) {
             return None;
         }
-        self.last_error.as_ref().map(describe)
+        self.last_error.as_deref().map(describe)
     }
 }
 
@@ -185,7 +189,7 @@ mod tests {
             ]
         );
         assert_eq!((m.state(), m.bound_until(), m.next_timer()), (State::Registered, Some(61.2), Some(31.2)));
-        assert_eq!(m.call_id(), m.inner.call_id.as_slice());
+        assert_eq!(m.call_id(), m.inner.call_id());
     }
 
     #[test]
@@ -194,7 +198,7 @@ mod tests {
         m.start(0.0);
         m.start(1.0);
         assert_eq!(m.errors, 1);
-        assert!(matches!(m.last_error, Some(MachineError::Protocol(_))));
+        assert!(matches!(m.last_error.as_deref(), Some(MachineError::Protocol(_))));
         assert_eq!(m.state(), State::Registering);
         let taken = m.take_error().unwrap();
         assert!(taken == "ProtocolError: registration of u1: no transition for start in registering", "{taken}");
@@ -212,7 +216,7 @@ mod tests {
         };
         let (first, second) = (make(b"u0"), make(b"u1"));
         assert_eq!(first.call_id(), b"06671ad11c80317fa3b1799d@sipload");
-        assert_eq!(first.inner.from_tag, b"4668bdd640fb");
+        assert_eq!(first.inner.from_tag(), b"4668bdd640fb");
         assert_eq!(second.call_id(), b"23b8c1e9392456de3eb13b90@sipload");
     }
 }

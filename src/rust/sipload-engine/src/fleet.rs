@@ -59,7 +59,40 @@ pub struct EndpointReport {
     pub contact: Vec<u8>,
 }
 
-struct Slot<M> {
+/// Every endpoint's report as columns (the end of a run: a million [`EndpointReport`]s would each
+/// own three allocations). Row `i` is endpoint `index[i]`; texts are `names[code]`; `last_status` 0:
+/// none; `users` / `call_ids` / `contacts`: one buffer each, row `i` ending at `..._ends[i]`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReportTable {
+    pub index: Vec<u64>,
+    pub state: Vec<u8>,
+    pub state_names: Vec<String>,
+    pub last_status: Vec<u16>,
+    pub reason: Vec<u8>,
+    pub reason_names: Vec<&'static str>,
+    pub registrations: Vec<u32>,
+    pub refreshes: Vec<u32>,
+    pub users: Vec<u8>,
+    pub user_ends: Vec<u32>,
+    pub call_ids: Vec<u8>,
+    pub call_id_ends: Vec<u32>,
+    pub contacts: Vec<u8>,
+    pub contact_ends: Vec<u32>,
+}
+
+/// The code of `name` in `names`, added if new (a handful of distinct values: a scan is enough).
+fn code_of<T: PartialEq + Clone>(names: &mut Vec<T>, name: &T) -> u8 {
+    match names.iter().position(|n| n == name) {
+        Some(i) => i as u8,
+        None => {
+            names.push(name.clone());
+            (names.len() - 1) as u8
+        }
+    }
+}
+
+/// One endpoint of the fleet: its machine and what the fleet keeps beside it.
+pub struct Slot<M> {
     machine: M,
     index: u64,
     socket: u16,
@@ -80,6 +113,33 @@ struct Stopping {
     sent: u64,
     deadline: f64,
     next_check: f64,
+}
+
+impl<M> Slot<M> {
+    /// The endpoint of scenario index `index` with its machine, sending from socket `socket`.
+    pub fn new(machine: M, index: u64, socket: u16) -> Self {
+        Slot {
+            machine,
+            index,
+            socket,
+            intended: 0.0,
+            op_intended: 0.0,
+            deadline: None,
+            last_status: None,
+            failure: None,
+            registrations: 0,
+            refreshes: 0,
+            registering: false,
+        }
+    }
+}
+
+/// An endpoint's final state as the results write it ("registered", "failed:timeout", ...).
+fn state_text<M: Machine>(s: &Slot<M>) -> String {
+    match (s.machine.state(), s.failure) {
+        (State::Failed, Some(reason)) => format!("failed:{reason}"),
+        (state, _) => state.value().to_string(),
+    }
 }
 
 /// Deadlines as integer ns for the heap, rounded up: a timer pops only once `now` reached it.
@@ -130,25 +190,10 @@ pub struct Fleet<M> {
 }
 
 impl<M: Machine> Fleet<M> {
-    /// A fleet of `endpoints`: (machine, the endpoint's index in the scenario, its socket), in index order.
-    pub fn new(config: FleetConfig, endpoints: Vec<(M, u64, u16)>) -> Self {
-        let mut by_call_id = CallIds::with_capacity(endpoints.len());
-        let mut slots: Vec<Slot<M>> = Vec::with_capacity(endpoints.len());
-        for (machine, index, socket) in endpoints {
-            slots.push(Slot {
-                machine,
-                index,
-                socket,
-                intended: 0.0,
-                op_intended: 0.0,
-                deadline: None,
-                last_status: None,
-                failure: None,
-                registrations: 0,
-                refreshes: 0,
-                registering: false,
-            });
-        }
+    /// A fleet of `slots` ([`Slot::new`]), in index order. They are taken as they are, not copied:
+    /// a million of them are built once.
+    pub fn new(config: FleetConfig, slots: Vec<Slot<M>>) -> Self {
+        let mut by_call_id = CallIds::with_capacity(slots.len());
         for (i, slot) in slots.iter().enumerate() {
             by_call_id.insert(slot.machine.call_id(), i as u32, |j| slots[j as usize].machine.call_id());
         }
@@ -396,24 +441,51 @@ impl<M: Machine> Fleet<M> {
             .iter()
             .skip(start)
             .take(count)
-            .map(|s| {
-                let state = s.machine.state();
-                let state = match (state, s.failure) {
-                    (State::Failed, Some(reason)) => format!("failed:{reason}"),
-                    _ => state.value().to_string(),
-                };
-                EndpointReport {
-                    index: s.index,
-                    state,
-                    last_status: s.last_status,
-                    failure_reason: s.failure.unwrap_or(""),
-                    registrations: s.registrations,
-                    refreshes: s.refreshes,
-                    call_id: s.machine.call_id().to_vec(),
-                    contact: s.machine.contact().to_vec(),
-                }
+            .map(|s| EndpointReport {
+                index: s.index,
+                state: state_text(s),
+                last_status: s.last_status,
+                failure_reason: s.failure.unwrap_or(""),
+                registrations: s.registrations,
+                refreshes: s.refreshes,
+                call_id: s.machine.call_id().to_vec(),
+                contact: s.machine.contact().to_vec(),
             })
             .collect()
+    }
+
+    /// Every endpoint's report, as columns (the same values as [`Fleet::reports`]).
+    pub fn report_table(&self) -> ReportTable {
+        let n = self.slots.len();
+        let mut t = ReportTable {
+            index: Vec::with_capacity(n),
+            state: Vec::with_capacity(n),
+            last_status: Vec::with_capacity(n),
+            reason: Vec::with_capacity(n),
+            registrations: Vec::with_capacity(n),
+            refreshes: Vec::with_capacity(n),
+            user_ends: Vec::with_capacity(n),
+            call_id_ends: Vec::with_capacity(n),
+            contact_ends: Vec::with_capacity(n),
+            ..ReportTable::default()
+        };
+        for s in &self.slots {
+            t.index.push(s.index);
+            let state = code_of(&mut t.state_names, &state_text(s));
+            t.state.push(state);
+            t.last_status.push(s.last_status.unwrap_or(0));
+            let reason = code_of(&mut t.reason_names, &s.failure.unwrap_or(""));
+            t.reason.push(reason);
+            t.registrations.push(s.registrations);
+            t.refreshes.push(s.refreshes);
+            t.users.extend_from_slice(s.machine.user());
+            t.user_ends.push(t.users.len() as u32);
+            t.call_ids.extend_from_slice(s.machine.call_id());
+            t.call_id_ends.push(t.call_ids.len() as u32);
+            t.contacts.extend_from_slice(s.machine.contact());
+            t.contact_ends.push(t.contacts.len() as u32);
+        }
+        t
     }
 
     /// After any input of endpoint `i`: send what it produced, record its events, reschedule its timer.
@@ -512,7 +584,7 @@ mod tests {
 
     fn fleet(n: u32, rate: f64, max_in_flight: u64, shard: (u64, u64)) -> Fleet<Scripted> {
         let schedule = Schedule::constant(rate).expect("a valid rate");
-        let endpoints = (0..n).map(|k| (Scripted::new(k), shard.0 + u64::from(k) * shard.1, 0)).collect();
+        let endpoints = (0..n).map(|k| Slot::new(Scripted::new(k), shard.0 + u64::from(k) * shard.1, 0)).collect();
         Fleet::new(FleetConfig { schedule, max_in_flight }, endpoints)
     }
 
@@ -594,5 +666,48 @@ mod tests {
         assert!(!f.poll(1.02));
         assert_eq!(f.counters().unregister_timed_out, 2);
         assert_eq!(f.take_interval().failures, vec![(Phase::Unregister, "interrupted", 2)]);
+    }
+
+    /// The table's rows as reports.
+    fn rows(t: &ReportTable) -> Vec<EndpointReport> {
+        let text = |buf: &[u8], ends: &[u32], i: usize| {
+            let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+            buf[start..ends[i] as usize].to_vec()
+        };
+        (0..t.index.len())
+            .map(|i| EndpointReport {
+                index: t.index[i],
+                state: t.state_names[t.state[i] as usize].clone(),
+                last_status: (t.last_status[i] != 0).then_some(t.last_status[i]),
+                failure_reason: t.reason_names[t.reason[i] as usize],
+                registrations: t.registrations[i],
+                refreshes: t.refreshes[i],
+                call_id: text(&t.call_ids, &t.call_id_ends, i),
+                contact: text(&t.contacts, &t.contact_ends, i),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_report_table_holds_the_reports() {
+        let mut f = fleet(5, 1000.0, 10, (3, 2));
+        f.start(0.0);
+        f.poll(0.01);
+        let out = sent(&mut f);
+        for d in &out[..3] {
+            f.receive(&ok(d), 0.011, 0.011); // two left registering
+        }
+        f.request_stop(0.02, true, 1.0, 1000.0);
+        f.poll(0.5);
+        f.poll(1.02);
+        let reports = f.reports();
+        let states: Vec<&str> = reports.iter().map(|r| r.state.as_str()).collect();
+        assert!(states.iter().collect::<std::collections::HashSet<_>>().len() > 1, "a mix of states: {states:?}");
+        let table = f.report_table();
+        assert_eq!(rows(&table), reports);
+        assert_eq!(table.user_ends.len(), 5); // the scripted machine has no user
+        assert_eq!(table.index, vec![3, 5, 7, 9, 11]);
+        assert!(table.state_names.len() < table.index.len()); // each text once
+        assert_eq!(rows(&Fleet::<Scripted>::new(f.config.clone(), vec![]).report_table()), vec![]);
     }
 }

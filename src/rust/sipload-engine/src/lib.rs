@@ -23,6 +23,6 @@ mod scripted;
 
 pub use sipload_io as io;
 
-pub use fleet::{EndpointReport, Fleet, FleetConfig, FleetCounters};
+pub use fleet::{EndpointReport, Fleet, FleetConfig, FleetCounters, ReportTable, Slot};
 pub use machine::{Event, Machine, Op};
 pub use recorder::{Kind, Phase, Recorder, Snapshot};

@@ -49,6 +49,10 @@ pub trait Machine {
     fn contact(&self) -> &[u8] {
         &[]
     }
+    /// The user part of its AoR (for the endpoint's report).
+    fn user(&self) -> &[u8] {
+        &[]
+    }
     fn state(&self) -> State;
     fn start(&mut self, now: f64);
     fn stop(&mut self, now: f64);

@@ -321,12 +321,12 @@ mod tests {
     use sipload_io::Schedule;
 
     use super::*;
-    use crate::fleet::FleetConfig;
+    use crate::fleet::{FleetConfig, Slot};
     use crate::scripted::{ok, Scripted};
 
     fn fleet(n: u32, rate: f64) -> Fleet<Scripted> {
         let schedule = Schedule::constant(rate).expect("a valid rate");
-        let endpoints = (0..n).map(|k| (Scripted::new(k), u64::from(k), 0)).collect();
+        let endpoints = (0..n).map(|k| Slot::new(Scripted::new(k), u64::from(k), 0)).collect();
         Fleet::new(FleetConfig { schedule, max_in_flight: u64::from(n) }, endpoints)
     }
 

@@ -240,11 +240,11 @@ struct Challenge {
 impl Challenge {
     #[getter]
     fn realm<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        py_str(py, &self.inner.realm)
+        py_str(py, self.inner.realm())
     }
     #[getter]
     fn nonce<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        py_str(py, &self.inner.nonce)
+        py_str(py, self.inner.nonce())
     }
     /// The algorithm's canonical name, None when unsupported.
     #[getter]
@@ -253,15 +253,15 @@ impl Challenge {
     }
     #[getter]
     fn algorithm_name<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        py_str(py, &self.inner.algorithm_name)
+        py_str(py, self.inner.algorithm_name())
     }
     #[getter]
     fn qop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, self.inner.qop.iter().map(|q| py_str(py, q)).collect::<PyResult<Vec<_>>>()?)
+        PyTuple::new(py, self.inner.qop().map(|q| py_str(py, q)).collect::<PyResult<Vec<_>>>()?)
     }
     #[getter]
     fn opaque<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyString>>> {
-        opt_str(py, self.inner.opaque.as_deref())
+        opt_str(py, self.inner.opaque())
     }
     #[getter]
     fn stale(&self) -> bool {
@@ -269,7 +269,7 @@ impl Challenge {
     }
     #[getter]
     fn domain<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyString>>> {
-        opt_str(py, self.inner.domain.as_deref())
+        opt_str(py, self.inner.domain())
     }
     #[getter]
     fn userhash(&self) -> bool {
@@ -362,7 +362,7 @@ impl DigestClient {
             password.as_deref(),
             ha1.as_deref(),
             realm.as_deref(),
-            preference_of(preference)?,
+            preference_of(preference)?.map(std::sync::Arc::from),
             ha1_algorithm.map(algorithm_of).transpose()?,
         )
         .map_err(auth_error)?;

@@ -160,13 +160,14 @@ impl Registration {
                 let password = password.map(text).transpose()?;
                 let ha1 = ha1.map(text).transpose()?;
                 let realm = realm_for_ha1.map(text).transpose()?;
-                let preference = preference.map(|p| p.iter().map(algorithm_of).collect()).transpose()?;
+                let preference: Option<Vec<_>> =
+                    preference.map(|p| p.iter().map(algorithm_of).collect()).transpose()?;
                 let client = DigestClient::new(
                     &text(username)?,
                     password.as_deref(),
                     ha1.as_deref(),
                     realm.as_deref(),
-                    preference,
+                    preference.map(Arc::from),
                     ha1_algorithm.map(algorithm_of).transpose()?,
                 )
                 .map_err(|e| PyValueError::new_err(e.0))?;
@@ -310,43 +311,43 @@ impl Registration {
 
     #[getter]
     fn service_route(&self, py: Python<'_>) -> PyResult<Vec<Py<PyString>>> {
-        self.inner.service_route.iter().map(|v| Ok(py_str(py, v)?.unbind())).collect()
+        self.inner.service_route().iter().map(|v| Ok(py_str(py, v)?.unbind())).collect()
     }
 
     #[getter]
     fn path(&self, py: Python<'_>) -> PyResult<Vec<Py<PyString>>> {
-        self.inner.path.iter().map(|v| Ok(py_str(py, v)?.unbind())).collect()
+        self.inner.path().iter().map(|v| Ok(py_str(py, v)?.unbind())).collect()
     }
 
     #[getter]
     fn user<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        py_str(py, &self.inner.user)
+        py_str(py, self.inner.user())
     }
 
     #[getter]
     fn aor<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        py_str(py, &self.inner.aor)
+        py_str(py, &self.inner.aor())
     }
 
     #[getter]
     fn contact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        py_str(py, &self.inner.contact)
+        py_str(py, self.inner.contact())
     }
 
     #[getter]
     fn sent_by<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        py_str(py, &self.inner.sent_by)
+        py_str(py, self.inner.sent_by())
     }
 
     #[getter]
     fn call_id<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        py_str(py, &self.inner.call_id)
+        py_str(py, self.inner.call_id())
     }
 
     #[getter]
     #[allow(clippy::wrong_self_convention)] // the From header's tag, not a conversion
     fn from_tag<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        py_str(py, &self.inner.from_tag)
+        py_str(py, self.inner.from_tag())
     }
 
     #[getter]

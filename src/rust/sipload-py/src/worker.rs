@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString};
 
 use sipload_core::digest::{Algorithm, DigestClient};
 use sipload_core::ids::PyRandom;
@@ -24,7 +24,7 @@ use sipload_engine::core_machine::CoreMachine;
 use sipload_engine::io::Wakeup;
 use sipload_engine::io::{Schedule, ScheduleError};
 use sipload_engine::udp_loop::{monotonic, Pacing, UdpLoop};
-use sipload_engine::{Fleet, FleetConfig};
+use sipload_engine::{Fleet, FleetConfig, Slot};
 
 use crate::{py_str, text};
 
@@ -84,8 +84,8 @@ pub struct NativeWorker {
     max_in_flight: u64,
     ids: SharedIds,
     profiles: Vec<Arc<Profile>>,
-    preferences: Vec<Option<Vec<String>>>,
-    pending: Vec<(Endpoint, u64, u16)>,
+    preferences: Vec<Option<Arc<[Algorithm]>>>,
+    pending: Vec<Slot<Endpoint>>,
     fleet: Option<Fleet<Endpoint>>,
     panics: u64,
     last_panic: String,
@@ -169,7 +169,7 @@ impl NativeWorker {
         max_retry_after: f64,
         preference: Option<Vec<String>>,
     ) -> PyResult<usize> {
-        algorithms(preference.clone())?; // checked here; each endpoint's client takes the list
+        let preference = algorithms(preference)?.map(Arc::from); // one list, shared by the group's clients
         let timers = Timers::new(t1, t2, t4).map_err(PyValueError::new_err)?;
         self.profiles.push(Arc::new(Profile {
             registrar_uri: text(registrar_uri)?.into_owned(),
@@ -215,7 +215,7 @@ impl NativeWorker {
         if usize::from(socket) >= self.io.local_addrs().len() {
             return Err(PyValueError::new_err(format!("no socket {socket}")));
         }
-        let preference = algorithms(self.preferences.get(profile).cloned().flatten())?;
+        let preference = self.preferences.get(profile).cloned().flatten();
         let auth = DigestClient::new(&text(auth_user)?, Some(&text(password)?), None, None, preference, None)
             .map_err(|e| PyValueError::new_err(e.0))?;
         let reg = Registration::new(
@@ -229,7 +229,7 @@ impl NativeWorker {
             1,
         )
         .map_err(PyValueError::new_err)?;
-        self.pending.push((CoreMachine::new(reg), index, socket));
+        self.pending.push(Slot::new(CoreMachine::new(reg), index, socket));
         Ok(())
     }
 
@@ -341,6 +341,38 @@ impl NativeWorker {
         let last = if panics > 0 { format!("panic: {last_panic}") } else { c.last_internal_error };
         d.set_item("last_internal_error", last)?;
         d.set_item("last_error", io.last_error)?;
+        Ok(d)
+    }
+
+    /// Every endpoint's line as columns, then the machines are released (the end of a run: the
+    /// lines of a million endpoints are made without the machines still held). Native-endian
+    /// buffers: index (u64), state code (u8; `state_names[code]`), last status (u16; 0: none), reason
+    /// code (u8; `reason_names[code]`), registrations and refreshes (u32), users, Call-IDs and contacts (one
+    /// buffer each, row i ending at `ends[i]`, u32). The worker answers nothing after it.
+    #[allow(clippy::type_complexity)]
+    fn take_reports<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let table = self.fleet()?.report_table();
+        self.fleet = None;
+        let d = PyDict::new(py);
+        let bytes = |v: &[u8]| PyBytes::new(py, v);
+        d.set_item("index", bytes(&table.index.iter().flat_map(|v| v.to_ne_bytes()).collect::<Vec<u8>>()))?;
+        d.set_item("state", bytes(&table.state))?;
+        d.set_item("state_names", table.state_names)?;
+        d.set_item("last_status", bytes(&table.last_status.iter().flat_map(|v| v.to_ne_bytes()).collect::<Vec<u8>>()))?;
+        d.set_item("reason", bytes(&table.reason))?;
+        d.set_item("reason_names", table.reason_names)?;
+        for (key, column) in [
+            ("registrations", &table.registrations),
+            ("refreshes", &table.refreshes),
+            ("user_ends", &table.user_ends),
+            ("call_id_ends", &table.call_id_ends),
+            ("contact_ends", &table.contact_ends),
+        ] {
+            d.set_item(key, bytes(&column.iter().flat_map(|v| v.to_ne_bytes()).collect::<Vec<u8>>()))?;
+        }
+        d.set_item("users", bytes(&table.users))?;
+        d.set_item("call_ids", bytes(&table.call_ids))?;
+        d.set_item("contacts", bytes(&table.contacts))?;
         Ok(d)
     }
 
