@@ -1,7 +1,7 @@
 """What the Dask layer costs: the same scenario with `--workers 2` and with `--cluster local:2`.
 
     python bench/cluster.py [--rates 1000,2000,3000] [--seconds 15] [--reps 2] [--write bench/RESULTS.md]
-    python bench/cluster.py --smoke      # 100 registrations per mode, fixed costs over 0.5 s: ~25 s
+    python bench/cluster.py --smoke      # 100 registrations per mode, fixed costs over 0.25 s, 0.5 s held: ~25 s
 
 For every offered rate and repetition, both modes (order alternating between repetitions) run rate x seconds
 digest registrations (REGISTER -> 401 -> REGISTER with credentials -> 200; no refresh; unregister at the end)
@@ -143,7 +143,7 @@ def one_run(mode: str, rate: float, seconds: float, args: argparse.Namespace, wo
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_ports_in_a_row(2)   # others run Kamailios too; a stopping one keeps its ports a while
     scenario = sipload_scenario(workdir / "bench.toml", name=f"dask-{mode}", target=f"sip:127.0.0.1:{port}",
-                                rate=rate, total=total, duration=(total - 1) / rate + 2.0, unregister=True)
+                                rate=rate, total=total, duration=(total - 1) / rate + args.hold, unregister=True)
     out = workdir / "out"
     with kamailio(port, port + 1, work / "kamailio"):
         lines: list[str] = []
@@ -264,13 +264,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle LocalCluster for its fixed costs")
+    ap.add_argument("--hold", type=float, default=2.0,
+                    help="seconds the bindings are held after the last arrival, before the unregistration")
     ap.add_argument("--quiet-idle", type=float, default=0.9)
     ap.add_argument("--quiet-wait", type=float, default=120.0)
     ap.add_argument("--write", type=Path)
     ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = ap.parse_args()
     if args.smoke:
-        args.rates, args.seconds, args.reps, args.idle, args.quiet_wait = "100", 1.0, 1, 0.5, 0.0
+        args.rates, args.seconds, args.reps, args.idle, args.hold, args.quiet_wait = "100", 1.0, 1, 0.25, 0.5, 0.0
         if not smoke_peers("cluster", "kamailio"):
             return
     rates = [float(r) for r in args.rates.split(",")]

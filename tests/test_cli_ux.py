@@ -262,9 +262,10 @@ def test_a_bad_threshold_table_is_one_line_naming_the_field(tmp_path: Path, item
 def test_a_stepped_run_prints_its_knee_and_writes_its_capacity(tmp_path: Path) -> None:
     text = (QUICK.replace('thresholds = ["register.success_rate == 100%"]',
                           'thresholds = ["register.success_rate == 100%", "register.p99 < 5s"]')
-            .replace("count = 6", "count = 60")
+            .replace("count = 6", "count = 36")        # 12 + 24 arrivals: the steps run in full
             .replace('rate = 30\nduration = "30m"',
-                     'steps = [{ rate = 10, duration = "2s" }, { rate = 20, duration = "2s" }]\nduration = "4s"'))
+                     'steps = [{ rate = 10, duration = "1250ms" }, { rate = 20, duration = "1250ms" }]\n'
+                     'duration = "2500ms"'))
     out = tmp_path / "o"
     result = CliRunner().invoke(main, ["run", str(write(tmp_path, text)), "-w", "1", "-o", str(out), "--quiet"])
     assert result.exit_code == 0, result.output

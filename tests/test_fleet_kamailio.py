@@ -111,7 +111,7 @@ async def test_bundled_scenarios_against_kamailio(name: str, kamailio: KamailioP
     if name == "mixed-fleet":  # its WebRTC-like group registers over WebSocket, on Kamailio's WS listener
         assert kamailio.ws_port is not None, "Kamailio without the websocket module (peers/install)"
         targets.append(f"sip:127.0.0.1:{kamailio.ws_port};transport=ws")
-    sc = sc.with_overrides(target=targets, endpoints=30, rate=30, duration=15 if name == "soak" else 6)
+    sc = sc.with_overrides(target=targets, endpoints=30, rate=30, duration=15 if name == "soak" else 3)
     with trio.fail_after(90):
         outcome = await run_scenario(sc, tmp_path / name, progress=lambda _: None, handle_signals=False, workers=1)
     failed = [t for t in outcome.result.thresholds if not t.passed]

@@ -63,6 +63,17 @@ def test_from_buckets_equals_recording_each_value(values: list[int]) -> None:
         assert built.percentiles_us() == direct.percentiles_us()
 
 
+@settings(max_examples=12, deadline=None)  # hdrh's own mean walks every bucket to the maximum (~0.2 s)
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=HIGHEST_US), st.integers(min_value=1, max_value=5)),
+                max_size=200))
+def test_mean_is_hdrh_mean(values: list[tuple[int, int]]) -> None:
+    """mean_us sums only the non-empty buckets; it must be hdrh's own get_mean_value to the last bit."""
+    h = Histogram()
+    for value, count in values:
+        h.record(value, count)
+    assert h.mean_us == float(h.raw.get_mean_value())
+
+
 def test_bucket_index_boundaries() -> None:
     ref = HdrHistogram(1, HIGHEST_US, 3)
     edges = {0, 1, HIGHEST_US}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from interop_helpers import RegistrarProcess, run_sipload
+from interop_helpers import CliRun, RegistrarProcess, run_sipload
 
 from sipload.engine.probe import probe_udp
 from sipload.registrar.core import RegistrarCore
@@ -26,7 +26,7 @@ WARNING = re.compile(r"^sipload: warning: target sip:127\.0\.0\.1:\d+: no answer
                      r"\(--no-probe or target\.probe = false skips it\)$", re.MULTILINE)
 
 
-def scenario(port: int, *, probe: bool | None = None, t1: str = "500ms") -> str:
+def scenario(port: int, *, probe: bool | None = None, t1: str = "500ms", first: int = 1) -> str:
     return f"""name = "probe"
 thresholds = ["register.success_rate == 100%"]
 [target]
@@ -34,6 +34,7 @@ registrar = "sip:127.0.0.1:{port}"
 {"" if probe is None else f"probe = {str(probe).lower()}"}
 [endpoints]
 count = 3
+first = {first}
 expires = 60
 [load]
 rate = 30
@@ -52,18 +53,30 @@ async def test_a_registrar_that_ignores_options_is_tested_after_one_warning(tmp_
         port = int(registrar.lines[0].rsplit(":", 1)[1])
         path = tmp_path / "probe.toml"
         path.write_text(scenario(port))
-        run = await run_sipload("run", str(path), "--out", str(tmp_path / "a"), "--workers", "1", timeout=60)
-        assert run.returncode == 0, run
-        assert len(WARNING.findall(run.stdout)) == 1, run
-        assert "registrations 3/3 ok" in run.stdout, run
+        # --no-probe and target.probe = false: no probe, hence no warning; the run is the same. The three
+        # runs are independent (each its own users and results), so they run at the same time.
+        no_probe = tmp_path / "no-probe.toml"
+        no_probe.write_text(scenario(port, first=11))
+        keyed_path = tmp_path / "keyed.toml"
+        keyed_path.write_text(scenario(port, probe=False, first=21))
+        runs: dict[str, CliRun] = {}
 
-        # --no-probe and target.probe = false: no probe, hence no warning; the run is the same
-        quiet = await run_sipload("run", str(path), "--out", str(tmp_path / "b"), "--workers", "1", "--no-probe",
-                                  timeout=60)
+        async def run(name: str, *args: str) -> None:
+            runs[name] = await run_sipload("run", *args, "--workers", "1", timeout=60)
+
+        async with trio.open_nursery() as runners:
+            runners.start_soon(run, "probed", str(path), "--out", str(tmp_path / "a"))
+            runners.start_soon(run, "quiet", str(no_probe), "--out", str(tmp_path / "b"), "--no-probe")
+            runners.start_soon(run, "keyed", str(keyed_path), "--out", str(tmp_path / "c"))
+        probed = runs["probed"]
+        assert probed.returncode == 0, probed
+        assert len(WARNING.findall(probed.stdout)) == 1, probed
+        assert "registrations 3/3 ok" in probed.stdout, probed
+
+        quiet = runs["quiet"]
         assert quiet.returncode == 0 and "registrations 3/3 ok" in quiet.stdout, quiet
         assert "warning" not in quiet.stdout + quiet.stderr, quiet
-        path.write_text(scenario(port, probe=False))
-        keyed = await run_sipload("run", str(path), "--out", str(tmp_path / "c"), "--workers", "1", timeout=60)
+        keyed = runs["keyed"]
         assert keyed.returncode == 0 and "registrations 3/3 ok" in keyed.stdout, keyed
         assert "warning" not in keyed.stdout + keyed.stderr, keyed
         await registrar.stop()

@@ -73,14 +73,55 @@ min_expires = 1
 """
 
 
+@dataclasses.dataclass
+class MachineRun:
+    out: Path
+    outcome: Any
+    scraped: list[dict[str, Any]]     # /metrics, scraped once during the run after an interval with bindings
+
+
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real run: 30 endpoints register, refresh and unregister; one threshold fails on purpose."""
+def machine_run(tmp_path_factory: pytest.TempPathFactory) -> MachineRun:
+    """A real run: 30 endpoints register, refresh and unregister; one threshold fails on purpose. It serves
+    live metrics (the exporter only reads the aggregate, it writes nothing), scraped once during the run:
+    one run for the files' tests and for test_a_run_serves_live_metrics."""
     out = tmp_path_factory.mktemp("machine") / "out"
     sc = parse_scenario(SCENARIO, out.parent / "s.toml")
-    outcome = trio.run(lambda: run_scenario(sc, out, progress=lambda _: None, handle_signals=False, workers=1))
+    seen: list[str] = []
+    got_port = trio.Event()
+    interval_done = trio.Event()
+    scraped: list[dict[str, Any]] = []
+
+    def progress(line: str) -> None:
+        seen.append(line)
+        if m := re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", line):
+            seen.append(m.group(1))
+            got_port.set()
+        if (m := re.search(r"registered (\d+)", line)) and int(m.group(1)) > 0:
+            interval_done.set()  # an interval with bindings held has been flushed
+
+    async def scrape() -> None:
+        await got_port.wait()
+        port = int(next(s for s in seen if s.isdigit()))
+        await interval_done.wait()
+        _, _, body = await http(port, b"GET /metrics HTTP/1.1\r\n\r\n")
+        scraped.append(families(body.decode()))
+
+    async def served() -> Any:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(scrape)
+            return await run_scenario(sc, out, progress=progress, handle_signals=False, workers=1,
+                                      metrics=("127.0.0.1", 0))
+
+    outcome = trio.run(served)
+    return MachineRun(out, outcome, scraped)
+
+
+@pytest.fixture(scope="module")
+def run_dir(machine_run: MachineRun) -> Path:
+    outcome = machine_run.outcome
     assert outcome.result.registrations.succeeded == 30 and outcome.result.refreshes.succeeded > 0
-    return out
+    return machine_run.out
 
 
 def validator() -> jsonschema.protocols.Validator:
@@ -475,34 +516,9 @@ def test_metrics_option_parses_host_and_port() -> None:
     assert parse_listen("localhost:9464") == ("localhost", 9464)
 
 
-async def test_a_run_serves_live_metrics(tmp_path: Path) -> None:
-    sc = parse_scenario(SCENARIO, tmp_path / "s.toml")
-    seen: list[str] = []
-    got_port = trio.Event()
-    interval_done = trio.Event()
-    scraped: list[dict[str, Any]] = []
-
-    def progress(line: str) -> None:
-        seen.append(line)
-        if m := re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", line):
-            seen.append(m.group(1))
-            got_port.set()
-        if (m := re.search(r"registered (\d+)", line)) and int(m.group(1)) > 0:
-            interval_done.set()  # an interval with bindings held has been flushed
-
-    async def scrape() -> None:
-        await got_port.wait()
-        port = int(next(s for s in seen if s.isdigit()))
-        await interval_done.wait()
-        _, _, body = await http(port, b"GET /metrics HTTP/1.1\r\n\r\n")
-        scraped.append(families(body.decode()))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(scrape)
-        outcome = await run_scenario(sc, tmp_path / "out", progress=progress, handle_signals=False, workers=1,
-                                     metrics=("127.0.0.1", 0))
-    assert outcome.result.registrations.succeeded == 30
-    fams = scraped[0]
+def test_a_run_serves_live_metrics(machine_run: MachineRun) -> None:
+    assert machine_run.outcome.result.registrations.succeeded == 30
+    fams = machine_run.scraped[0]
     assert fams["sipload_up"].samples[0].labels == {"scenario": "machine"}
     assert fams["sipload_registered"].samples[0].value > 0
     assert any(s.labels.get("phase") == "register" for s in fams["sipload_latency_seconds"].samples)

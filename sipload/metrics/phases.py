@@ -109,7 +109,19 @@ class Histogram:
 
     @property
     def mean_us(self) -> float:
-        return float(self._h.get_mean_value())
+        """hdrh's `get_mean_value` exactly (each value at the median of its bucket's range), summed over the
+        non-empty buckets only: hdrh's own iterator steps through every bucket up to the maximum in Python
+        (~0.1 s a histogram, a dozen of them per summary)."""
+        h = self._h
+        count = int(h.get_total_count())
+        if not count:
+            return 0.0
+        total = 0
+        for index, n in enumerate(h.counts):
+            if n:
+                value = h.get_highest_equivalent_value(h.get_value_from_index(index))
+                total += n * h._hdr_median_equiv_value(value)
+        return float(total) / count
 
     def percentiles_us(self, percentiles: Iterable[float] = PERCENTILES) -> dict[float, int]:
         """One pass over the counts for all percentiles (each costs milliseconds: never per request)."""
