@@ -784,29 +784,31 @@ impl<I: Ids> Registration<I> {
     }
 
     pub fn take_outgoing(&mut self) -> Vec<Vec<u8>> {
-        let mut datagrams = Vec::new();
-        let mut rest = Vec::new(); // a new Vec: a machine at rest keeps no buffer
-        for o in std::mem::take(&mut self.output) {
-            match o {
-                Output::Datagram(d) => datagrams.push(d),
-                event => rest.push(event),
-            }
-        }
-        self.output = rest;
-        datagrams
+        self.take(|o| match o {
+            Output::Datagram(d) => Ok(d),
+            other => Err(other),
+        })
     }
 
     pub fn take_events(&mut self) -> Vec<RegEvent> {
-        let mut events = Vec::new();
+        self.take(|o| match o {
+            Output::Event(e) => Ok(e),
+            other => Err(other),
+        })
+    }
+
+    /// The outputs `pick` takes (Ok), in order; the others stay. A new Vec: a machine at rest keeps no buffer.
+    fn take<T>(&mut self, pick: impl Fn(Output) -> Result<T, Output>) -> Vec<T> {
+        let mut taken = Vec::new();
         let mut rest = Vec::new();
         for o in std::mem::take(&mut self.output) {
-            match o {
-                Output::Event(e) => events.push(e),
-                datagram => rest.push(datagram),
+            match pick(o) {
+                Ok(t) => taken.push(t),
+                Err(o) => rest.push(o),
             }
         }
         self.output = rest;
-        events
+        taken
     }
 
     pub fn refresh_due(&self) -> Option<f64> {
