@@ -478,15 +478,17 @@ fn digits_value(text: &[u8], what: &str, whole: &[u8], limit: u64) -> Result<u64
 }
 
 /// '314159 INVITE' -> (314159, "INVITE"); the method is case-sensitive.
-pub fn parse_cseq(value: &[u8]) -> Result<(u32, Vec<u8>)> {
+pub fn parse_cseq(value: &[u8]) -> Result<(u32, &[u8])> {
     let s = strip_ascii(value, b" \t");
-    let parts: Vec<&[u8]> = s.split(|&b| b == b' ' || b == b'\t').filter(|p| !p.is_empty()).collect();
-    let empty_edge = s.is_empty();
-    if empty_edge || parts.len() != 2 || !is_token(parts[1]) {
+    let mut parts = s.split(|&b| b == b' ' || b == b'\t').filter(|p| !p.is_empty());
+    let (Some(number), Some(method), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(ParseError::new(format!("invalid CSeq {}", shown(value, 40))));
+    };
+    if !is_token(method) {
         return Err(ParseError::new(format!("invalid CSeq {}", shown(value, 40))));
     }
-    let number = digits_value(parts[0], "CSeq number", value, (1 << 31) - 1)?;
-    Ok((number as u32, parts[1].to_vec()))
+    let number = digits_value(number, "CSeq number", value, (1 << 31) - 1)?;
+    Ok((number as u32, method))
 }
 
 /// A delta-seconds value (Expires, Min-Expires, Retry-After's first token), at most 2**32-1.
@@ -538,7 +540,7 @@ mod tests {
 
     #[test]
     fn cseq_and_delta() {
-        assert_eq!(parse_cseq(b"1 REGISTER").unwrap(), (1, b"REGISTER".to_vec()));
+        assert_eq!(parse_cseq(b"1 REGISTER").unwrap(), (1, &b"REGISTER"[..]));
         assert_eq!(parse_cseq(b" 0000000000007 \t OPTIONS ").unwrap().0, 7);
         assert!(parse_cseq(b"2147483648 REGISTER").is_err());
         assert!(parse_cseq(b"1 REG ISTER").is_err());

@@ -55,7 +55,12 @@ pub trait Ids {
     }
 
     fn branch(&mut self) -> String {
-        format!("{BRANCH_MAGIC}{:016x}", self.getrandbits(64))
+        String::from_utf8_lossy(branch_text(self.branch_bits()).as_bytes()).into_owned()
+    }
+
+    /// The random bits of the next branch, which [`branch_text`] writes out.
+    fn branch_bits(&mut self) -> u64 {
+        self.getrandbits(64) as u64
     }
 
     fn cnonce(&mut self) -> String {
@@ -73,6 +78,26 @@ pub trait Ids {
     fn uniform(&mut self, low: f64, high: f64) -> f64 {
         low + (high - low) * self.random()
     }
+}
+
+/// A branch's text: the magic cookie and 16 hex digits, on the stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BranchText([u8; BRANCH_MAGIC.len() + 16]);
+
+impl BranchText {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// `f"{BRANCH_MAGIC}{bits:016x}"`.
+pub fn branch_text(bits: u64) -> BranchText {
+    let mut text = [0u8; BRANCH_MAGIC.len() + 16];
+    text[..BRANCH_MAGIC.len()].copy_from_slice(BRANCH_MAGIC.as_bytes());
+    for (i, digit) in text[BRANCH_MAGIC.len()..].iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((bits >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    BranchText(text)
 }
 
 fn locked<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {

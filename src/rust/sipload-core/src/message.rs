@@ -263,8 +263,10 @@ fn starts_like_sip(s: &[u8]) -> bool {
     matches!(rest, [b'p' | b'P', b'/', ..])
 }
 
+/// The first `\n` at or after `from` where `pred` matches: (where, the match's end).
 fn find_sub(s: &[u8], from: usize, pred: impl Fn(&[u8], usize) -> Option<usize>) -> Option<(usize, usize)> {
-    (from..s.len()).find_map(|i| pred(s, i).map(|end| (i, end)))
+    let rest = s.get(from..)?;
+    memchr::memchr_iter(b'\n', rest).find_map(|i| pred(s, from + i).map(|end| (from + i, end)))
 }
 
 /// `\n\r?\n` at `i`: its end.
@@ -288,6 +290,17 @@ fn blank_or_fold_at(s: &[u8], i: usize) -> Option<usize> {
         Some(b' ' | b'\t') => Some(i + 2),
         _ => blank_at(s, i),
     }
+}
+
+/// `text.split(b'\n')`, found with memchr.
+fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut cursor = 0;
+    let ends = memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len()));
+    ends.map(move |end| {
+        let line = &text[cursor..end];
+        cursor = end + 1;
+        line
+    })
 }
 
 fn status_line(start: &[u8]) -> Result<StartLine> {
@@ -358,7 +371,7 @@ fn content_length(text: &[u8]) -> Result<usize> {
 fn parse_head(head: &[u8], folded: bool) -> Result<(StartLine, HeaderLines, Option<usize>)> {
     let unfolded;
     let mut text = head;
-    let first_end = text.iter().position(|&b| b == b'\n').unwrap_or(text.len());
+    let first_end = memchr::memchr(b'\n', text).unwrap_or(text.len());
     let mut start = &text[..first_end];
     if start.last() == Some(&b'\r') {
         start = &start[..start.len() - 1];
@@ -375,10 +388,10 @@ fn parse_head(head: &[u8], folded: bool) -> Result<(StartLine, HeaderLines, Opti
     }
     let mut headers = HeaderLines::with_capacity(text.len());
     let mut length: Option<&[u8]> = None;
-    let first_end = text.iter().position(|&b| b == b'\n').unwrap_or(text.len());
+    let first_end = memchr::memchr(b'\n', text).unwrap_or(text.len());
     if first_end < text.len() {
-        for line in text[first_end + 1..].split(|&b| b == b'\n') {
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
+        for line in lines(&text[first_end + 1..]) {
+            let Some(colon) = memchr::memchr(b':', line) else {
                 return Err(ParseError::new(format!(
                     "header line without a colon: {}",
                     shown(rstrip_ascii(line, b" \t\r"), 60)
@@ -494,7 +507,7 @@ impl Message {
         Ok(value)
     }
 
-    pub fn cseq(&self) -> Result<(u32, Vec<u8>)> {
+    pub fn cseq(&self) -> Result<(u32, &[u8])> {
         parse_cseq(self.get("cseq").ok_or_else(|| ParseError::new("missing CSeq header"))?)
     }
 
@@ -581,7 +594,7 @@ l: 0\r\n\r\n";
         let m = parse_message(OK).unwrap();
         assert_eq!(m.status(), Some(200));
         assert_eq!(m.call_id().unwrap(), b"c1@h");
-        assert_eq!(m.cseq().unwrap(), (2, b"REGISTER".to_vec()));
+        assert_eq!(m.cseq().unwrap(), (2, &b"REGISTER"[..]));
         let via = m.top_via().unwrap();
         assert_eq!(via.param(b"received"), Some(&b"10.0.0.1"[..]));
         assert_eq!(m.to_addr().unwrap().params[0].1.as_deref(), Some(&b"t1"[..]));

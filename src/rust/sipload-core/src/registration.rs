@@ -31,7 +31,7 @@ use crate::error::{shown, ParseError, ProtocolError};
 use crate::failures::FailureReason;
 use crate::granted::{granted_expiry, read_flow, Flow};
 use crate::headers::parse_delta;
-use crate::ids::Ids;
+use crate::ids::{branch_text, Ids};
 use crate::message::{Message, StartLine};
 use crate::packed::Packed;
 use crate::register::{build_register, RegisterFields};
@@ -504,8 +504,8 @@ pub struct Registration<I: Ids> {
     used_cached_nonce: bool,
     stale_retries: u32,
     brief_retries: u32,
-    /// Of the request in flight: a response must carry it.
-    branch: String,
+    /// The random bits of the branch of the request in flight (a response must carry it).
+    branch: Option<u64>,
     retries: i64,
     refresh_due: Option<f64>,
     backoff_until: Option<f64>,
@@ -571,7 +571,7 @@ impl<I: Ids> Registration<I> {
             used_cached_nonce: false,
             stale_retries: 0,
             brief_retries: 0,
-            branch: String::new(),
+            branch: None,
             retries: 0,
             refresh_due: None,
             backoff_until: None,
@@ -667,7 +667,7 @@ impl<I: Ids> Registration<I> {
             return Ok(false);
         }
         match response.get("via") {
-            Some(via) if contains(via, self.branch.as_bytes()) => {}
+            Some(via) if self.branch.is_none_or(|bits| contains(via, branch_text(bits).as_bytes())) => {}
             _ => return Ok(false), // forged, or another transaction's
         }
         let StartLine::Response { status, .. } = response.start else {
@@ -686,7 +686,7 @@ impl<I: Ids> Registration<I> {
             self.tx = None;
             self.tx_at = None;
             self.pending_request = Vec::new(); // answered: never retransmitted
-            self.branch = String::new(); // nor matched again (the next request draws its own)
+            self.branch = None; // nor matched again (the next request draws its own)
             self.dispatch(classify(status), Some(response), now)?;
         }
         Ok(true)
@@ -1104,25 +1104,22 @@ impl<I: Ids> Registration<I> {
         let p = &self.profile;
         let unregister = self.op == Op::Unregister;
         let flow = self.flow.as_deref();
-        let contact = if unregister && p.unregister_all {
-            b"*".to_vec()
-        } else {
-            let params = flow.map_or(&b""[..], |f| f.contact_params.as_slice());
-            joined(&[b"<", self.contact(), b">", params])
-        };
-        self.branch = self.ids.branch();
-        let aor = self.aor();
+        let params = flow.map_or(&b""[..], |f| f.contact_params.as_slice());
+        let uri = self.texts.get(1);
+        let contact: &[&[u8]] = if unregister && p.unregister_all { &[b"*"] } else { &[b"<", uri, b">", params] };
+        let bits = self.ids.branch_bits();
+        self.branch = Some(bits);
         build_register(&RegisterFields {
             registrar_uri: &p.registrar_uri,
             transport: &p.transport,
-            sent_by: self.sent_by(),
-            branch: self.branch.as_bytes(),
+            sent_by: self.texts.get(2),
+            branch: branch_text(bits).as_bytes(),
             route: p.route.as_deref(),
-            aor: &aor,
-            from_tag: self.from_tag(),
-            call_id: self.call_id(),
+            aor: &[b"sip:", self.texts.get(0), b"@", &p.domain],
+            from_tag: self.texts.get(4),
+            call_id: self.texts.get(3),
             cseq: self.cseq,
-            contact: &contact,
+            contact,
             supported: flow.map(|f| f.supported.as_slice()),
             expires: if unregister { 0 } else { self.expires_requested },
             authorization,
@@ -1225,7 +1222,7 @@ fn owned(list: Vec<&[u8]>) -> Vec<Vec<u8>> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 #[cfg(test)]

@@ -117,9 +117,23 @@ pub fn rstrip_ascii<'a>(s: &'a [u8], chars: &[u8]) -> &'a [u8] {
     s.get(..end).unwrap_or_default()
 }
 
+const fn token_bytes() -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~' | b'-');
+        b += 1;
+    }
+    table
+}
+
+static TOKEN_BYTES: [bool; 256] = token_bytes();
+
 /// RFC 3261 token character.
 pub fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b".!%*_+`'~-".contains(&b)
+    TOKEN_BYTES[usize::from(b)]
 }
 
 /// RFC 3261 token: one or more token characters.

@@ -89,7 +89,7 @@ fn challenge_then_registered_one_call_id_rising_cseq() {
     let mut reg = make(profile());
     reg.start(10.0).unwrap();
     let first = sent(&mut reg);
-    assert_eq!(first.cseq().unwrap(), (1, b"REGISTER".to_vec()));
+    assert_eq!(first.cseq().unwrap(), (1, &b"REGISTER"[..]));
     assert!(first.get("authorization").is_none());
     assert!(reg.receive(&answer(&first, 401, CHALLENGE), 10.004, None).unwrap());
     let second = sent(&mut reg);
