@@ -159,7 +159,7 @@ impl Message {
 
     fn cseq<'py>(&self, py: Python<'py>) -> PyResult<(u32, Bound<'py, PyString>)> {
         let (n, method) = self.inner.cseq().map_err(|e| parse_error(py, e))?;
-        Ok((n, py_str(py, &method)?))
+        Ok((n, py_str(py, method)?))
     }
 
     /// The top Via as (transport, host, port, [(param, value)]).
