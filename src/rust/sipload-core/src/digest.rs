@@ -5,6 +5,7 @@
 //! HA1 = H(user:realm:password) (-sess: H(HA1:nonce:cnonce)); HA2 = H(method:uri) (auth-int:
 //! H(method:uri:H(body))); response = H(HA1:nonce:nc:cnonce:qop:HA2) (no qop: H(HA1:nonce:HA2)).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use md5::Md5;
@@ -76,6 +77,57 @@ impl Algorithm {
     }
 }
 
+/// A digest in lower-case hex, on the stack (MD5: 32 digits; SHA-256, SHA-512/256: 64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HexDigest {
+    digits: [u8; 64],
+    len: u8,
+}
+
+impl HexDigest {
+    fn of(bytes: &[u8]) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut digits = [0u8; 64];
+        let n = bytes.len().min(32);
+        for (pair, &b) in digits.chunks_exact_mut(2).zip(&bytes[..n]) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
+        HexDigest { digits, len: (2 * n) as u8 }
+    }
+
+    /// Hex digits kept as they are (a cached HA1); None when longer than a digest.
+    fn copied(hex: &[u8]) -> Option<Self> {
+        let mut digits = [0u8; 64];
+        digits.get_mut(..hex.len())?.copy_from_slice(hex);
+        Some(HexDigest { digits, len: hex.len() as u8 })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.digits[..usize::from(self.len)]
+    }
+}
+
+/// H of text parts joined by ':' (text as Python hashes it), fed to the hash part by part.
+fn h_digest(algorithm: Algorithm, parts: &[&[u8]]) -> HexDigest {
+    fn fed<D: Digest>(parts: &[&[u8]]) -> HexDigest {
+        let mut d = D::new();
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                d.update(b":");
+            }
+            // surrogatepass of the joined text is that of each part joined: ':' ends any sequence
+            d.update(&surrogatepass(part));
+        }
+        HexDigest::of(&d.finalize())
+    }
+    match algorithm.base() {
+        Algorithm::Md5 => fed::<Md5>(parts),
+        Algorithm::Sha256 => fed::<Sha256>(parts),
+        _ => fed::<Sha512_256>(parts),
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -97,8 +149,7 @@ pub fn hash_hex(algorithm: Algorithm, data: &[u8]) -> String {
 
 /// H of text parts joined by ':' (text as Python hashes it).
 fn h(algorithm: Algorithm, parts: &[&[u8]]) -> String {
-    let joined = parts.join(&b':');
-    hash_hex(algorithm, &surrogatepass(&joined))
+    String::from_utf8_lossy(h_digest(algorithm, parts).as_bytes()).into_owned()
 }
 
 /// Hex H(username:realm:password), the non-sess HA1.
@@ -124,21 +175,39 @@ pub fn compute_response(
     cnonce: Option<&[u8]>,
     body: &[u8],
 ) -> String {
+    let r = response_digest(algorithm, ha1, nonce, method, uri, qop, nc, cnonce, body);
+    String::from_utf8_lossy(r.as_bytes()).into_owned()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn response_digest(
+    algorithm: Algorithm,
+    ha1: &[u8],
+    nonce: &[u8],
+    method: &[u8],
+    uri: &[u8],
+    qop: Option<&[u8]>,
+    nc: Option<&[u8]>,
+    cnonce: Option<&[u8]>,
+    body: &[u8],
+) -> HexDigest {
     let sess_ha1;
     let mut ha1 = ha1;
     if algorithm.sess() {
-        sess_ha1 = h(algorithm, &[ha1, nonce, cnonce.unwrap_or_default()]);
+        sess_ha1 = h_digest(algorithm, &[ha1, nonce, cnonce.unwrap_or_default()]);
         ha1 = sess_ha1.as_bytes();
     }
     let ha2 = if qop == Some(b"auth-int") {
-        let body_hash = hash_hex(algorithm, body);
-        h(algorithm, &[method, uri, body_hash.as_bytes()])
+        let body_hash = h_digest(algorithm, &[body]);
+        h_digest(algorithm, &[method, uri, body_hash.as_bytes()])
     } else {
-        h(algorithm, &[method, uri])
+        h_digest(algorithm, &[method, uri])
     };
     match qop {
-        None => h(algorithm, &[ha1, nonce, ha2.as_bytes()]),
-        Some(q) => h(algorithm, &[ha1, nonce, nc.unwrap_or(b"None"), cnonce.unwrap_or(b"None"), q, ha2.as_bytes()]),
+        None => h_digest(algorithm, &[ha1, nonce, ha2.as_bytes()]),
+        Some(q) => {
+            h_digest(algorithm, &[ha1, nonce, nc.unwrap_or(b"None"), cnonce.unwrap_or(b"None"), q, ha2.as_bytes()])
+        }
     }
 }
 
@@ -177,7 +246,7 @@ fn scheme_at(s: &[u8], pos: usize) -> Option<(usize, usize)> {
 }
 
 /// `_PARAM`: name, '=', a quoted string (escapes, no CR/LF) or a token-ish value; (name, value, end).
-fn param_at(s: &[u8], pos: usize) -> Option<(&[u8], Vec<u8>, usize)> {
+fn param_at(s: &[u8], pos: usize) -> Option<(&[u8], Cow<'_, [u8]>, usize)> {
     let name_end = run(s, pos, is_t);
     if name_end == pos {
         return None;
@@ -189,7 +258,13 @@ fn param_at(s: &[u8], pos: usize) -> Option<(&[u8], Vec<u8>, usize)> {
     i = run(s, i + 1, is_lws);
     let value;
     if s.get(i) == Some(&b'"') {
-        let mut j = i + 1;
+        let open = i + 1;
+        let close = memchr::memchr3(b'"', b'\\', b'\n', &s[open..]).map(|k| open + k);
+        if let Some(close) = close.filter(|&c| s[c] == b'"' && !s[open..c].contains(&b'\r')) {
+            // no escape, no CR/LF: the value is the text between the quotes
+            return Some((&s[pos..name_end], Cow::Borrowed(&s[open..close]), run(s, close + 1, is_lws)));
+        }
+        let mut j = open;
         let mut out = Vec::new();
         let mut escaped = false;
         loop {
@@ -209,14 +284,14 @@ fn param_at(s: &[u8], pos: usize) -> Option<(&[u8], Vec<u8>, usize)> {
             }
             j += 1;
         }
-        value = out;
+        value = Cow::Owned(out);
         i = j + 1;
     } else {
         let end = run(s, i, |b| !is_lws(b) && b != b',' && b != b'"');
         if end == i {
             return None;
         }
-        value = s[i..end].to_vec();
+        value = Cow::Borrowed(&s[i..end]);
         i = end;
     }
     Some((&s[pos..name_end], value, run(s, i, is_lws)))
@@ -237,14 +312,17 @@ fn token68_at(s: &[u8], pos: usize) -> Option<usize> {
     Some(run(s, run(s, end, |b| b == b'='), is_lws))
 }
 
-type AuthParams = Vec<(Vec<u8>, Vec<u8>)>;
+/// (name as written, unquoted value) of a scheme's parameters.
+type AuthParams<'a> = Vec<(&'a [u8], Cow<'a, [u8]>)>;
 
-fn get<'a>(params: &'a AuthParams, name: &[u8]) -> Option<&'a [u8]> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+/// The value of parameter `name` (lower-case), names compared without case.
+fn get<'a>(params: &'a AuthParams<'_>, name: &[u8]) -> Option<&'a [u8]> {
+    params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_ref())
 }
 
-/// `[(scheme lower-cased, [(param name lower-cased, unquoted value)])]` of one header value.
-pub fn parse_auth_list(value: &[u8]) -> Result<Vec<(Vec<u8>, AuthParams)>> {
+/// `[(scheme, [(param name, unquoted value)])]` of one header value, scheme and names as written
+/// (`_parse_auth_list` lower-cases them: compare without case).
+pub fn parse_auth_list(value: &[u8]) -> Result<Vec<(&[u8], AuthParams<'_>)>> {
     let n = value.len();
     let mut pos = skip(value, 0);
     if pos == n {
@@ -258,18 +336,17 @@ pub fn parse_auth_list(value: &[u8]) -> Result<Vec<(Vec<u8>, AuthParams)>> {
                 shown(&value[pos..], 30)
             )));
         };
-        let scheme = value[pos..scheme_end].to_ascii_lowercase();
+        let scheme = &value[pos..scheme_end];
         let mut params: AuthParams = Vec::new();
         pos = after;
         let mut first = true;
         while pos < n && value[pos] != b',' {
             if let Some((name, v, end)) = param_at(value, pos) {
-                let name = name.to_ascii_lowercase();
-                if params.iter().any(|(k, _)| *k == name) {
+                if params.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
                     return Err(ParseError::new(format!(
                         "parameter {:?} repeated in the {} challenge/credentials",
-                        String::from_utf8_lossy(&name),
-                        String::from_utf8_lossy(&scheme)
+                        String::from_utf8_lossy(&name.to_ascii_lowercase()),
+                        String::from_utf8_lossy(&scheme.to_ascii_lowercase())
                     )));
                 }
                 params.push((name, v));
@@ -379,7 +456,7 @@ pub fn parse_challenges(values: &[&[u8]], proxy: bool) -> Result<Vec<Challenge>>
     let mut out = Vec::new();
     for value in values {
         for (scheme, p) in parse_auth_list(value)? {
-            if scheme != b"digest" {
+            if !scheme.eq_ignore_ascii_case(b"digest") {
                 continue;
             }
             let (Some(realm), Some(nonce)) = (get(&p, b"realm"), get(&p, b"nonce")) else {
@@ -443,13 +520,36 @@ impl std::error::Error for AuthError {}
 
 /// `_quote`: a quoted-string for a Digest header; CR/LF cannot be sent.
 pub fn auth_quote(s: &[u8]) -> std::result::Result<Vec<u8>, AuthError> {
-    if s.contains(&b'\r') || s.contains(&b'\n') {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    auth_quote_into(&mut out, s)?;
+    Ok(out)
+}
+
+/// [`auth_quote`] written at the end of `out`.
+fn auth_quote_into(out: &mut Vec<u8>, s: &[u8]) -> std::result::Result<(), AuthError> {
+    if memchr::memchr2(b'\r', b'\n', s).is_some() {
         return Err(AuthError(format!("CR/LF cannot be sent in a Digest header value: {}", shown(s, 80))));
     }
-    Ok(crate::headers::quote(s))
+    crate::headers::quote_into(out, s);
+    Ok(())
 }
 
 const CLIENT_NONCES: usize = 8;
+
+/// An HA1: computed from the password (on the stack), or the one given.
+enum Ha1 {
+    Computed(HexDigest),
+    Given(Vec<u8>),
+}
+
+impl Ha1 {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Ha1::Computed(h) => h.as_bytes(),
+            Ha1::Given(h) => h,
+        }
+    }
+}
 
 /// A precomputed HA1 given instead of a password.
 #[derive(Debug, Clone)]
@@ -527,11 +627,11 @@ impl DigestClient {
         self.creds.get(0)
     }
 
-    fn ha1_for(&mut self, challenge: &Challenge) -> Option<Vec<u8>> {
+    fn ha1_for(&mut self, challenge: &Challenge) -> Option<Ha1> {
         let alg = challenge.algorithm?;
         if let Some(g) = &self.given {
             if Some(alg.base()) == g.algorithm && g.realm.as_deref().is_none_or(|r| r == challenge.realm()) {
-                return Some(g.ha1.clone());
+                return Some(Ha1::Given(g.ha1.clone()));
             }
         }
         if !self.has_password {
@@ -539,12 +639,14 @@ impl DigestClient {
         }
         if let Some((cached, a)) = &self.last_ha1 {
             if *a == alg && cached.get(0) == challenge.realm() {
-                return Some(cached.get(1).to_vec());
+                if let Some(ha1) = HexDigest::copied(cached.get(1)) {
+                    return Some(Ha1::Computed(ha1));
+                }
             }
         }
-        let ha1 = compute_ha1(self.creds.get(0), challenge.realm(), self.creds.get(1), alg);
+        let ha1 = h_digest(alg, &[self.creds.get(0), challenge.realm(), self.creds.get(1)]);
         self.last_ha1 = Some((Packed::new([challenge.realm(), ha1.as_bytes()]), alg));
-        Some(ha1.into_bytes())
+        Some(Ha1::Computed(ha1))
     }
 
     pub fn can_answer(&mut self, challenge: &Challenge) -> bool {
@@ -589,44 +691,46 @@ impl DigestClient {
             if self.nc.len() > CLIENT_NONCES {
                 self.nc.remove(0);
             }
-            nc = Some(format!("{count:08x}"));
+            nc = Some(HexDigest::of(&count.to_be_bytes()));
         }
-        let response = compute_response(
+        let response = response_digest(
             alg,
-            &ha1,
+            ha1.as_bytes(),
             challenge.nonce(),
             method,
             uri,
             qop,
-            nc.as_deref().map(str::as_bytes),
+            nc.as_ref().map(HexDigest::as_bytes),
             cnonce.as_deref(),
             body,
         );
+        let hashed;
         let user = if challenge.userhash {
-            userhash(self.username(), challenge.realm(), alg).into_bytes()
+            hashed = h_digest(alg, &[self.username(), challenge.realm()]);
+            hashed.as_bytes()
         } else {
-            self.username().to_vec()
+            self.username()
         };
         let mut value = Vec::with_capacity(256);
         value.extend_from_slice(b"Digest username=");
-        value.extend(auth_quote(&user)?);
+        auth_quote_into(&mut value, user)?;
         value.extend_from_slice(b", realm=");
-        value.extend(auth_quote(challenge.realm())?);
+        auth_quote_into(&mut value, challenge.realm())?;
         value.extend_from_slice(b", nonce=");
-        value.extend(auth_quote(challenge.nonce())?);
+        auth_quote_into(&mut value, challenge.nonce())?;
         value.extend_from_slice(b", uri=");
-        value.extend(auth_quote(uri)?);
+        auth_quote_into(&mut value, uri)?;
         value.extend_from_slice(b", response=\"");
         value.extend_from_slice(response.as_bytes());
         value.extend_from_slice(b"\", algorithm=");
         value.extend_from_slice(challenge.algorithm_name());
         if let Some(c) = &cnonce {
             value.extend_from_slice(b", cnonce=");
-            value.extend(auth_quote(c)?);
+            auth_quote_into(&mut value, c)?;
         }
         if let Some(o) = challenge.opaque() {
             value.extend_from_slice(b", opaque=");
-            value.extend(auth_quote(o)?);
+            auth_quote_into(&mut value, o)?;
         }
         if let (Some(q), Some(n)) = (qop, &nc) {
             value.extend_from_slice(b", qop=");
@@ -653,10 +757,7 @@ impl DigestClient {
         let preference = self.preference.clone();
         match choose_challenge(&answerable, preference.as_deref()) {
             None => Ok(None),
-            Some(chosen) => {
-                let chosen = chosen.clone();
-                self.authorize(&chosen, method, uri, body, cnonce).map(Some)
-            }
+            Some(chosen) => self.authorize(chosen, method, uri, body, cnonce).map(Some),
         }
     }
 }

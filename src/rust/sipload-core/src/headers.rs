@@ -95,15 +95,22 @@ pub fn unquote(text: &[u8]) -> Result<Vec<u8>> {
 /// A quoted-string, backslashes and quotes escaped.
 pub fn quote(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + 2);
-    out.push(b'"');
-    for &b in text {
-        if b == b'\\' || b == b'"' {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-    out.push(b'"');
+    quote_into(&mut out, text);
     out
+}
+
+/// [`quote`] written at the end of `out`.
+pub fn quote_into(out: &mut Vec<u8>, text: &[u8]) {
+    out.push(b'"');
+    let mut rest = text;
+    while let Some(i) = memchr::memchr2(b'\\', b'"', rest) {
+        out.extend_from_slice(&rest[..i]);
+        out.push(b'\\');
+        out.push(rest[i]);
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
+    out.push(b'"');
 }
 
 fn skip_ws(s: &[u8], mut i: usize) -> usize {

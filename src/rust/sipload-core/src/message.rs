@@ -572,7 +572,11 @@ impl Message {
     /// The Digest challenges of WWW-Authenticate (or Proxy-Authenticate with `proxy`).
     pub fn challenges(&self, proxy: bool) -> Result<Vec<Challenge>> {
         let key = if proxy { "proxy-authenticate" } else { "www-authenticate" };
-        parse_challenges(&self.get_all(key), proxy)
+        let mut lines = self.headers.iter().filter(|(k, _)| *k == key).map(|(_, v)| v);
+        match (lines.next(), lines.next()) {
+            (Some(only), None) => parse_challenges(&[only], proxy),
+            _ => parse_challenges(&self.get_all(key), proxy),
+        }
     }
 }
 

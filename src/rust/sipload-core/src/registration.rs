@@ -969,7 +969,7 @@ impl<I: Ids> Registration<I> {
 
     fn on_challenge(&mut self, response: &Message, now: f64) -> MachineResult<RegState> {
         let status = response.status().unwrap_or_default();
-        let challenges = match response.challenges(status == 407) {
+        let mut challenges = match response.challenges(status == 407) {
             Ok(c) => c,
             Err(e) => return self.give_up(FailureReason::ParseError, Some(status), now, e.0.into_bytes()),
         };
@@ -1008,9 +1008,10 @@ impl<I: Ids> Registration<I> {
                     answerable.push(c);
                 }
             }
-            choose_challenge(&answerable, auth.preference.as_deref()).cloned()
+            choose_challenge(&answerable, auth.preference.as_deref())
+                .and_then(|chosen| challenges.iter().position(|c| std::ptr::eq(c, chosen)))
         };
-        let Some(chosen) = chosen else {
+        let Some(chosen) = chosen.map(|i| challenges.swap_remove(i)) else {
             let names: Vec<&[u8]> = challenges.iter().map(|c| c.algorithm_name()).collect();
             let names = if names.is_empty() { b"none".to_vec() } else { names.join(&b", "[..]) };
             let detail = joined(&[b"no digest challenge we can answer (offered: ", &names, b")"]);
