@@ -117,7 +117,7 @@ fn h_digest(algorithm: Algorithm, parts: &[&[u8]]) -> HexDigest {
                 d.update(b":");
             }
             // surrogatepass of the joined text is that of each part joined: ':' ends any sequence
-            d.update(&surrogatepass(part));
+            d.update(surrogatepass(part));
         }
         HexDigest::of(&d.finalize())
     }
@@ -246,7 +246,10 @@ fn scheme_at(s: &[u8], pos: usize) -> Option<(usize, usize)> {
 }
 
 /// `_PARAM`: name, '=', a quoted string (escapes, no CR/LF) or a token-ish value; (name, value, end).
-fn param_at(s: &[u8], pos: usize) -> Option<(&[u8], Cow<'_, [u8]>, usize)> {
+/// A parameter: (name as written, unquoted value, where the next one may start).
+type Param<'a> = (&'a [u8], Cow<'a, [u8]>, usize);
+
+fn param_at(s: &[u8], pos: usize) -> Option<Param<'_>> {
     let name_end = run(s, pos, is_t);
     if name_end == pos {
         return None;
