@@ -31,10 +31,6 @@ pub struct HeaderLines {
 }
 
 impl HeaderLines {
-    fn with_capacity(bytes: usize) -> Self {
-        HeaderLines { text: Vec::with_capacity(bytes), lines: Vec::with_capacity(16) }
-    }
-
     fn push(&mut self, key: Cow<'static, str>, value: &[u8]) {
         let start = self.text.len() as u32;
         self.text.extend_from_slice(value);
@@ -303,7 +299,38 @@ fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-fn status_line(start: &[u8]) -> Result<StartLine> {
+/// A start line, borrowed from the datagram.
+enum StartRef<'a> {
+    Request { method: &'a [u8], uri: &'a [u8] },
+    Response { status: u16, reason: &'a [u8] },
+}
+
+impl StartRef<'_> {
+    /// Into `line`, reusing its buffers when it is of the same kind.
+    fn store(self, line: &mut StartLine) {
+        match (self, line) {
+            (StartRef::Response { status, reason }, StartLine::Response { status: s, reason: r }) => {
+                *s = status;
+                r.clear();
+                r.extend_from_slice(reason);
+            }
+            (StartRef::Request { method, uri }, StartLine::Request { method: m, uri: u }) => {
+                m.clear();
+                m.extend_from_slice(method);
+                u.clear();
+                u.extend_from_slice(uri);
+            }
+            (StartRef::Response { status, reason }, line) => {
+                *line = StartLine::Response { status, reason: reason.to_vec() };
+            }
+            (StartRef::Request { method, uri }, line) => {
+                *line = StartLine::Request { method: method.to_vec(), uri: uri.to_vec() };
+            }
+        }
+    }
+}
+
+fn status_line(start: &[u8]) -> Result<StartRef<'_>> {
     // start.split(" ", 2)
     let mut parts = start.splitn(3, |&b| b == b' ');
     let version = parts.next().unwrap_or_default();
@@ -320,11 +347,11 @@ fn status_line(start: &[u8]) -> Result<StartLine> {
     if !(100..=699).contains(&status) {
         return Err(ParseError::new(format!("status code out of range: {status}")));
     }
-    let reason = parts.next().map(|r| strip_ascii(r, b" \t").to_vec()).unwrap_or_default();
-    Ok(StartLine::Response { status, reason })
+    let reason = parts.next().map(|r| strip_ascii(r, b" \t")).unwrap_or_default();
+    Ok(StartRef::Response { status, reason })
 }
 
-fn request_line(start: &[u8]) -> Result<StartLine> {
+fn request_line(start: &[u8]) -> Result<StartRef<'_>> {
     let parts: Vec<&[u8]> = start.split(|&b| b == b' ').collect();
     let [method, uri, version] = parts.as_slice() else {
         return Err(ParseError::new(format!("invalid request line {}", shown(start, 80))));
@@ -338,10 +365,10 @@ fn request_line(start: &[u8]) -> Result<StartLine> {
     if !uri.contains(&b':') || uri.iter().any(|b| b"<>\t".contains(b)) {
         return Err(ParseError::new(format!("invalid Request-URI {}", shown(uri, 80))));
     }
-    Ok(StartLine::Request { method: method.to_vec(), uri: uri.to_vec() })
+    Ok(StartRef::Request { method, uri })
 }
 
-fn start_line(start: &[u8]) -> Result<StartLine> {
+fn start_line(start: &[u8]) -> Result<StartRef<'_>> {
     if let Some([a, b, c, tail @ ..]) = start.strip_prefix(b"SIP/2.0 ") {
         {
             if (b'1'..=b'6').contains(a)
@@ -350,8 +377,8 @@ fn start_line(start: &[u8]) -> Result<StartLine> {
                 && matches!(tail.first(), None | Some(b' '))
             {
                 let status = u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
-                let reason = strip_ascii(tail.get(1..).unwrap_or_default(), b" \t").to_vec();
-                return Ok(StartLine::Response { status, reason });
+                let reason = strip_ascii(tail.get(1..).unwrap_or_default(), b" \t");
+                return Ok(StartRef::Response { status, reason });
             }
         }
     }
@@ -368,11 +395,12 @@ fn content_length(text: &[u8]) -> Result<usize> {
     Ok(text.iter().fold(0usize, |n, &d| n * 10 + usize::from(d - b'0')))
 }
 
-fn parse_head(head: &[u8], folded: bool) -> Result<(StartLine, HeaderLines, Option<usize>)> {
+/// The start line and Content-Length of `head`; its header lines into `headers` (emptied first).
+fn parse_head<'a>(head: &'a [u8], folded: bool, headers: &mut HeaderLines) -> Result<(StartRef<'a>, Option<usize>)> {
     let unfolded;
     let mut text = head;
-    let first_end = memchr::memchr(b'\n', text).unwrap_or(text.len());
-    let mut start = &text[..first_end];
+    let first_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
+    let mut start: &'a [u8] = &head[..first_end];
     if start.last() == Some(&b'\r') {
         start = &start[..start.len() - 1];
     }
@@ -386,7 +414,9 @@ fn parse_head(head: &[u8], folded: bool) -> Result<(StartLine, HeaderLines, Opti
         unfolded = unfold(text);
         text = &unfolded;
     }
-    let mut headers = HeaderLines::with_capacity(text.len());
+    headers.text.clear();
+    headers.lines.clear();
+    headers.text.reserve(text.len());
     let mut length: Option<&[u8]> = None;
     let first_end = memchr::memchr(b'\n', text).unwrap_or(text.len());
     if first_end < text.len() {
@@ -424,12 +454,20 @@ fn parse_head(head: &[u8], folded: bool) -> Result<(StartLine, HeaderLines, Opti
         Some(text) => Some(content_length(text)?),
         None => None,
     };
-    Ok((start_line(start)?, headers, length))
+    Ok((start_line(start)?, length))
 }
 
 /// Parse one datagram. Without Content-Length the body is the rest of the datagram; with it, bytes
 /// beyond it are dropped and a shorter body is an error.
 pub fn parse_message(data: &[u8]) -> Result<Message> {
+    let mut message = Message::empty();
+    parse_message_into(data, &mut message)?;
+    Ok(message)
+}
+
+/// [`parse_message`] into `message`, reusing its buffers (a loop parses every datagram into one). On
+/// an error `message` holds nothing usable.
+pub fn parse_message_into(data: &[u8], message: &mut Message) -> Result<()> {
     let mut data = data;
     while let [b'\r' | b'\n', rest @ ..] = data {
         data = rest;
@@ -455,7 +493,7 @@ pub fn parse_message(data: &[u8]) -> Result<Message> {
     if head.len() > MAX_HEAD_BYTES {
         return Err(ParseError::new(format!("header section larger than {MAX_HEAD_BYTES} bytes")));
     }
-    let (start, headers, length) = parse_head(head, folded)?;
+    let (start, length) = parse_head(head, folded, &mut message.headers)?;
     let body = match length {
         Some(n) if n > body.len() => {
             return Err(ParseError::new(format!("truncated body: Content-Length {n} but {} bytes follow", body.len())))
@@ -463,10 +501,22 @@ pub fn parse_message(data: &[u8]) -> Result<Message> {
         Some(n) => &body[..n],
         None => body,
     };
-    Ok(Message { start, headers, body: body.to_vec() })
+    start.store(&mut message.start);
+    message.body.clear();
+    message.body.extend_from_slice(body);
+    Ok(())
 }
 
 impl Message {
+    /// A message with nothing in it, to parse into.
+    pub fn empty() -> Self {
+        Message {
+            start: StartLine::Response { status: 0, reason: Vec::new() },
+            headers: HeaderLines::default(),
+            body: Vec::new(),
+        }
+    }
+
     /// The first line of this header (by lower-case full name).
     pub fn get(&self, key: &str) -> Option<&[u8]> {
         self.headers.iter().find(|(k, _)| *k == key).map(|(_, v)| v)

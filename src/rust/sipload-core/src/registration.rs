@@ -797,6 +797,17 @@ impl<I: Ids> Registration<I> {
         })
     }
 
+    /// Every output not taken yet, in order: each datagram to `datagram`, each event to `event`. The
+    /// buffer goes with them: a machine at rest keeps none.
+    pub fn take_output(&mut self, mut datagram: impl FnMut(Vec<u8>), mut event: impl FnMut(RegEvent)) {
+        for o in std::mem::take(&mut self.output) {
+            match o {
+                Output::Datagram(d) => datagram(d),
+                Output::Event(e) => event(e),
+            }
+        }
+    }
+
     /// The outputs `pick` takes (Ok), in order; the others stay. A new Vec: a machine at rest keeps no buffer.
     fn take<T>(&mut self, pick: impl Fn(Output) -> Result<T, Output>) -> Vec<T> {
         let mut taken = Vec::new();

@@ -108,12 +108,8 @@ impl<I: Ids> Machine for CoreMachine<I> {
         self.note(r)
     }
 
-    fn take_outgoing(&mut self, out: &mut Vec<Vec<u8>>) {
-        out.extend(self.inner.take_outgoing());
-    }
-
-    fn take_events(&mut self, out: &mut Vec<Event>) {
-        out.extend(self.inner.take_events().into_iter().map(event));
+    fn take_output(&mut self, out: &mut Vec<Vec<u8>>, events: &mut Vec<Event>) {
+        self.inner.take_output(|d| out.push(d), |e| events.push(event(e)));
     }
 
     fn bound_until(&self) -> Option<f64> {
@@ -168,8 +164,8 @@ mod tests {
     fn a_registration_through_the_fleets_trait() {
         let mut m = machine();
         m.start(1.0);
-        let mut out = vec![];
-        m.take_outgoing(&mut out);
+        let (mut out, mut events) = (vec![], vec![]);
+        m.take_output(&mut out, &mut events);
         let req = parse_message(&out[0]).unwrap();
         let mut text = b"SIP/2.0 200 OK\r\n".to_vec();
         for name in ["via", "call-id", "cseq", "from", "to"] {
@@ -179,8 +175,7 @@ mod tests {
         }
         text.extend_from_slice(b"Contact: <sip:u1@127.0.0.1:5080>;expires=60\r\n\r\n");
         assert!(m.receive(&parse_message(&text).unwrap(), 1.2, 1.1));
-        let mut events = vec![];
-        m.take_events(&mut events);
+        m.take_output(&mut out, &mut events);
         assert_eq!(
             events,
             [

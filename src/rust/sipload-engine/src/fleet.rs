@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 
-use sipload_core::message::{parse_message, StartLine};
+use sipload_core::message::{parse_message_into, Message, StartLine};
 use sipload_io::{Schedule, Timers};
 
 use crate::call_ids::CallIds;
@@ -187,6 +187,8 @@ pub struct Fleet<M> {
     outgoing: Vec<(u16, Vec<u8>)>,
     scratch_out: Vec<Vec<u8>>,
     scratch_events: Vec<Event>,
+    /// Every datagram is parsed into this one.
+    scratch_message: Message,
 }
 
 impl<M: Machine> Fleet<M> {
@@ -212,6 +214,7 @@ impl<M: Machine> Fleet<M> {
             outgoing: Vec::new(),
             scratch_out: Vec::new(),
             scratch_events: Vec::new(),
+            scratch_message: Message::empty(),
         }
     }
 
@@ -251,10 +254,11 @@ impl<M: Machine> Fleet<M> {
 
     /// One datagram from the registrar, received at `now`, arrived (kernel timestamp) at `arrived`.
     pub fn receive(&mut self, data: &[u8], now: f64, arrived: f64) {
-        let Ok(msg) = parse_message(data) else {
+        if parse_message_into(data, &mut self.scratch_message).is_err() {
             self.counters.unparseable += 1;
             return;
-        };
+        }
+        let msg = &self.scratch_message;
         let StartLine::Response { status, .. } = msg.start else {
             self.counters.stray += 1;
             return;
@@ -270,7 +274,7 @@ impl<M: Machine> Fleet<M> {
             self.counters.stray += 1;
             return;
         };
-        if !slot.machine.receive(&msg, now, arrived) {
+        if !slot.machine.receive(msg, now, arrived) {
             self.counters.stray += 1;
             return;
         }
@@ -495,11 +499,10 @@ impl<M: Machine> Fleet<M> {
             self.counters.internal_errors += 1;
             self.counters.last_internal_error = error.chars().take(300).collect();
         }
-        slot.machine.take_outgoing(&mut self.scratch_out);
+        slot.machine.take_output(&mut self.scratch_out, &mut self.scratch_events);
         for data in self.scratch_out.drain(..) {
             self.outgoing.push((slot.socket, data));
         }
-        slot.machine.take_events(&mut self.scratch_events);
         let rec = &mut self.recorder;
         let counters = &mut self.counters;
         for event in self.scratch_events.drain(..) {

@@ -60,10 +60,8 @@ pub trait Machine {
     fn receive(&mut self, response: &Message, now: f64, arrived: f64) -> bool;
     fn next_timer(&self) -> Option<f64>;
     fn handle_timer(&mut self, now: f64);
-    /// Datagrams to send, appended to `out`.
-    fn take_outgoing(&mut self, out: &mut Vec<Vec<u8>>);
-    /// Events, appended to `out`.
-    fn take_events(&mut self, out: &mut Vec<Event>);
+    /// Datagrams to send, appended to `out`, and events, appended to `events`.
+    fn take_output(&mut self, out: &mut Vec<Vec<u8>>, events: &mut Vec<Event>);
     /// Until when the registrar may hold our binding.
     fn bound_until(&self) -> Option<f64>;
     /// Stopped or gave up: nothing more will be sent.

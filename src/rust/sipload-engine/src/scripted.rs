@@ -73,11 +73,9 @@ impl Machine for Scripted {
         None
     }
     fn handle_timer(&mut self, _now: f64) {}
-    fn take_outgoing(&mut self, out: &mut Vec<Vec<u8>>) {
+    fn take_output(&mut self, out: &mut Vec<Vec<u8>>, events: &mut Vec<Event>) {
         out.append(&mut self.out);
-    }
-    fn take_events(&mut self, out: &mut Vec<Event>) {
-        out.append(&mut self.events);
+        events.append(&mut self.events);
     }
     fn bound_until(&self) -> Option<f64> {
         (self.state == State::Registered).then_some(f64::INFINITY)
