@@ -179,6 +179,28 @@ pub fn compute_response(
     String::from_utf8_lossy(r.as_bytes()).into_owned()
 }
 
+thread_local! {
+    /// The last H(method:uri): every endpoint of a group registers with the same method and URI.
+    static LAST_HA2: std::cell::RefCell<(Option<Algorithm>, Vec<u8>, Vec<u8>, HexDigest)> =
+        const { std::cell::RefCell::new((None, Vec::new(), Vec::new(), HexDigest { digits: [0; 64], len: 0 })) };
+}
+
+/// H(method:uri), the last one remembered.
+fn ha2_of(algorithm: Algorithm, method: &[u8], uri: &[u8]) -> HexDigest {
+    let base = algorithm.base();
+    LAST_HA2.with_borrow_mut(|(alg, m, u, ha2)| {
+        if *alg != Some(base) || m != method || u != uri {
+            *ha2 = h_digest(base, &[method, uri]);
+            *alg = Some(base);
+            m.clear();
+            m.extend_from_slice(method);
+            u.clear();
+            u.extend_from_slice(uri);
+        }
+        *ha2
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn response_digest(
     algorithm: Algorithm,
@@ -201,7 +223,7 @@ fn response_digest(
         let body_hash = h_digest(algorithm, &[body]);
         h_digest(algorithm, &[method, uri, body_hash.as_bytes()])
     } else {
-        h_digest(algorithm, &[method, uri])
+        ha2_of(algorithm, method, uri)
     };
     match qop {
         None => h_digest(algorithm, &[ha1, nonce, ha2.as_bytes()]),

@@ -4,11 +4,31 @@
 //! at a million endpoints, the difference is 80 MB.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hasher};
+
+/// The keys of `by_hash` are SipHash values already: the map takes them as its own hash.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct CallIds {
-    by_hash: HashMap<u64, u32>,
+    by_hash: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
     colliding: HashMap<Vec<u8>, u32>,
 }
 
@@ -18,7 +38,10 @@ fn hash(call_id: &[u8]) -> u64 {
 
 impl CallIds {
     pub fn with_capacity(n: usize) -> Self {
-        CallIds { by_hash: HashMap::with_capacity(n), colliding: HashMap::new() }
+        CallIds {
+            by_hash: HashMap::with_capacity_and_hasher(n, BuildHasherDefault::default()),
+            colliding: HashMap::new(),
+        }
     }
 
     /// Endpoint `i` has `call_id` (a Call-ID given twice: the later endpoint has it); `call_id_of`
