@@ -179,9 +179,12 @@ pub fn compute_response(
     String::from_utf8_lossy(r.as_bytes()).into_owned()
 }
 
+/// An H(method:uri) and what it was computed of: (base algorithm, method, uri, HA2).
+type Ha2Memo = (Option<Algorithm>, Vec<u8>, Vec<u8>, HexDigest);
+
 thread_local! {
     /// The last H(method:uri): every endpoint of a group registers with the same method and URI.
-    static LAST_HA2: std::cell::RefCell<(Option<Algorithm>, Vec<u8>, Vec<u8>, HexDigest)> =
+    static LAST_HA2: std::cell::RefCell<Ha2Memo> =
         const { std::cell::RefCell::new((None, Vec::new(), Vec::new(), HexDigest { digits: [0; 64], len: 0 })) };
 }
 
